@@ -1,0 +1,66 @@
+# auditlog — every way to set up, run, test and benchmark the project. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench \
+        stack-up stack-down stack-status clean
+
+help: ## list every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+tools: ## install missing system tools (Java 17, Maven, Go) from Debian's packages
+	@infra/bootstrap.sh
+
+$(INSTALLED): pyproject.toml | tools
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+jars: $(INSTALLED) ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
+	$(PY) -m infra.jars
+
+go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle)
+	cd tests/interop/go && go mod download
+
+setup: $(INSTALLED) jars go-deps ## install everything: virtualenv, Python packages, jars, Go modules
+
+run: setup ## install everything and run the main job on the embedded default
+	$(PY) -m runners.cli demo
+
+demo: $(INSTALLED) ## the verifiable-log core in one process: build logs, sign, prove, verify
+	$(PY) -m runners.cli demo
+
+test: setup ## every test: unit, interop, and the real-service tests (they start and stop the stack)
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-unit: $(INSTALLED) ## the pure-core tests only (seconds)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup ## only the tests against the real local stack
+	$(PY) -m pytest -m integration $(PYTEST_ARGS) tests
+
+lint: $(INSTALLED) ## ruff and mypy on the code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check transforms schemas
+	$(VENV)/bin/mypy
+
+bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)
+	$(PY) tests/bench/bench_core.py
+
+stack-up: setup ## start Kafka, SeaweedFS S3 (Object Lock) and a Flink cluster on 127.0.0.1
+	$(PY) -m runners.cli stack up
+
+stack-down: ## stop every service of the local stack
+	$(PY) -m runners.cli stack down
+
+stack-status: ## show each service, its address and where its log is
+	$(PY) -m runners.cli stack status
+
+clean: stack-down ## stop the stack and remove all local data (var/)
+	rm -rf var

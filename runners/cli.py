@@ -1,0 +1,50 @@
+"""`auditlog`: the one command line of the project.
+
+Each subcommand lives in its own module under `runners/commands/` and registers itself with
+`register(subparsers)`; heavy libraries (pyflink, boto3, chdb) are imported inside handlers so
+that `auditlog --help` stays fast.
+
+    auditlog --help
+    auditlog stack up
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from runners.settings import Settings
+
+COMMAND_MODULES = (
+    "runners.commands.stack",
+    "runners.commands.keys",
+    "runners.commands.verify_proof",
+    "runners.commands.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditlog",
+        description="Tamper-evident audit log: ingest, prove, verify.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return int(args.handler(args, settings) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

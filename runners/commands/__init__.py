@@ -1,0 +1,1 @@
+"""One module per `auditlog` subcommand, each with `register(subparsers)`."""

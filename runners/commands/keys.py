@@ -1,0 +1,69 @@
+"""`auditlog keys generate`: make an Ed25519 checkpoint-signing key pair in signed-note form."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from runners.settings import Settings
+from transforms.errors import NoteFormatError
+from transforms.note import Signer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    keys = subparsers.add_parser("keys", help="manage checkpoint-signing keys")
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = sub.add_parser(
+        "generate",
+        help="generate an Ed25519 key pair",
+        description="Writes NAME.key (the private signer key, mode 0600) and NAME.vkey (the public "
+        "verifier key, name+keyid+base64, as Go's sumdb/note reads it) into DIR.",
+    )
+    gen.add_argument(
+        "--name", required=True, help="key name, usually the log origin, e.g. auditlog.example/prod"
+    )
+    gen.add_argument("--out", required=True, type=Path, help="directory to write the two files into")
+    gen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    gen.set_defaults(handler=generate)
+
+
+def key_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    stem = name.replace("/", "_")
+    return directory / f"{stem}.key", directory / f"{stem}.vkey"
+
+
+def write_key_pair(directory: Path, name: str, force: bool = False) -> tuple[Path, Path]:
+    """Generates a key pair and writes it; returns (private path, public path)."""
+    signer = Signer.generate(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = key_paths(directory, name)
+    if not force and (private.exists() or public.exists()):
+        raise FileExistsError(f"{private} or {public} already exists; pass --force to replace the key")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(private, flags, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.encode() + "\n")
+    os.chmod(private, 0o600)
+    public.write_text(signer.verifier().encode() + "\n")
+    return private, public
+
+
+def load_or_create_signer(directory: Path, name: str) -> Signer:
+    """Loads NAME.key from `directory`, generating the pair on first use."""
+    private, _ = key_paths(directory, name)
+    if not private.exists():
+        write_key_pair(directory, name)
+    return Signer.from_key(private.read_text())
+
+
+def generate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        private, public = write_key_pair(args.out, args.name, args.force)
+    except (FileExistsError, NoteFormatError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"private key: {private} (mode 0600, keep it secret)")
+    print(f"verifier key: {public}")
+    print(public.read_text().strip())
+    return 0

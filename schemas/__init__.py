@@ -1,0 +1,1 @@
+"""The audit event schema, its validation and canonical form, and the ClickHouse DDL."""

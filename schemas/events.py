@@ -1,0 +1,212 @@
+"""Audit events: validation against the one JSON Schema, normalisation, and the canonical form.
+
+`schemas/audit_event.schema.json` is the source of truth; it is compiled once at import.
+
+    event = parse_event(raw_bytes)              # EventValidationError names field, value, rule
+    document = protect_event(event, keys)       # PII replaced by sealed values
+    leaf_bytes = canonical_bytes(document)      # RFC 8785: what is stored and hashed
+
+The canonical document keeps every non-PII field where producers put it, drops the PII
+plaintext, and carries the sealed values under "pii", keyed by field path::
+
+    {"action": "...", "actor": {"id": "u_1", "type": "USER"}, ...,
+     "pii": {"actor.email": {"ct": "...", "kh": "...", "kid": "..."}}, "schema_version": 1}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+from transforms.errors import CanonicalizationError
+from transforms.jcs import canonicalize
+from transforms.pii import SubjectKeys, seal
+
+SCHEMA_PATH = Path(__file__).with_name("audit_event.schema.json")
+SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 256 * 1024
+MAX_METADATA_BYTES = 64 * 1024
+
+
+MISSING = object()
+
+
+class EventValidationError(ValueError):
+    """An event does not follow the schema: which field, what value, which rule."""
+
+    def __init__(self, field: str, value: Any, rule: str, event_id: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        self.event_id = event_id
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        who = f"event {event_id}" if event_id else "event"
+        what = field if value is MISSING else f"{field} {shown}"
+        super().__init__(f"{who} rejected: {what} {rule}")
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return result
+
+
+@cache
+def _validator() -> Any:
+    return fastjsonschema.compile(load_schema())
+
+
+def _pii_paths(schema: dict[str, Any], prefix: str = "") -> Iterable[str]:
+    for name, prop in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        if prop.get("x-pii"):
+            yield path
+        yield from _pii_paths(prop, path + ".")
+
+
+DEFAULT_PII_FIELDS: tuple[str, ...] = tuple(_pii_paths(load_schema()))
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """Decodes one Kafka record value and validates it; returns the normalised event."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise EventValidationError(
+            "record", f"<{len(raw)} bytes>", f"is larger than {MAX_RECORD_BYTES} bytes"
+        )
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EventValidationError(
+            "record", raw[:40], f"is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise EventValidationError("record", raw[:40], f"is not JSON ({exc.msg} at {exc.pos})") from None
+    return validate_event(obj)
+
+
+def validate_event(obj: Any) -> dict[str, Any]:
+    """Validates a decoded event against the schema and normalises it (a new dict)."""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    event_id = event_id if isinstance(event_id, str) else None
+    try:
+        _validator()(obj)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _schema_error(exc, event_id) from None
+    event = dict(obj)
+    event["occurred_at"] = normalize_time(obj["occurred_at"], event_id)
+    event["schema_version"] = SCHEMA_VERSION
+    if "metadata" in event:
+        try:
+            size = len(canonicalize(event["metadata"]))
+        except CanonicalizationError as exc:
+            raise EventValidationError("metadata", "<object>", str(exc), event_id) from None
+        if size > MAX_METADATA_BYTES:
+            raise EventValidationError(
+                "metadata", f"<{size} bytes>", f"is larger than {MAX_METADATA_BYTES} bytes", event_id
+            )
+    return event
+
+
+def _schema_error(exc: Any, event_id: str | None) -> EventValidationError:
+    """Turns fastjsonschema's error into one that names the field, the value and the rule."""
+    path = exc.name[len("data") :].lstrip(".")
+    prefix = path + "." if path else ""
+    value = exc.value
+    if exc.rule == "required" and isinstance(value, dict):
+        missing = [name for name in exc.rule_definition if name not in value]
+        return EventValidationError(prefix + missing[0], MISSING, "is required but missing", event_id)
+    if exc.rule == "additionalProperties" and isinstance(value, dict):
+        allowed = exc.definition.get("properties", {})
+        extra = sorted(name for name in value if name not in allowed)
+        return EventValidationError(
+            prefix + extra[0],
+            value[extra[0]],
+            f"is not a known field (allowed: {', '.join(allowed)})",
+            event_id,
+        )
+    rule = exc.message[len(exc.name) :].strip() if exc.message.startswith(exc.name) else exc.message
+    hint = exc.definition.get("x-hint") if isinstance(exc.definition, dict) else None
+    if hint and exc.rule == "pattern":
+        rule = f"is not {hint}"
+    return EventValidationError(path or "event", value, rule, event_id)
+
+
+def normalize_time(text: str, event_id: str | None = None) -> str:
+    """Returns an ISO-8601 time as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ` (fractions beyond ms truncated)."""
+    head, frac, tz = text, "", ""
+    if text.endswith("Z"):
+        head, tz = text[:-1], "+00:00"
+    else:
+        head, tz = text[:-6], text[-6:]
+    if "." in head:
+        head, frac = head.split(".", 1)
+    try:
+        parsed = datetime.fromisoformat(head + tz)
+    except ValueError as exc:
+        raise EventValidationError(
+            "occurred_at", text, f"is not a valid ISO-8601 time ({exc})", event_id
+        ) from None
+    micro = int((frac + "000000")[:6]) if frac else 0
+    utc = parsed.replace(microsecond=micro).astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _get_path(obj: dict[str, Any], path: str) -> Any:
+    node: Any = obj
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _pop_path(obj: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    node = obj
+    for part in parents:
+        node = node[part]
+    node.pop(last, None)
+
+
+def pii_subject(event: dict[str, Any]) -> str:
+    """The subject whose keys seal an event's PII: the actor."""
+    return str(event["actor"]["id"])
+
+
+def protect_event(
+    event: dict[str, Any], keys: SubjectKeys, pii_fields: Iterable[str] = DEFAULT_PII_FIELDS
+) -> dict[str, Any]:
+    """Returns the canonical document: PII plaintext removed, sealed values under "pii"."""
+    doc = dict(event)
+    copied: set[str] = set()
+    sealed: dict[str, Any] = {}
+    for path in pii_fields:
+        value = _get_path(event, path)
+        if value is None:
+            continue
+        sealed[path] = seal(keys, event["tenant_id"], event["event_id"], path, str(value))
+        parent = path.rpartition(".")[0]
+        if parent and parent not in copied:
+            # Copy only the objects that lose a field; the event itself stays untouched.
+            node = doc
+            for part in parent.split("."):
+                node[part] = dict(node[part])
+                node = node[part]
+            copied.add(parent)
+        _pop_path(doc, path)
+    if sealed:
+        doc["pii"] = sealed
+    return doc
+
+
+def canonical_bytes(document: dict[str, Any]) -> bytes:
+    """The RFC 8785 bytes of a canonical document: exactly what is stored and hashed."""
+    return canonicalize(document)

@@ -1,0 +1,299 @@
+"""RFC 9162 §2.1 Merkle trees: hashes, batch roots and proofs, their verifiers, and a compact range.
+
+The tree is SHA-256, left-balanced, with no duplication of odd nodes:
+
+    leaf = SHA-256(0x00 ‖ data)          node = SHA-256(0x01 ‖ left ‖ right)
+    MTH({}) = SHA-256("")                split at k = the largest power of two < n
+
+The batch functions take the list of *leaf hashes* (not the data) so that a verifier can work
+from stored hashes. Proofs are lists of 32-byte `bytes`, ordered from the leaf's sibling up to
+the root's child, exactly as RFC 6962 §2.1.1/§2.1.2 (and C2SP tlog-proof) lay them out.
+Verifiers return None and raise `InvalidProofError` or `RootMismatchError`.
+
+`CompactRange` appends leaf hashes one at a time with O(log n) state; its root always equals
+`root()` of the same leaves, so a streaming job never keeps the whole tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from hashlib import sha256
+
+from transforms.errors import InvalidProofError, RootMismatchError
+
+HASH_SIZE = 32
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+EMPTY_ROOT = sha256(b"").digest()
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "CompactRange",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "root",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """Returns SHA-256(0x00 ‖ data), the hash of one log entry."""
+    return sha256(LEAF_PREFIX + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Returns SHA-256(0x01 ‖ left ‖ right), the hash of an interior node."""
+    return sha256(NODE_PREFIX + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly less than n (requires n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """Returns the Merkle tree hash of the given leaf hashes (SHA-256("") when empty)."""
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    cr = CompactRange()
+    cr.extend(leaf_hashes)
+    return cr.root()
+
+
+def _subtree_root(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
+    return root(leaf_hashes[lo:hi])
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Returns the audit path of leaf `index` in the tree of `leaf_hashes`.
+
+    Requires 0 <= index < len(leaf_hashes).
+    """
+    size = len(leaf_hashes)
+    if not 0 <= index < size:
+        raise InvalidProofError(f"leaf index {index} is outside a tree of size {size}")
+    proof: list[bytes] = []
+    lo, hi = 0, size
+    # Walk down from the root; each step records the sibling subtree's hash.
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index - lo < k:
+            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            lo = lo + k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """Returns the proof that the tree of the first `old_size` leaves is a prefix of this one.
+
+    Requires 0 <= old_size <= len(leaf_hashes). The proof is empty when old_size is 0 or equals
+    the new size (RFC 9162 §2.1.4: both are trivially consistent).
+    """
+    size = len(leaf_hashes)
+    if not 0 <= old_size <= size:
+        raise InvalidProofError(f"old size {old_size} is outside 0..{size}")
+    if old_size == 0 or old_size == size:
+        return []
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, size, old_size, True
+    # SUBPROOF(m, D[lo:hi], complete) from RFC 9162 §2.1.4.1, unrolled.
+    while True:
+        n = hi - lo
+        if m == n:
+            if not complete:
+                proof.append(_subtree_root(leaf_hashes, lo, hi))
+            break
+        k = _split(n)
+        if m <= k:
+            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    proof.reverse()
+    return proof
+
+
+def _check_hashes(proof: Sequence[bytes], what: str) -> None:
+    for i, h in enumerate(proof):
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            raise InvalidProofError(f"{what} element {i} is not a {HASH_SIZE}-byte hash: {h!r}")
+
+
+def _inclusion_length(index: int, size: int) -> int:
+    """Number of hashes in the audit path of `index` in a tree of `size` leaves."""
+    inner = (index ^ (size - 1)).bit_length()
+    border = bin(index >> inner).count("1")
+    return inner + border
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes
+) -> None:
+    """Checks that `leaf` (a leaf hash) sits at `index` in the tree of `size` with `expected_root`.
+
+    Raises InvalidProofError if the index, size or proof shape is wrong, and RootMismatchError
+    if the path leads to a different root.
+    """
+    _check_hashes([leaf, expected_root], "hash")
+    if size < 1 or not 0 <= index < size:
+        raise InvalidProofError(f"leaf index {index} is outside a tree of size {size}")
+    _check_hashes(proof, "inclusion proof")
+    want = _inclusion_length(index, size)
+    if len(proof) != want:
+        raise InvalidProofError(
+            f"inclusion proof for index {index} in size {size} has {len(proof)} hashes, want {want}"
+        )
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise InvalidProofError("inclusion proof is longer than the path to the root")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProofError("inclusion proof is shorter than the path to the root")
+    if r != expected_root:
+        raise RootMismatchError(expected_root, r)
+
+
+def verify_consistency(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
+) -> None:
+    """Checks that the tree (old_size, old_root) is a prefix of the tree (new_size, new_root).
+
+    Requires 0 <= old_size <= new_size. For old_size 0 the proof must be empty (any tree
+    extends the empty one, whatever old_root is given); for old_size == new_size it must be
+    empty and the roots equal.
+    """
+    if not 0 <= old_size <= new_size:
+        raise InvalidProofError(f"old size {old_size} is not within 0..new size {new_size}")
+    _check_hashes(proof, "consistency proof")
+    if old_size == 0 or old_size == new_size:
+        if proof:
+            raise InvalidProofError(
+                f"consistency proof from {old_size} to {new_size} must be empty, got {len(proof)} hashes"
+            )
+        if old_size == new_size:
+            _check_hashes([old_root, new_root], "root")
+            if old_root != new_root:
+                raise RootMismatchError(old_root, new_root, "same-size root")
+        return
+    _check_hashes([old_root, new_root], "root")
+    if not proof:
+        raise InvalidProofError(f"consistency proof from {old_size} to {new_size} is empty")
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        # The old tree is a complete subtree: its root is the proof's implicit first node.
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise InvalidProofError("consistency proof is longer than needed")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProofError("consistency proof is shorter than needed")
+    if fr != old_root:
+        raise RootMismatchError(old_root, fr, "old root")
+    if sr != new_root:
+        raise RootMismatchError(new_root, sr, "new root")
+
+
+class CompactRange:
+    """The compact range [0, size) of a growing tree: one hash per set bit of `size`.
+
+    `hashes` are the roots of the perfect subtrees that make up the leaves so far, largest
+    (leftmost) first. Appending costs amortised one node hash; `root()` folds the subtrees
+    right to left, which is exactly RFC 9162's left-balanced MTH.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self, size: int = 0, hashes: Iterable[bytes] = ()) -> None:
+        self._size = size
+        self._hashes = list(hashes)
+        if len(self._hashes) != bin(size).count("1"):
+            raise InvalidProofError(
+                f"compact range of size {size} needs {bin(size).count('1')} hashes, got {len(self._hashes)}"
+            )
+        _check_hashes(self._hashes, "compact range")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashes(self) -> list[bytes]:
+        """A copy of the subtree roots, for storing the state elsewhere."""
+        return list(self._hashes)
+
+    def append(self, leaf: bytes) -> None:
+        """Appends one leaf hash (32 bytes)."""
+        hashes = self._hashes
+        n = self._size
+        h = leaf
+        while n & 1:
+            h = sha256(NODE_PREFIX + hashes.pop() + h).digest()
+            n >>= 1
+        hashes.append(h)
+        self._size += 1
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Appends many leaf hashes; the same as calling append for each, only faster."""
+        hashes = self._hashes
+        size = self._size
+        pop, push = hashes.pop, hashes.append
+        for h in leaves:
+            n = size
+            while n & 1:
+                h = sha256(NODE_PREFIX + pop() + h).digest()
+                n >>= 1
+            push(h)
+            size += 1
+        self._size = size
+
+    def root(self) -> bytes:
+        """Returns the Merkle tree hash of all leaves appended so far."""
+        if not self._hashes:
+            return EMPTY_ROOT
+        it = reversed(self._hashes)
+        acc = next(it)
+        for h in it:
+            acc = node_hash(h, acc)
+        return acc
+
+    def copy(self) -> CompactRange:
+        return CompactRange(self._size, self._hashes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompactRange) and self._size == other._size and self._hashes == other._hashes
+
+    def __repr__(self) -> str:
+        return f"CompactRange(size={self._size}, root={self.root().hex()[:16]}…)"
