@@ -26,7 +26,7 @@ jars: $(INSTALLED) ## fetch the Kafka broker and Flink Kafka connector jars from
 	$(PY) -m infra.jars
 
 go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle)
-	cd tests/interop/go && go mod download
+	go -C tests/interop/go mod download
 
 setup: $(INSTALLED) jars go-deps ## install everything: virtualenv, Python packages, jars, Go modules
 

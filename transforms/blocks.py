@@ -154,3 +154,36 @@ def verify_chain(blocks: Iterable[tuple[BlockHeader, Sequence[bytes]]]) -> Compa
             )
         prev = header
     return tree
+
+
+BLOCK_OBJECT_VERSION = "auditlog-block/v1"
+
+
+def encode_block_object(header: BlockHeader, entries: Sequence[bytes]) -> bytes:
+    """Returns the archive object of a sealed block: a version line, the header, one entry a line.
+
+    Entries are canonical JSON (RFC 8785 never writes a raw newline), so the object is plain
+    JSON Lines that anyone can read; the same block always gives the same bytes.
+    """
+    if len(entries) != header.leaf_count:
+        raise ChainError(f"block {header.block_index} has {header.leaf_count} leaves, got {len(entries)} entries")
+    for i, entry in enumerate(entries):
+        if b"\n" in entry:
+            raise ChainError(f"entry {header.first_leaf_index + i} contains a newline; it is not canonical JSON")
+    lines = [BLOCK_OBJECT_VERSION.encode(), header.canonical_bytes(), *entries]
+    return b"\n".join(lines) + b"\n"
+
+
+def decode_block_object(data: bytes) -> tuple[BlockHeader, list[bytes]]:
+    """Parses an archive block object; checks its shape, not its hashes (see verify_block)."""
+    lines = data.split(b"\n")
+    if len(lines) < 3 or lines[-1] != b"" or lines[0] != BLOCK_OBJECT_VERSION.encode():
+        raise ChainError(f"not an {BLOCK_OBJECT_VERSION} object")
+    header = BlockHeader.from_json(lines[1])
+    entries = lines[2:-1]
+    if len(entries) != header.leaf_count:
+        raise ChainError(
+            f"log {header.log_id} block {header.block_index}: header says {header.leaf_count} leaves, "
+            f"object holds {len(entries)}"
+        )
+    return header, entries

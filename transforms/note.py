@@ -34,6 +34,7 @@ ALG_ED25519 = b"\x01"
 SIG_PREFIX = "\u2014 "  # em dash and space
 PRIVATE_KEY_PREFIX = "PRIVATE+KEY+"
 MAX_NOTE_SIZE = 1_000_000
+MAX_SIGNATURES = 100  # as Go's sumdb/note; C2SP asks verifiers for a limit of at least 16
 
 
 def _check_name(name: str) -> None:
@@ -193,9 +194,9 @@ def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
     for a malformed note and SignatureError when a known key's signature is wrong or no
     signature comes from a known key.
     """
+    if len(message) > MAX_NOTE_SIZE:
+        raise NoteFormatError(f"note is {len(message)} bytes or more, above the limit of {MAX_NOTE_SIZE}")
     if isinstance(message, bytes):
-        if len(message) > MAX_NOTE_SIZE:
-            raise NoteFormatError(f"note is {len(message)} bytes, more than {MAX_NOTE_SIZE}")
         try:
             message = message.decode("utf-8")
         except UnicodeDecodeError:
@@ -211,7 +212,10 @@ def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
     body = text.encode()
-    for line in sig_block[:-1].split("\n"):
+    sig_lines = sig_block[:-1].split("\n")
+    if len(sig_lines) > MAX_SIGNATURES:
+        raise NoteFormatError(f"note has {len(sig_lines)} signatures, more than {MAX_SIGNATURES}")
+    for line in sig_lines:
         if not line.startswith(SIG_PREFIX):
             raise NoteFormatError(f"signature line {line!r} does not start with an em dash and a space")
         name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")

@@ -44,7 +44,7 @@ def signed(signer: Signer) -> str:
 
 
 def test_key_id_is_first_four_bytes_of_sha256_of_name_newline_alg_key(signer):
-    pub = signer.verifier().encode().split("+")[2]
+    pub = signer.verifier().encode().split("+", 2)[2]
     raw = base64.b64decode(pub)
     want = int.from_bytes(sha256(ORIGIN.encode() + b"\n" + raw).digest()[:4], "big")
     assert signer.key_id == want
@@ -157,7 +157,7 @@ def test_note_text_must_end_with_newline(signer):
 
 def test_bad_key_strings_are_rejected(signer):
     vkey = signer.verifier().encode()
-    name, kid, b64 = vkey.split("+")
+    name, kid, b64 = vkey.split("+", 2)
     for bad in [
         f"{name}+{kid}",
         f"{name}+00000000+{b64}",
