@@ -280,9 +280,7 @@ class _Kafka(_Service):
         ]
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise StackError(
-                f"kafka: formatting storage failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
-            )
+            raise StackError(f"kafka: formatting storage failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
     def command(self, daemon: Daemon) -> tuple[list[str], dict[str, str]]:
         jars = jar_dirs(self.settings)
@@ -503,9 +501,7 @@ class _Flink(_Service):
                 PortUse(self.settings.flink_port, "AUDITLOG_FLINK_PORT (Settings.flink_port)"),
                 PortUse(self.settings.flink_rpc_port, "AUDITLOG_FLINK_RPC_PORT (Settings.flink_rpc_port)"),
             ]
-        return self.daemon(
-            name, log=self._log_file(name), out=self.log_dir / f"{name}.launch.log", ports=ports
-        )
+        return self.daemon(name, log=self._log_file(name), out=self.log_dir / f"{name}.launch.log", ports=ports)
 
     def _log_file(self, name: str) -> Path:
         # flink-console.sh names it flink-<ident>-<entrypoint>-<n>-<hostname>.log; ident is ours.
@@ -539,9 +535,7 @@ class _Flink(_Service):
                 _write_if_changed(self.conf_dir / source.name, source.read_text())
         _write_if_changed(self.conf_dir / "config.yaml", self.config_yaml(package_conf / "config.yaml"))
         _write_if_changed(self.conf_dir / "masters", f"{self.settings.host}:{self.settings.flink_port}\n")
-        _write_if_changed(
-            self.conf_dir / "workers", f"{self.settings.host}\n" * self.settings.flink_taskmanagers
-        )
+        _write_if_changed(self.conf_dir / "workers", f"{self.settings.host}\n" * self.settings.flink_taskmanagers)
 
     def config_yaml(self, package_config: Path) -> str:
         """The cluster's config.yaml: the package's defaults (JVM flags for Java 17) plus ours."""
@@ -663,7 +657,8 @@ class Stack:
         """Starts the named services that are not running and waits until each answers.
 
         `services` names any of SERVICES; empty means all. Idempotent: a running service is left
-        alone (only its missing daemons start). Afterwards the topics `settings.topic` and `settings.dlq_topic` and the Object Lock bucket exist.
+        alone (only its missing daemons start). Afterwards the topics `settings.topic` and
+        `settings.dlq_topic` and the Object Lock bucket exist.
 
         Raises:
             StackError: java/jars/weed missing, a port taken by another program, or a service
@@ -721,9 +716,7 @@ class Stack:
                 if pid is None:
                     busy = daemon.busy_ports()
                     if busy:
-                        detail = (
-                            "port(s) " + ", ".join(str(u.port) for u in busy) + " held by another program"
-                        )
+                        detail = "port(s) " + ", ".join(str(u.port) for u in busy) + " held by another program"
                 rows.append(
                     ServiceStatus(
                         service=name,
@@ -844,9 +837,7 @@ def flink_home() -> Path:
 
     spec = importlib.util.find_spec("pyflink")
     if spec is None or not spec.submodule_search_locations:
-        raise StackError(
-            "apache-flink is not installed in this Python; run `make install` (pip install apache-flink)"
-        )
+        raise StackError("apache-flink is not installed in this Python; run `make install` (pip install apache-flink)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -857,9 +848,7 @@ def _flink_entrypoint(name: str) -> str:
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise StackError(
-            "java is not on PATH: Kafka and Flink need Java 17 (apt-get install openjdk-17-jre-headless)"
-        )
+        raise StackError("java is not on PATH: Kafka and Flink need Java 17 (apt-get install openjdk-17-jre-headless)")
     return java
 
 

@@ -21,6 +21,10 @@ COMMAND_MODULES = (
     "runners.commands.keys",
     "runners.commands.verify_proof",
     "runners.commands.demo",
+    "runners.commands.produce",
+    "runners.commands.ingest",
+    "runners.commands.proof",
+    "runners.commands.index",
 )
 
 

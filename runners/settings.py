@@ -40,6 +40,24 @@ class Settings:
         dlq_topic: the dead-letter topic (AUDITLOG_DLQ_TOPIC).
         clickhouse_url: `chdb:///abs/path` for the embedded engine or `clickhouse://host:port/db`
             for a server (AUDITLOG_CLICKHOUSE_URL); empty means chDB under `home`.
+        origin: prefix of every log's checkpoint origin and the signing key's name; a log's
+            origin is `origin`/`log_id` (AUDITLOG_ORIGIN).
+        block_size: leaves per block at most (AUDITLOG_BLOCK_SIZE).
+        block_latency_ms: how often the cut ticker closes open blocks (AUDITLOG_BLOCK_LATENCY_MS).
+        checkpoint_interval_ms: Flink checkpoint interval (AUDITLOG_CHECKPOINT_INTERVAL_MS).
+        parallelism: ingest job parallelism (AUDITLOG_PARALLELISM).
+        dedupe_ttl_days: how long an event id is remembered for dedupe (AUDITLOG_DEDUPE_TTL_DAYS).
+        keystore_file: the SQLite key store of per-subject PII keys (AUDITLOG_KEYSTORE_FILE);
+            empty means `home`/keystore.sqlite. Read it as `keystore_path`.
+        master_key_file: file holding the key store's base64 master key(s), one per line, the
+            current one first (AUDITLOG_MASTER_KEY_FILE); make one with
+            `auditlog keys master generate --out FILE`.
+        master_key: the master key(s) in base64 instead of a file (AUDITLOG_MASTER_KEY); set
+            this or `master_key_file`, not both. Never printed.
+        key_seed: derive new PII subject keys from this text instead of at random
+            (AUDITLOG_KEY_SEED), so that CI replays of a recorded topic give byte-identical
+            ciphertext. Anyone with the seed can read every sealed value: production must
+            never set it. Never printed.
     """
 
     home: Path = REPO_ROOT / "var"
@@ -58,6 +76,16 @@ class Settings:
     topic: str = "audit.events"
     dlq_topic: str = "audit.events.dlq"
     clickhouse_url: str = ""
+    origin: str = "auditlog.local"
+    block_size: int = 1000
+    block_latency_ms: int = 2000
+    checkpoint_interval_ms: int = 10000
+    parallelism: int = 2
+    dedupe_ttl_days: int = 7
+    keystore_file: str = ""
+    master_key_file: str = ""
+    master_key: str = dataclasses.field(default="", repr=False)
+    key_seed: str = dataclasses.field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -100,6 +128,21 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def signer_key_file(self) -> Path:
+        """The checkpoint-signing key of this deployment, named after `origin`."""
+        return self.keys_dir / (self.origin.replace("/", "_") + ".key")
+
+    @property
+    def verifier_key_file(self) -> Path:
+        return self.keys_dir / (self.origin.replace("/", "_") + ".vkey")
+
+    @property
+    def keystore_path(self) -> Path:
+        if self.keystore_file:
+            return Path(self.keystore_file).expanduser().resolve()
+        return self.home / "keystore.sqlite"
 
 
 _ENV_NAMES = {"home": "AUDITLOG_HOME", "jars_dir": "AUDITLOG_JARS"}

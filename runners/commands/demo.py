@@ -64,9 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         subject = (event["tenant_id"], pii_subject(event))
         keys = subject_keys.get(subject)
         if keys is None:
-            keys = subject_keys[subject] = SubjectKeys(
-                f"k{len(subject_keys)}", os.urandom(32), os.urandom(32)
-            )
+            keys = subject_keys[subject] = SubjectKeys(f"k{len(subject_keys)}", os.urandom(32), os.urandom(32))
         canonical = canonical_bytes(protect_event(event, keys))
         state = logs[int.from_bytes(sha256(key).digest()[:4], "big") % len(logs)]
         block = append(state, Entry(canonical, event["occurred_at"]), args.block_size)

@@ -20,12 +20,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Writes NAME.key (the private signer key, mode 0600) and NAME.vkey (the public "
         "verifier key, name+keyid+base64, as Go's sumdb/note reads it) into DIR.",
     )
-    gen.add_argument(
-        "--name", required=True, help="key name, usually the log origin, e.g. auditlog.example/prod"
-    )
+    gen.add_argument("--name", required=True, help="key name, usually the log origin, e.g. auditlog.example/prod")
     gen.add_argument("--out", required=True, type=Path, help="directory to write the two files into")
     gen.add_argument("--force", action="store_true", help="overwrite existing key files")
     gen.set_defaults(handler=generate)
+    master = sub.add_parser("master", help="manage the PII key store's master key")
+    master_sub = master.add_subparsers(dest="master_command", metavar="ACTION", required=True)
+    mgen = master_sub.add_parser(
+        "generate",
+        help="write a new random master key file (mode 0600)",
+        description="Writes 32 random bytes, base64, to FILE (mode 0600); point AUDITLOG_MASTER_KEY_FILE "
+        "at it. Back it up: without it no sealed PII can be read again.",
+    )
+    mgen.add_argument("--out", required=True, type=Path, help="file to write")
+    mgen.add_argument("--force", action="store_true", help="overwrite an existing file (its key is lost)")
+    mgen.set_defaults(handler=generate_master)
 
 
 def key_paths(directory: Path, name: str) -> tuple[Path, Path]:
@@ -66,4 +75,17 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     print(f"private key: {private} (mode 0600, keep it secret)")
     print(f"verifier key: {public}")
     print(public.read_text().strip())
+    return 0
+
+
+def generate_master(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.io.keystore import write_master_key_file
+
+    try:
+        path, master_id = write_master_key_file(args.out, args.force)
+    except FileExistsError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"master key {master_id} written to {path} (mode 0600): keep it secret, back it up")
+    print(f"export AUDITLOG_MASTER_KEY_FILE={path}")
     return 0

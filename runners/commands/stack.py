@@ -121,8 +121,6 @@ def _print_table(rows: list[Any]) -> None:
         table.append((row.service, row.name, row.state, row.address, str(row.pid or "-"), str(row.log)))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line, row in zip(table, [None, *rows], strict=True):
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
-        )
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
         if row is not None and row.detail:
             print(" " * (sum(widths[:2]) + 4) + row.detail)

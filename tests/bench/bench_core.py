@@ -113,9 +113,7 @@ def main() -> None:
     t = timed(lambda: [canonical_bytes(d) for d in docs], repeat=1)
     row("RFC 8785 canonical bytes, events/s", f"{len(docs) / t:,.0f}")
     t = timed(
-        lambda: CompactRange().extend(
-            leaf_hash(canonical_bytes(protect_event(parse_event(r), keys))) for r in records
-        ),
+        lambda: CompactRange().extend(leaf_hash(canonical_bytes(protect_event(parse_event(r), keys))) for r in records),
         repeat=1,
     )
     row("whole per-event core path (parse→seal→JCS→leaf→append), events/s", f"{len(records) / t:,.0f}")

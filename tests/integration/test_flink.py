@@ -48,9 +48,7 @@ def test_pyflink_job_submitted_with_flink_run_finishes_with_right_output(
         str(COUNT),
     ]
 
-    run = subprocess.run(
-        command, env=stack.flink_env(), capture_output=True, text=True, timeout=300, check=False
-    )
+    run = subprocess.run(command, env=stack.flink_env(), capture_output=True, text=True, timeout=300, check=False)
 
     assert run.returncode == 0, f"flink run failed:\n{run.stdout}\n{run.stderr}"
     match = re.search(r"JobID ([0-9a-f]{32})", run.stdout)

@@ -35,9 +35,7 @@ def test_up_twice_is_harmless(stack: Stack) -> None:
     assert elapsed < 15, f"a second `up` should only check, took {elapsed:.1f} s"
 
 
-def test_status_lists_every_daemon_with_address_pid_and_log(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_status_lists_every_daemon_with_address_pid_and_log(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     rows = stack.status()
 
     names = [row.name for row in rows]

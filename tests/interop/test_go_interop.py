@@ -150,9 +150,7 @@ def test_python_signed_checkpoints_open_in_go(go_call: GoCall) -> None:
     signed = [sign_checkpoint(cp, signer) for cp in cps]
     responses = go_call([_go_verify(vkey, msg) for msg in signed])
     for cp, msg, resp in zip(cps, signed, responses, strict=True):
-        assert resp.get("ok") is True, (
-            f"Go rejected a Python-signed checkpoint (vkey {vkey!r}): {resp}\nnote:\n{msg}"
-        )
+        assert resp.get("ok") is True, f"Go rejected a Python-signed checkpoint (vkey {vkey!r}): {resp}\nnote:\n{msg}"
         assert resp["text"] == cp.text()
         assert parse_checkpoint(resp["text"]) == cp
 

@@ -25,11 +25,7 @@ def signer() -> Signer:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    pub = (
-        Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
-        .public_key()
-        .public_bytes(Encoding.Raw, PublicFormat.Raw)
-    )
+    pub = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return Signer.from_key(SKEY.format(kid=f"{key_id(ORIGIN, pub):08x}"))
 
 

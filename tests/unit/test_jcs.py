@@ -93,9 +93,7 @@ def test_rfc8785_utf8_output_of_the_sorting_example():
 
 
 def test_nested_structures_and_integers():
-    assert (
-        canonicalize({"b": [1, {"d": True, "c": None}], "a": -0.0}) == b'{"a":0,"b":[1,{"c":null,"d":true}]}'
-    )
+    assert canonicalize({"b": [1, {"d": True, "c": None}], "a": -0.0}) == b'{"a":0,"b":[1,{"c":null,"d":true}]}'
 
 
 def test_out_of_range_integer_and_lone_surrogate_are_rejected():

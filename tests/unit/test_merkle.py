@@ -161,9 +161,7 @@ def test_rfc6962_inclusion_vectors(index, size, path):
 def test_rfc6962_consistency_vectors(old, new, path):
     proof = consistency_proof(LEAVES[:new], old)
     assert [h.hex() for h in proof] == path
-    verify_consistency(
-        old, new, proof, bytes.fromhex(RFC6962_ROOTS[old - 1]), bytes.fromhex(RFC6962_ROOTS[new - 1])
-    )
+    verify_consistency(old, new, proof, bytes.fromhex(RFC6962_ROOTS[old - 1]), bytes.fromhex(RFC6962_ROOTS[new - 1]))
 
 
 def test_all_proofs_of_small_trees_verify():
@@ -182,9 +180,7 @@ def test_all_proofs_of_small_trees_verify():
             verify_consistency(m, n, proof, root(hashes[:m]), r)
 
 
-leaf_lists = st.lists(st.binary(max_size=8), min_size=1, max_size=140).map(
-    lambda ds: [leaf_hash(d) for d in ds]
-)
+leaf_lists = st.lists(st.binary(max_size=8), min_size=1, max_size=140).map(lambda ds: [leaf_hash(d) for d in ds])
 
 
 @settings(max_examples=150, deadline=None)

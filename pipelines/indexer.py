@@ -1,0 +1,159 @@
+"""The archive indexer: follows the WORM archive and loads every sealed block into ClickHouse.
+
+ClickHouse is the search index and the archive is the source of truth (DESIGN.md contract 8),
+so the index is *derived* from the archive: the ingest job archives each block with its signed
+checkpoint, and this indexer, in one process of its own, checks each new block against the
+previous one (chain link, block root, tree root, checkpoint signature) and inserts its rows with
+a per-block deduplication token. Re-running it is harmless; running it on an empty ClickHouse
+rebuilds the index from the archive alone.
+
+Why a separate process: embedded chDB may be opened by one process only, and it cannot be
+loaded inside a Flink TaskManager's embedded Python (the JVM dies). The indexer runs in the
+`auditlog ingest` process on the local default, in `auditlog index --follow` beside a cluster,
+and inside `auditlog serve`, so the UI sees events as they arrive.
+
+    auditlog index            # catch up once
+    auditlog index --follow   # keep following
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.io.archive import ArchiveNotFoundError
+from transforms.blocks import BlockHeader, decode_block_object, verify_block
+from transforms.checkpoint import open_checkpoint
+from transforms.errors import VerificationError
+from transforms.merkle import CompactRange, leaf_hash
+from transforms.note import Verifier
+
+log = logging.getLogger(__name__)
+
+
+class IndexingHalted(VerificationError):
+    """A block in the archive does not follow from the indexed log; indexing of that log stops."""
+
+
+@dataclass
+class _LogProgress:
+    last: BlockHeader | None = None
+    tree: CompactRange = field(default_factory=CompactRange)
+
+
+@dataclass
+class IndexStats:
+    blocks: int = 0
+    events: int = 0
+    halted: dict[str, str] = field(default_factory=dict)
+
+
+class ArchiveIndexer:
+    """Loads archived blocks into ClickHouse in log order, verifying each one on the way."""
+
+    def __init__(self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str) -> None:
+        self.archive = archive
+        self.clickhouse = clickhouse
+        self.verifier = verifier
+        self.origin_prefix = origin_prefix
+        self.progress: dict[str, _LogProgress] = {}
+        self.stats = IndexStats()
+
+    def _resume(self, log_id: str) -> _LogProgress:
+        """Where the index of `log_id` stands: its last header and the tree after it."""
+        progress = self.progress.get(log_id)
+        if progress is None:
+            progress = _LogProgress()
+            headers = self.clickhouse.block_headers(log_id)
+            if headers:
+                progress.last = headers[-1]
+                leaves = self.clickhouse.leaf_hashes(log_id, headers[-1].tree_size)
+                progress.tree.extend(leaves)
+                if progress.tree.root() != headers[-1].tree_root:
+                    raise IndexingHalted(f"log {log_id}: ClickHouse's leaves do not give its last tree root")
+            self.progress[log_id] = progress
+        return progress
+
+    def sync_once(self, on_block: Callable[[str, BlockHeader], None] | None = None) -> int:
+        """Indexes every archived block not yet in ClickHouse; returns how many it loaded."""
+        loaded = 0
+        for log_id in self.archive.list_logs():
+            if log_id in self.stats.halted:
+                continue
+            try:
+                loaded += self._sync_log(log_id, on_block)
+            except VerificationError as exc:
+                self.stats.halted[log_id] = str(exc)
+                log.error("indexer: stopped indexing log %s: %s (run `auditlog verify`)", log_id, exc)
+        return loaded
+
+    def _sync_log(self, log_id: str, on_block: Callable[[str, BlockHeader], None] | None) -> int:
+        progress = self._resume(log_id)
+        after = progress.last.block_index if progress.last else None
+        loaded = 0
+        origin = f"{self.origin_prefix}/{log_id}"
+        for index in self.archive.list_blocks(log_id, after=after):
+            header, entries = decode_block_object(self.archive.get_block(log_id, index))
+            if header.log_id != log_id or header.block_index != index:
+                raise IndexingHalted(f"object of log {log_id} block {index} holds {header.log_id}/{header.block_index}")
+            hashes = [leaf_hash(e) for e in entries]
+            verify_block(header, progress.last, hashes)
+            tree = progress.tree.copy()
+            tree.extend(hashes)
+            if tree.root() != header.tree_root:
+                raise IndexingHalted(f"log {log_id} block {index}: tree root does not follow from the leaves")
+            try:
+                note = self.archive.get_checkpoint(log_id, header.tree_size)
+            except ArchiveNotFoundError:
+                log.info("indexer: checkpoint of %s at %d not archived yet; next pass", log_id, header.tree_size)
+                break
+            checkpoint = open_checkpoint(note, self.verifier, origin=origin)
+            if (checkpoint.size, checkpoint.root) != (header.tree_size, header.tree_root):
+                raise IndexingHalted(f"log {log_id} block {index}: signed checkpoint disagrees with the header")
+            self.clickhouse.write_block(header, entries, note)
+            progress.last, progress.tree = header, tree
+            loaded += 1
+            self.stats.blocks += 1
+            self.stats.events += header.leaf_count
+            if on_block:
+                on_block(log_id, header)
+        return loaded
+
+    def follow(self, stop: threading.Event, interval_s: float = 1.0) -> None:
+        """Keeps indexing until `stop` is set; a failing archive is retried, not fatal."""
+        while not stop.is_set():
+            try:
+                self.sync_once()
+            except Exception as exc:  # keep following through S3 or ClickHouse outages
+                log.warning("indexer: sync failed, retrying in %.0f s: %s", interval_s, exc)
+            stop.wait(interval_s)
+
+
+class IndexerThread:
+    """Runs an ArchiveIndexer in a background thread (used by `auditlog ingest` locally)."""
+
+    def __init__(self, indexer: ArchiveIndexer, interval_s: float = 1.0) -> None:
+        self.indexer = indexer
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=indexer.follow, args=(self._stop, interval_s), daemon=True, name="archive-indexer"
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def wait_quiet(indexer: ArchiveIndexer, settle_s: float = 0.0) -> IndexStats:
+    """Syncs until a pass loads nothing (the archive has no more unindexed blocks)."""
+    while indexer.sync_once():
+        time.sleep(settle_s)
+    return indexer.stats

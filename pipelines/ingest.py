@@ -1,0 +1,393 @@
+"""The streaming ingest job: Kafka → validate → seal PII → dedupe → logs, blocks, checkpoints → sinks.
+
+Run it with the CLI (a local mini-cluster by default, or a Flink cluster)::
+
+    auditlog ingest --bounded              # read to the end offsets present at start, then finish
+    auditlog ingest                        # run until stopped
+    auditlog ingest --cluster http://127.0.0.1:8081
+
+The graph (every stateful operator has a stable uid, so savepoints survive upgrades)::
+
+    kafka source (SQL connector: value bytes + partition/offset/timestamp metadata)
+      → key by partition → sequence (one log per partition: dedupe state, open block, tree)
+          ├─ side output: dead letters → Kafka DLQ topic (exactly-once, transactional)
+          └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts)
+    archive → indexer (pipelines/indexer.py, its own process) → ClickHouse (per-block dedup tokens)
+
+Exactly-once (DESIGN.md contract 6, option a): a log's leaves are a function of its partition's
+records, blocks are cut by count or by cut markers written into the partition, so a restore from
+a checkpoint re-creates byte-identical blocks; S3 re-puts of identical bytes are no-ops, and the
+indexer's ClickHouse inserts carry a per-block deduplication token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.ingest_core import (
+    DeadLetter,
+    IngestOptions,
+    LogCursor,
+    LogSequencer,
+    SealedBlockRecord,
+    SourceRecord,
+)
+
+MAX_TIMESTAMP = 2**63 - 1
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything the job's functions need on the workers (pickled with them)."""
+
+    options: IngestOptions
+    bootstrap: str
+    signer_key_file: str
+    keystore: dict[str, Any]
+    archive: dict[str, Any]
+    dlq_topic: str
+    dedupe_ttl_days: int = 7
+    group_id: str = "auditlog-ingest"
+
+
+def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") -> str:
+    """The Kafka table: raw value bytes plus the record's partition, offset, timestamp and key."""
+    bounded_opt = "'scan.bounded.mode' = 'latest-offset'," if bounded else ""
+    return f"""
+        CREATE TEMPORARY TABLE {table} (
+            `k` BYTES,
+            `v` BYTES,
+            `partition` INT METADATA VIRTUAL,
+            `offset` BIGINT METADATA VIRTUAL,
+            `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+        ) WITH (
+            'connector' = 'kafka',
+            'topic' = '{config.options.topic}',
+            'properties.bootstrap.servers' = '{config.bootstrap}',
+            'properties.group.id' = '{config.group_id}',
+            'properties.isolation.level' = 'read_committed',
+            'scan.startup.mode' = 'earliest-offset',
+            {bounded_opt}
+            'key.format' = 'raw',
+            'key.fields' = 'k',
+            'value.format' = 'raw',
+            'value.fields-include' = 'EXCEPT_KEY'
+        )
+    """
+
+
+def build_ingest(env: Any, t_env: Any, config: JobConfig, bounded: bool) -> None:
+    """Adds the ingest graph to `env`: source, sequencer, DLQ sink and block sinks."""
+    from pyflink.common import Types
+    from pyflink.datastream import OutputTag
+
+    t_env.execute_sql(source_ddl(config, bounded))
+    rows = t_env.to_data_stream(
+        t_env.sql_query(
+            "SELECT `partition`, `offset`, CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000, `k`, `v` FROM audit_source"
+        )
+    )
+    dlq_tag = OutputTag("dead-letters", Types.STRING())
+    block_type = Types.PICKLED_BYTE_ARRAY()
+    sequenced = (
+        rows.key_by(lambda r: r[0], key_type=Types.INT())
+        .process(SequenceFunction(config, dlq_tag), output_type=block_type)
+        .name("sequence: dedupe, seal PII, append, cut blocks, sign")
+        .uid("auditlog-sequence-v1")
+    )
+    sequenced.get_side_output(dlq_tag).sink_to(dlq_sink(config)).name("dead letters → Kafka").uid(
+        "auditlog-dlq-sink-v1"
+    )
+    (
+        sequenced.map(ArchiveWriter(config), output_type=Types.STRING())
+        .name("archive blocks and checkpoints to WORM S3")
+        .uid("auditlog-archive-writer-v1")
+    )
+
+
+def dlq_sink(config: JobConfig) -> Any:
+    """Kafka sink for dead letters, exactly-once through Flink's transactional KafkaSink."""
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
+    return (
+        KafkaSink.builder()
+        .set_bootstrap_servers(config.bootstrap)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(config.dlq_topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(f"{config.group_id}-dlq")
+        .set_property("transaction.timeout.ms", "600000")
+        .build()
+    )
+
+
+from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext  # noqa: E402
+
+
+class SequenceFunction(KeyedProcessFunction):
+    """Keyed by partition: feeds each record to the LogSequencer with the log's keyed state."""
+
+    def __init__(self, config: JobConfig, dlq_tag: Any) -> None:
+        self.config = config
+        self.dlq_tag = dlq_tag
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from pyflink.common import Types
+        from pyflink.common.time import Time
+        from pyflink.datastream.state import (
+            ListStateDescriptor,
+            MapStateDescriptor,
+            StateTtlConfig,
+            ValueStateDescriptor,
+        )
+
+        from pipelines.io.keystore import open_keystore
+        from runners.settings import Settings
+        from transforms.note import Signer
+
+        ttl = (
+            StateTtlConfig.new_builder(Time.days(self.config.dedupe_ttl_days))
+            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+            .build()
+        )
+        seen = MapStateDescriptor("seen-event-ids", Types.STRING(), Types.BOOLEAN())
+        seen.enable_time_to_live(ttl)
+        self.seen = runtime_context.get_map_state(seen)
+        self.pending_state = runtime_context.get_list_state(ListStateDescriptor("open-block", Types.STRING()))
+        self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
+        signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
+        self.keystore = open_keystore(Settings().replace(**self.config.keystore))
+        self.sequencer = LogSequencer(self.config.options, self.keystore, signer)
+        self.cursors: dict[int, LogCursor] = {}
+        metrics = self.metrics = runtime_context.get_metrics_group()
+        self.m_accepted = metrics.counter("events_accepted")
+        self.m_duplicates = metrics.counter("duplicates_dropped")
+        self.m_dlq = metrics.counter("dead_letters")
+        self.m_blocks = metrics.counter("blocks_sealed")
+        self.tree_sizes: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.keystore.close()
+
+    def _cursor(self, partition: int) -> LogCursor:
+        cursor = self.cursors.get(partition)
+        if cursor is None:
+            # First record of this key since (re)start: load what the last checkpoint holds.
+            stored = self.cursor_state.value()
+            log_id = self.config.options.log_id(partition)
+            pending = [entry.encode() for entry in (self.pending_state.get() or [])]
+            cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
+            self.cursors[partition] = cursor
+            self.metrics.add_group("log", log_id).gauge("tree_size", lambda c=cursor: c.tree.size)
+        return cursor
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
+        partition = value[0]
+        cursor = self._cursor(partition)
+        if cursor.last_block is None and not cursor.pending and cursor.tree.size == 0:
+            # Seal whatever is open when a bounded input ends (its final watermark fires this).
+            ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
+        record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]))
+        before = len(cursor.pending)
+        outputs = self.sequencer.step(cursor, _MapStateDedupe(self.seen), record)
+        if len(cursor.pending) > before:
+            self.pending_state.add(cursor.pending[-1].decode())
+            self.m_accepted.inc()
+        yield from self._emit(cursor, outputs)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
+        cursor = self._cursor(ctx.get_current_key())
+        block = self.sequencer.seal(cursor)
+        yield from self._emit(cursor, [("block", block)] if block else [])
+
+    def _emit(self, cursor: LogCursor, outputs: list[tuple[str, Any]]) -> Any:
+        for kind, item in outputs:
+            if kind == "dlq":
+                self.m_dlq.inc()
+                yield self.dlq_tag, item.to_json().decode()
+            else:
+                self.pending_state.clear()
+                self.cursor_state.update(cursor.to_bytes().decode())
+                self.m_blocks.inc()
+                yield item
+        counters = self.sequencer.counters
+        if counters.duplicates:
+            self.m_duplicates.inc(counters.duplicates)
+            counters.duplicates = 0
+
+
+class _MapStateDedupe:
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def seen(self, key: str) -> bool:
+        if self.state.contains(key):
+            return True
+        self.state.put(key, True)
+        return False
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class ArchiveWriter(MapFunction):
+    """Archives each sealed block and its signed checkpoint in WORM S3 (idempotent re-puts).
+
+    ClickHouse is loaded from the archive by the indexer (pipelines/indexer.py), outside Flink:
+    embedded chDB is single-process and cannot live inside a TaskManager's embedded Python.
+    """
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from pipelines.io.archive import open_archive
+
+        self.archive = open_archive(**self.config.archive)
+
+    def map(self, block: SealedBlockRecord) -> str:
+        self.archive.put_block(block.log_id, block.block_index, block.block_object)
+        self.archive.put_checkpoint(block.log_id, block.tree_size, block.checkpoint)
+        return f"{block.log_id}/{block.block_index}"
+
+
+def job_config(settings: Any, topic: str | None = None, block_size: int | None = None) -> JobConfig:
+    """The job's configuration from the one settings object."""
+    options = IngestOptions(
+        topic=topic or settings.topic,
+        origin_prefix=settings.origin,
+        block_size=block_size or settings.block_size,
+    )
+    return JobConfig(
+        options=options,
+        bootstrap=settings.kafka_bootstrap,
+        signer_key_file=str(settings.signer_key_file),
+        keystore=keystore_spec(settings),
+        archive=archive_spec(settings),
+        dlq_topic=settings.dlq_topic,
+        dedupe_ttl_days=settings.dedupe_ttl_days,
+    )
+
+
+def keystore_spec(settings: Any) -> dict[str, Any]:
+    """The settings fields that open the key store on a worker."""
+    return {
+        "keystore_file": str(settings.keystore_path),
+        "master_key_file": settings.master_key_file,
+        "master_key": settings.master_key,
+        "key_seed": settings.key_seed,
+    }
+
+
+def archive_spec(settings: Any) -> dict[str, Any]:
+    return {
+        "endpoint": settings.s3_endpoint,
+        "bucket": settings.bucket,
+        "access_key": settings.s3_access_key,
+        "secret_key": settings.s3_secret_key,
+    }
+
+
+def config_to_json(config: JobConfig) -> str:
+    data = dataclasses.asdict(config)
+    return json.dumps(data, indent=2)
+
+
+def config_from_json(text: str) -> JobConfig:
+    data = json.loads(text)
+    options = data.pop("options")
+    options["pii_fields"] = tuple(options["pii_fields"])
+    return JobConfig(options=IngestOptions(**options), **data)
+
+
+def create_environment(
+    config: JobConfig,
+    *,
+    parallelism: int,
+    checkpoint_interval_ms: int,
+    checkpoint_dir: str | None,
+    connector_jar: str | None,
+    local: bool,
+) -> tuple[Any, Any]:
+    """A StreamExecutionEnvironment and table environment set up for the ingest job."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    conf = Configuration()
+    # Thread mode: the Python functions run inside the TaskManager's JVM, 2-4x faster than
+    # separate worker processes for per-record work (DESIGN.md); one GIL per TaskManager.
+    conf.set_string("python.execution-mode", "thread")
+    conf.set_string("state.backend.type", "rocksdb")
+    conf.set_string("state.backend.incremental", "true")
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", checkpoint_dir)
+    if connector_jar:
+        conf.set_string("pipeline.jars", Path(connector_jar).as_uri())
+    if local:
+        paths = [str(REPO_ROOT), *_site_packages()]
+        conf.set_string("python.pythonpath", os.pathsep.join(paths))
+        conf.set_string("python.executable", sys.executable)
+        conf.set_string("restart-strategy.type", "fixed-delay")
+        conf.set_string("restart-strategy.fixed-delay.attempts", "10")
+        conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(parallelism)
+    env.enable_checkpointing(checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    return env, StreamTableEnvironment.create(env)
+
+
+def _site_packages() -> list[str]:
+    import sysconfig
+
+    return list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point on a cluster: `flink run -py pipelines/ingest.py -pyfs ... --config FILE`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="auditlog ingest job (submitted by `auditlog ingest --cluster`)")
+    parser.add_argument("--config", required=True, help="JSON job config written by `auditlog ingest`")
+    parser.add_argument("--bounded", action="store_true")
+    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--checkpoint-interval-ms", type=int, default=10000)
+    args, _ = parser.parse_known_args(argv)
+    config = config_from_json(Path(args.config).read_text())
+    env, t_env = create_environment(
+        config,
+        parallelism=args.parallelism,
+        checkpoint_interval_ms=args.checkpoint_interval_ms,
+        checkpoint_dir=None,
+        connector_jar=None,
+        local=False,
+    )
+    build_ingest(env, t_env, config, args.bounded)
+    env.execute(f"auditlog ingest {config.options.topic}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_ROOT))
+    sys.exit(main())
+
+
+__all__ = ["DeadLetter", "JobConfig", "build_ingest", "main"]

@@ -1,0 +1,224 @@
+"""The ingest job's per-log logic, free of Flink: validate, dedupe, seal, sequence, cut, sign.
+
+`LogSequencer.step(log, record) -> outputs` is the whole job for one log (one Kafka partition),
+in the bytewax `stateful_map` shape. The Flink operator in `pipelines/ingest.py` keeps the state
+in keyed state and calls it; `auditlog ingest --from-recording` and the tests call it directly,
+so every path runs exactly the same code.
+
+Outputs are plain tuples so Flink can carry them:
+    ("dlq", DeadLetter)            a record that is not a valid event, with the reason
+    ("block", SealedBlockRecord)   a sealed block: archive object, signed checkpoint
+Duplicates produce no output; they are counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.events import (
+    DEFAULT_PII_FIELDS,
+    EventValidationError,
+    canonical_bytes,
+    parse_event,
+    pii_subject,
+    protect_event,
+)
+from transforms.blocks import BlockHeader, encode_block_object, seal_block
+from transforms.checkpoint import Checkpoint, sign_checkpoint
+from transforms.merkle import CompactRange, leaf_hash
+from transforms.note import Signer
+from transforms.pii import SubjectKeys
+
+# A record whose value is exactly this closes the open block of its partition. The cut ticker
+# writes one into every partition at the block latency, so block boundaries live in the input
+# itself and every replay cuts the same blocks (DESIGN.md contract 6). Not JSON, so never an event.
+CUT_MARKER = b"\x00auditlog:cut\x00"
+
+
+class SubjectKeySource(Protocol):
+    def get_or_create(self, tenant_id: str, subject_id: str) -> SubjectKeys: ...
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One Kafka record as the job sees it."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A bad record, kept whole with where it came from and why it was refused."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    field: str
+    reason: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+                "timestamp_ms": self.timestamp_ms,
+                "field": self.field,
+                "reason": self.reason,
+                "key_b64": base64.b64encode(self.key).decode() if self.key is not None else None,
+                "value_b64": base64.b64encode(self.value).decode() if self.value is not None else None,
+            },
+            sort_keys=True,
+        ).encode()
+
+
+@dataclass(frozen=True)
+class SealedBlockRecord:
+    log_id: str
+    block_index: int
+    tree_size: int
+    block_object: bytes
+    checkpoint: str
+
+
+@dataclass
+class LogCursor:
+    """The durable state of one log between blocks: tree, last header, and the open block."""
+
+    log_id: str
+    tree: CompactRange = field(default_factory=CompactRange)
+    last_block: BlockHeader | None = None
+    pending: list[bytes] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """The sealed part of the cursor (the open block is kept separately, record by record)."""
+        return json.dumps(
+            {
+                "log_id": self.log_id,
+                "size": self.tree.size,
+                "hashes": [h.hex() for h in self.tree.hashes],
+                "last_block": self.last_block.to_json() if self.last_block else None,
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, pending: Iterable[bytes] = ()) -> LogCursor:
+        obj = json.loads(data)
+        tree = CompactRange(obj["size"], [bytes.fromhex(h) for h in obj["hashes"]])
+        last = BlockHeader.from_json(obj["last_block"]) if obj["last_block"] else None
+        return cls(obj["log_id"], tree, last, list(pending))
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    topic: str
+    origin_prefix: str
+    block_size: int = 1000
+    pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+
+    def log_id(self, partition: int) -> str:
+        return f"{self.topic}.p{partition}"
+
+    def origin(self, log_id: str) -> str:
+        return f"{self.origin_prefix}/{log_id}"
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    blocks: int = 0
+    cut_markers: int = 0
+
+
+class DedupeIndex(Protocol):
+    def seen(self, key: str) -> bool:
+        """Returns True if `key` was seen before, and remembers it otherwise."""
+        ...
+
+
+class LogSequencer:
+    """Turns one partition's records into blocks; the caller owns and persists the state."""
+
+    def __init__(self, options: IngestOptions, keys: SubjectKeySource, signer: Signer) -> None:
+        self.options = options
+        self.keys = keys
+        self.signer = signer
+        self.counters = Counters()
+
+    def step(self, log: LogCursor, dedupe: DedupeIndex, record: SourceRecord) -> list[tuple[str, Any]]:
+        """Processes one record; returns the outputs (dead letters and sealed blocks)."""
+        value = record.value
+        if value == CUT_MARKER:
+            self.counters.cut_markers += 1
+            block = self.seal(log)
+            return [("block", block)] if block else []
+        try:
+            if value is None:
+                raise EventValidationError("record", None, "is empty (a null Kafka value)")
+            event = parse_event(value)
+        except EventValidationError as exc:
+            self.counters.dead_letters += 1
+            return [("dlq", self._dead_letter(record, exc.field, str(exc)))]
+        if dedupe.seen(f"{event['tenant_id']}\x00{event['event_id']}"):
+            self.counters.duplicates += 1
+            return []
+        keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
+        log.pending.append(canonical_bytes(protect_event(event, keys, self.options.pii_fields)))
+        self.counters.accepted += 1
+        if len(log.pending) >= self.options.block_size:
+            block = self.seal(log)
+            return [("block", block)] if block else []
+        return []
+
+    def seal(self, log: LogCursor) -> SealedBlockRecord | None:
+        """Seals the open block of `log`, if any: header, archive object, signed checkpoint."""
+        if not log.pending:
+            return None
+        entries, log.pending = log.pending, []
+        hashes = [leaf_hash(e) for e in entries]
+        times = [json.loads(e)["occurred_at"] for e in entries]
+        header = seal_block(log.log_id, log.last_block, log.tree, hashes, times)
+        log.last_block = header
+        note = sign_checkpoint(
+            Checkpoint(self.options.origin(log.log_id), header.tree_size, header.tree_root), self.signer
+        )
+        self.counters.blocks += 1
+        return SealedBlockRecord(
+            log.log_id, header.block_index, header.tree_size, encode_block_object(header, entries), note
+        )
+
+    def _dead_letter(self, record: SourceRecord, field_name: str, reason: str) -> DeadLetter:
+        return DeadLetter(
+            self.options.topic,
+            record.partition,
+            record.offset,
+            record.timestamp_ms,
+            record.key,
+            record.value,
+            field_name,
+            reason,
+        )
+
+
+class MemoryDedupe:
+    """A set-backed DedupeIndex for tests and the recording path."""
+
+    def __init__(self, seen: Sequence[str] = ()) -> None:
+        self._seen = set(seen)
+
+    def seen(self, key: str) -> bool:
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False

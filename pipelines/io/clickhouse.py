@@ -1,0 +1,484 @@
+"""ClickHouse, the search index: one writer and reader for embedded chDB and a ClickHouse server.
+
+`open_clickhouse(url)` picks the connection from the URL and everything above it (schema, rows,
+SQL, readers) is shared:
+
+    chdb:///abs/path                      embedded chDB through clickhouse-connect (in-process)
+    clickhouse://[user:pw@]host:9000[/auditlog]   a server over the native protocol (clickhouse-driver)
+    clickhouses://...                     the same over TLS
+
+chDB hosts one engine per process, on one data directory, and locks that directory against other
+processes: `open_clickhouse` hands out one shared instance per path (reference-counted by
+`close()`), and refuses a second path or a directory another process holds with an error that
+says so.
+
+Exactly-once (DESIGN.md contract 8): `write_block` inserts a sealed block's rows into the four
+tables, each insert with `insert_deduplication_token = "{log_id}/{block_index}/{table}"`; the
+tables keep the last `non_replicated_deduplication_window` tokens, so a replayed block is
+dropped instead of inserted twice. Readers bind every value server-side (`{name:Type}`)::
+
+    ch = open_clickhouse(Settings.from_env().effective_clickhouse_url)
+    ch.ensure_schema()
+    ch.write_block(header, entries, signed_checkpoint)
+    ch.find_event("t_1000", "evt_...")
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from schemas.rows import AUDIT_LOG_COLUMNS, BLOCK_COLUMNS, CHECKPOINT_COLUMNS, LEAF_COLUMNS, block_rows
+from transforms.blocks import BlockHeader
+from transforms.checkpoint import parse_checkpoint
+from transforms.errors import VerificationError
+
+__all__ = [
+    "DATABASE",
+    "ClickHouse",
+    "ClickHouseError",
+    "IndexIntegrityError",
+    "dedup_token",
+    "open_clickhouse",
+    "schema_statements",
+]
+
+log = logging.getLogger(__name__)
+
+DATABASE = "auditlog"
+"""The database schemas/clickhouse.sql creates; every statement here names it explicitly."""
+
+LOGS_TABLE = f"{DATABASE}.audit_logs"
+LEAVES_TABLE = f"{DATABASE}.audit_leaves"
+BLOCKS_TABLE = f"{DATABASE}.audit_blocks"
+CHECKPOINTS_TABLE = f"{DATABASE}.audit_checkpoints"
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*:[^}]+\}")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+class ClickHouseError(RuntimeError):
+    """ClickHouse could not be opened or refused a statement."""
+
+
+class IndexIntegrityError(ClickHouseError, VerificationError):
+    """The index disagrees with itself (a missing or conflicting leaf); rebuild it from the archive.
+
+    A VerificationError too, so a proof command reports it as evidence that did not check out.
+    """
+
+
+def dedup_token(log_id: str, block_index: int, table: str) -> str:
+    """The insert_deduplication_token of one block's insert into `table` (a bare table name)."""
+    return f"{log_id}/{block_index}/{table}"
+
+
+def schema_statements(sql: str | None = None) -> list[str]:
+    """Returns the statements of schemas/clickhouse.sql (or `sql`), comments removed.
+
+    Requires that no string literal in the file contains `--` or `;` (the file has none).
+    """
+    if sql is None:
+        sql = importlib.resources.files("schemas").joinpath("clickhouse.sql").read_text()
+    text = _COMMENT.sub("", sql)
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class _Connection(Protocol):
+    """What the shared code needs from a connection: statements, selects and row inserts."""
+
+    kind: str
+
+    def command(self, sql: str) -> None: ...
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]: ...
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ChdbConnection:
+    """Embedded chDB through clickhouse-connect's `chdb://` client."""
+
+    kind = "chdb"
+
+    def __init__(self, path: str) -> None:
+        import clickhouse_connect
+
+        self.path = path
+        self.client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        self._types: dict[str, dict[str, str]] = {}
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+        self._types.clear()  # DDL may have changed a table
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        result = self.client.query(sql, parameters=dict(params) if params else None)
+        return [tuple(row) for row in result.result_rows]
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None:
+        # clickhouse-connect would DESCRIBE the table before every insert; its types are fixed.
+        types = self._types.get(table)
+        if types is None:
+            described = self.client.query(f"DESCRIBE TABLE {table}").result_rows
+            types = self._types[table] = {str(row[0]): str(row[1]) for row in described}
+        try:
+            self.client.insert(
+                table,
+                rows,
+                column_names=list(columns),
+                column_type_names=[types[c] for c in columns],
+                settings=dict(settings),
+            )
+        except Exception:
+            self._types.pop(table, None)
+            raise
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _NativeConnection:
+    """A ClickHouse server over the native TCP protocol (clickhouse-driver), parameters bound server-side."""
+
+    kind = "native"
+
+    def __init__(self, url: str) -> None:
+        from clickhouse_driver import Client
+        from clickhouse_driver.client import parse_url
+
+        host, kwargs = parse_url(url)
+        database = kwargs.pop("database", "") or ""
+        if database not in ("", "default", DATABASE):
+            raise ClickHouseError(
+                f"{url}: the schema lives in database {DATABASE!r}; leave the path empty or use /{DATABASE}"
+            )
+        # Connect to `default`: `auditlog` may not exist before ensure_schema, and all SQL names it.
+        settings = dict(kwargs.pop("settings", {}) or {})
+        settings["server_side_params"] = True
+        self.client = Client(host, database="default", settings=settings, **kwargs)
+
+    def command(self, sql: str) -> None:
+        self.client.execute(sql)
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        rows = self.client.execute(sql, dict(params) if params else None)
+        return [tuple(row) for row in rows]
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None:
+        self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(rows), settings=dict(settings))
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class ClickHouse:
+    """The auditlog tables in one ClickHouse (embedded or server). Get one from `open_clickhouse`.
+
+    Thread-safe as far as the underlying client is (clickhouse-connect's chDB client serialises
+    calls; use one instance per thread for a server).
+    """
+
+    def __init__(self, url: str, connection: _Connection) -> None:
+        self.url = url
+        self._conn = connection
+        self._refs = 1
+        self._closed = False
+
+    @property
+    def kind(self) -> str:
+        """`chdb` or `native`."""
+        return self._conn.kind
+
+    # ---- lifecycle
+
+    def close(self) -> None:
+        """Releases this reference; the connection closes when the last user of a chDB path closes."""
+        with _REGISTRY_LOCK:
+            if self._closed:
+                return
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            self._closed = True
+            for path, instance in list(_CHDB_OPEN.items()):
+                if instance is self:
+                    del _CHDB_OPEN[path]
+        self._conn.close()
+
+    def __enter__(self) -> ClickHouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- schema
+
+    def ensure_schema(self, sql: str | None = None) -> None:
+        """Creates the database and tables of schemas/clickhouse.sql (or `sql`) if missing."""
+        for statement in schema_statements(sql):
+            self._conn.command(statement)
+
+    # ---- writing
+
+    def write_block(self, header: BlockHeader, entries: Sequence[bytes], signed_checkpoint: str | None = None) -> None:
+        """Indexes one sealed block: its events, leaves, header and (optionally) its checkpoint.
+
+        Idempotent: each insert carries a per-block deduplication token, so writing the same
+        block again (after a replay) changes nothing. Leaves go in before the block row, and the
+        checkpoint last, so a reader that sees a block or checkpoint also sees its leaves.
+
+        Args:
+            header: the sealed block's header.
+            entries: its canonical entries, in leaf order (header.leaf_count of them).
+            signed_checkpoint: the signed note of the tree head the block ends at, if any; its
+                size and root must be the header's tree size and root.
+
+        Raises:
+            ValueError: the entries or checkpoint do not belong to this header.
+            ClickHouseError: an insert failed (retry the whole block: completed inserts dedupe).
+        """
+        if len(entries) != header.leaf_count:
+            raise ValueError(
+                f"log {header.log_id} block {header.block_index}: header has {header.leaf_count} leaves, "
+                f"got {len(entries)} entries"
+            )
+        checkpoint_row: tuple[Any, ...] | None = None
+        if signed_checkpoint is not None:
+            body = parse_checkpoint(_note_text(signed_checkpoint))
+            if body.size != header.tree_size or body.root != header.tree_root:
+                raise ValueError(
+                    f"log {header.log_id} block {header.block_index}: checkpoint is for size {body.size} "
+                    f"root {body.root.hex()}, but the block ends at size {header.tree_size} root "
+                    f"{header.tree_root.hex()}"
+                )
+            checkpoint_row = (
+                header.log_id,
+                header.tree_size,
+                header.tree_root,
+                header.block_index,
+                signed_checkpoint,
+            )
+        logs, leaves, block = block_rows(header, list(entries))
+        self._insert(LOGS_TABLE, AUDIT_LOG_COLUMNS, logs, header)
+        self._insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, header)
+        self._insert(BLOCKS_TABLE, BLOCK_COLUMNS, [block], header)
+        if checkpoint_row is not None:
+            self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, [checkpoint_row], header)
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], header: BlockHeader) -> None:
+        token = dedup_token(header.log_id, header.block_index, table.split(".", 1)[1])
+        settings = {"insert_deduplicate": 1, "insert_deduplication_token": token}
+        try:
+            self._conn.insert(table, columns, rows, settings)
+        except Exception as exc:
+            raise ClickHouseError(f"insert of {len(rows)} rows into {table} (token {token}) failed: {exc}") from exc
+
+    # ---- reading
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Runs a SELECT; values are bound by the server from `{name:Type}` placeholders.
+
+        Raises:
+            ValueError: `params` given but the SQL has no `{name:Type}` placeholder (never format
+                values into SQL).
+            ClickHouseError: the server refused the query.
+        """
+        if params and not _PLACEHOLDER.search(sql):
+            raise ValueError("query parameters need {name:Type} placeholders in the SQL; values are never formatted in")
+        try:
+            return self._conn.select(sql, params)
+        except Exception as exc:
+            raise ClickHouseError(f"query failed: {exc}\n{sql}") from exc
+
+    def find_events(self, tenant_id: str, event_id: str) -> list[dict[str, Any]]:
+        """Returns every indexed occurrence of an event (normally one), in log order."""
+        rows = self.query(
+            f"SELECT log_id, leaf_index, block_index, hex(leaf_hash), hex(block_hash), canonical "
+            f"FROM {LOGS_TABLE} WHERE tenant_id = {{tenant:String}} AND event_id = {{event:String}} "
+            f"ORDER BY log_id, leaf_index",
+            {"tenant": tenant_id, "event": event_id},
+        )
+        return [
+            {
+                "tenant_id": tenant_id,
+                "event_id": event_id,
+                "log_id": log_id,
+                "leaf_index": int(leaf_index),
+                "block_index": int(block_index),
+                "leaf_hash": bytes.fromhex(leaf_hex),
+                "block_hash": bytes.fromhex(block_hex),
+                "canonical": _to_bytes(canonical),
+            }
+            for log_id, leaf_index, block_index, leaf_hex, block_hex, canonical in rows
+        ]
+
+    def find_event(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:
+        """Returns the event's place in its log and its canonical bytes, or None if it is not indexed.
+
+        Keys: tenant_id, event_id, log_id, leaf_index, block_index, leaf_hash, block_hash (bytes),
+        canonical (bytes). With several occurrences (see find_events) the first in log order wins.
+        """
+        found = self.find_events(tenant_id, event_id)
+        return found[0] if found else None
+
+    def leaf_hashes(self, log_id: str, upto: int) -> list[bytes]:
+        """Returns the leaf hashes 0 .. upto-1 of a log, in order.
+
+        Raises:
+            IndexIntegrityError: a leaf in that range is missing, or two rows give one index
+                different hashes.
+        """
+        rows = self.query(
+            f"SELECT leaf_index, hex(leaf_hash) FROM {LEAVES_TABLE} "
+            f"WHERE log_id = {{log:String}} AND leaf_index < {{upto:UInt64}} ORDER BY leaf_index",
+            {"log": log_id, "upto": upto},
+        )
+        hashes: list[bytes] = []
+        for index, leaf_hex in rows:
+            leaf = bytes.fromhex(leaf_hex)
+            if index < len(hashes):  # a duplicate row: harmless only if identical
+                if hashes[index] != leaf:
+                    raise IndexIntegrityError(
+                        f"log {log_id} leaf {index} has two different hashes in {LEAVES_TABLE}: "
+                        f"{hashes[index].hex()} and {leaf_hex.lower()}"
+                    )
+                continue
+            if index != len(hashes):
+                break
+            hashes.append(leaf)
+        if len(hashes) != upto:
+            raise IndexIntegrityError(
+                f"log {log_id}: leaf {len(hashes)} is missing from {LEAVES_TABLE} (wanted {upto} leaves); "
+                "rebuild the index from the archive"
+            )
+        return hashes
+
+    def latest_checkpoint(self, log_id: str) -> tuple[int, str] | None:
+        """Returns (tree size, signed note) of the log's largest indexed checkpoint, or None."""
+        rows = self.query(
+            f"SELECT tree_size, note FROM {CHECKPOINTS_TABLE} WHERE log_id = {{log:String}} "
+            f"ORDER BY tree_size DESC LIMIT 1",
+            {"log": log_id},
+        )
+        return (int(rows[0][0]), _to_str(rows[0][1])) if rows else None
+
+    def checkpoint_at_least(self, log_id: str, size: int) -> tuple[int, str] | None:
+        """Returns the smallest checkpoint with tree size >= `size` (so a leaf's proof is stable), or None."""
+        rows = self.query(
+            f"SELECT tree_size, note FROM {CHECKPOINTS_TABLE} "
+            f"WHERE log_id = {{log:String}} AND tree_size >= {{size:UInt64}} ORDER BY tree_size LIMIT 1",
+            {"log": log_id, "size": size},
+        )
+        return (int(rows[0][0]), _to_str(rows[0][1])) if rows else None
+
+    def count_events(self, tenant_id: str | None = None) -> int:
+        """Returns the number of indexed events, of one tenant or of all."""
+        if tenant_id is None:
+            rows = self.query(f"SELECT count() FROM {LOGS_TABLE}")
+        else:
+            rows = self.query(f"SELECT count() FROM {LOGS_TABLE} WHERE tenant_id = {{t:String}}", {"t": tenant_id})
+        return int(rows[0][0])
+
+    def log_heads(self) -> dict[str, tuple[int, bytes]]:
+        """Returns {log_id: (tree size, tree root)} after each log's last indexed block."""
+        rows = self.query(
+            f"SELECT log_id, max(tree_size), hex(argMax(tree_root, tree_size)) FROM {BLOCKS_TABLE} GROUP BY log_id"
+        )
+        return {str(log_id): (int(size), bytes.fromhex(root_hex)) for log_id, size, root_hex in rows}
+
+    def block_headers(self, log_id: str) -> list[BlockHeader]:
+        """Returns the log's indexed block headers in block order (for chain checks against the archive)."""
+        rows = self.query(
+            f"SELECT header FROM {BLOCKS_TABLE} WHERE log_id = {{log:String}} ORDER BY block_index",
+            {"log": log_id},
+        )
+        return [BlockHeader.from_json(_to_str(header)) for (header,) in rows]
+
+
+def _note_text(signed: str) -> str:
+    """The text part of a signed note (everything before the blank line that starts the signatures)."""
+    text, sep, _ = signed.partition("\n\n")
+    if not sep:
+        raise ValueError("signed checkpoint has no blank line before its signatures")
+    return text + "\n"
+
+
+def _to_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _to_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+_REGISTRY_LOCK = threading.RLock()
+_CHDB_OPEN: dict[str, ClickHouse] = {}
+
+
+def open_clickhouse(url: str) -> ClickHouse:
+    """Opens the index at `url` (`chdb:///abs/path`, `clickhouse://host:port[/auditlog]`, `clickhouses://...`).
+
+    For chDB the instance is shared per path within the process: a second call returns it again
+    (call `close()` once per call).
+
+    Raises:
+        ValueError: the URL has another scheme or a relative chDB path.
+        ClickHouseError: chDB is already open at another path in this process, or another
+            process holds the directory.
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("clickhouse", "clickhouses"):
+        return ClickHouse(url, _NativeConnection(url))
+    if parts.scheme != "chdb":
+        raise ValueError(f"ClickHouse URL {url!r}: expected chdb:///abs/path or clickhouse://host:port")
+    if parts.netloc or not parts.path.startswith("/"):
+        raise ValueError(f"chDB URL {url!r} must name an absolute directory: chdb:///abs/path")
+    path = os.path.realpath(parts.path)
+    with _REGISTRY_LOCK:
+        existing = _CHDB_OPEN.get(path)
+        if existing is not None:
+            existing._refs += 1
+            return existing
+        if _CHDB_OPEN:
+            other = next(iter(_CHDB_OPEN))
+            raise ClickHouseError(
+                f"chDB is already open at {other} in this process and hosts one data directory per process; "
+                f"close it before opening {path}"
+            )
+        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            connection = _ChdbConnection(path)
+        except Exception as exc:
+            raise ClickHouseError(
+                f"cannot open chDB at {path}: {exc}. A chDB directory is locked by one process at a time: "
+                "is another auditlog process (ingest job, query API, a shell) using it? Stop it, or point "
+                "AUDITLOG_CLICKHOUSE_URL at another directory."
+            ) from exc
+        instance = ClickHouse(f"chdb://{path}", connection)
+        _CHDB_OPEN[path] = instance
+        return instance

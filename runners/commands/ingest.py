@@ -1,0 +1,229 @@
+"""`auditlog ingest`: run the streaming ingest job on a local mini-cluster or a Flink cluster.
+
+auditlog ingest --bounded                       # local mini-cluster, read to the end, finish
+auditlog ingest                                 # local, until Ctrl-C; cut ticker closes blocks
+auditlog ingest --cluster http://127.0.0.1:8081 # submit the same code with `flink run -py`
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from runners.settings import REPO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from pipelines.indexer import ArchiveIndexer
+
+SHIPPED_PACKAGES = ("transforms", "schemas", "pipelines", "runners")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "ingest",
+        help="run the streaming ingest job (Kafka → logs, blocks, checkpoints → ClickHouse + WORM S3)",
+        description="Runs pipelines/ingest.py. By default on a local mini-cluster inside this process; "
+        "with --cluster the same code is submitted to a Flink cluster with `flink run -py`.",
+    )
+    p.add_argument("--bounded", action="store_true", help="read up to the end offsets present at start, then finish")
+    p.add_argument("--cluster", metavar="URL", help="Flink REST address to submit to, e.g. http://127.0.0.1:8081")
+    p.add_argument("--topic", help="source topic (default: settings.topic)")
+    p.add_argument("--parallelism", type=int, help="job parallelism (default: settings.parallelism)")
+    p.add_argument("--block-size", type=int, help="leaves per block (default: settings.block_size)")
+    p.add_argument("--no-ticker", action="store_true", help="do not write cut markers (blocks close only when full)")
+    p.set_defaults(handler=run)
+
+
+def with_master_key(settings: Settings) -> Settings:
+    """Settings naming a master key; on the very first local run, makes one under `home`.
+
+    A key store that already exists is never given a new master key: then a missing key is the
+    key store's clear error at start, never silent plaintext.
+    """
+    if settings.master_key_file or settings.master_key:
+        return settings
+    default = settings.keys_dir / "master.key"
+    if not default.exists() and not settings.keystore_path.exists():
+        from pipelines.io.keystore import write_master_key_file
+
+        write_master_key_file(default)
+        print(f"created the key store's master key {default} (back it up; AUDITLOG_MASTER_KEY_FILE)", file=sys.stderr)
+    return settings.replace(master_key_file=str(default))
+
+
+def prepare(settings: Settings, topic: str) -> None:
+    """Checks the services and creates what the job needs: signing key, topics, key store."""
+    from infra.stack import kafka_client_config
+    from pipelines.io.keystore import open_keystore
+    from runners.commands.keys import load_or_create_signer
+
+    load_or_create_signer(settings.keys_dir, settings.origin)
+    open_keystore(settings).close()  # fails here, clearly, on a wrong or missing master key
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(kafka_client_config(settings))
+    try:
+        metadata = admin.list_topics(timeout=5)
+    except Exception as exc:  # confluent_kafka raises KafkaException with no subclass to catch
+        raise SystemExit(
+            f"error: Kafka at {settings.kafka_bootstrap} does not answer ({exc}); start it with `auditlog stack up`"
+        ) from None
+    missing = [t for t in (topic, settings.dlq_topic) if t not in metadata.topics]
+    if missing:
+        futures = admin.create_topics([NewTopic(t, num_partitions=4, replication_factor=1) for t in missing])
+        for name, future in futures.items():
+            try:
+                future.result(10)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise SystemExit(f"error: cannot create topic {name}: {exc}") from None
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.parallelism:
+        settings = settings.replace(parallelism=args.parallelism)
+    from pipelines.ingest import config_to_json, job_config
+
+    topic = args.topic or settings.topic
+    settings = with_master_key(settings)
+    prepare(settings, topic)
+    config = job_config(settings, topic=topic, block_size=args.block_size)
+    ticker = None
+    if not args.bounded and not args.no_ticker:
+        ticker = CutTicker(settings, topic)
+        ticker.start()
+    from pipelines.indexer import IndexerThread, wait_quiet
+
+    indexer = open_indexer(settings)
+    follower = IndexerThread(indexer)
+    follower.start()
+    try:
+        if args.cluster:
+            rc = submit_to_cluster(settings, config_to_json(config), args.cluster, args.bounded)
+        else:
+            rc = run_local(settings, config, args.bounded)
+    finally:
+        if ticker:
+            ticker.stop()
+        follower.stop()
+    stats = wait_quiet(indexer)
+    print(f"indexed into ClickHouse: {stats.blocks} blocks, {stats.events} events", file=sys.stderr)
+    for log_id, why in stats.halted.items():
+        print(f"error: log {log_id} was not indexed: {why}", file=sys.stderr)
+    indexer.clickhouse.close()
+    return rc or (1 if stats.halted else 0)
+
+
+def open_indexer(settings: Settings) -> ArchiveIndexer:
+    """The archive → ClickHouse indexer of this deployment (it owns the ClickHouse connection)."""
+    from pipelines.indexer import ArchiveIndexer
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import open_archive
+    from pipelines.io.clickhouse import open_clickhouse
+    from transforms.note import Verifier
+
+    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+    clickhouse.ensure_schema()
+    verifier = Verifier.from_key(settings.verifier_key_file.read_text())
+    return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
+
+
+def run_local(settings: Settings, config: Any, bounded: bool) -> int:
+    from infra.jars import ensure_jars
+    from pipelines.ingest import build_ingest, create_environment
+
+    jars = ensure_jars(settings)
+    env, t_env = create_environment(
+        config,
+        parallelism=settings.parallelism,
+        checkpoint_interval_ms=settings.checkpoint_interval_ms,
+        checkpoint_dir=(settings.home / "checkpoints" / "ingest-local").as_uri(),
+        connector_jar=str(jars.kafka_connector),
+        local=True,
+    )
+    build_ingest(env, t_env, config, bounded)
+    started = time.monotonic()
+    mode = "bounded" if bounded else "streaming; Ctrl-C to stop"
+    print(
+        f"ingest: {config.options.topic} → logs {config.options.origin_prefix}/…, local mini-cluster ({mode})",
+        file=sys.stderr,
+    )
+    result = env.execute(f"auditlog ingest {config.options.topic}")
+    elapsed = time.monotonic() - started
+    print(f"ingest finished in {elapsed:.1f} s (job {result.get_job_id()})", file=sys.stderr)
+    return 0
+
+
+def submit_to_cluster(settings: Settings, config_json: str, cluster: str, bounded: bool) -> int:
+    """Submits pipelines/ingest.py with `flink run -py`, shipping the project's packages."""
+    from infra.jars import ensure_jars
+    from infra.stack import Stack
+
+    jars = ensure_jars(settings)
+    jobs_dir = settings.home / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    config_file = jobs_dir / f"ingest-{int(time.time())}.json"
+    config_file.write_text(config_json)
+    address = cluster.removeprefix("http://").removeprefix("https://").rstrip("/")
+    stack = Stack(settings)
+    command = [
+        str(stack.flink_bin()),
+        "run",
+        "-m",
+        address,
+        "-py",
+        str(REPO_ROOT / "pipelines" / "ingest.py"),
+        "-pyfs",
+        ",".join(str(REPO_ROOT / p) for p in SHIPPED_PACKAGES),
+        "-j",
+        str(jars.kafka_connector),
+        *([] if bounded else ["--detached"]),
+        "--config",
+        str(config_file),
+        "--parallelism",
+        str(settings.parallelism),
+        "--checkpoint-interval-ms",
+        str(settings.checkpoint_interval_ms),
+        *(["--bounded"] if bounded else []),
+    ]
+    print("submitting:", " ".join(command), file=sys.stderr)
+    return subprocess.run(command, env=stack.flink_env(), check=False).returncode
+
+
+class CutTicker:
+    """Writes a cut marker into every partition of the topic at the block latency.
+
+    The markers are part of the input, so replaying the topic cuts exactly the same blocks.
+    """
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cut-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from confluent_kafka import Producer
+
+        from infra.stack import kafka_client_config
+        from pipelines.ingest_core import CUT_MARKER
+
+        producer = Producer(kafka_client_config(self.settings, **{"acks": "all", "enable.idempotence": True}))
+        interval = self.settings.block_latency_ms / 1000
+        while not self._stop.wait(interval):
+            partitions = producer.list_topics(self.topic, timeout=5).topics[self.topic].partitions
+            for p in partitions:
+                producer.produce(self.topic, CUT_MARKER, partition=p)
+            producer.flush(5)
+        producer.flush(5)

@@ -1,0 +1,84 @@
+"""`auditlog proof`: write one event's canonical bytes and its tlog-proof@v1 bundle.
+
+    auditlog proof --tenant t_1000 evt_8c1f… --out proof-dir/
+    auditlog verify-proof proof-dir/ --key var/keys/auditlog.local.vkey
+
+The checkpoint comes from the WORM archive (the source of truth) and is checked with this
+deployment's key; the leaf hashes come from ClickHouse. The bundle is verified before it is
+written, so a ClickHouse that disagrees with the archive is reported instead of producing a
+proof that cannot verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
+from runners.settings import Settings
+from transforms.errors import VerificationError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "proof",
+        help="write an event's canonical bytes and inclusion proof bundle",
+        description=f"Writes OUT/{ENTRY_FILE} (the event's canonical bytes) and OUT/{PROOF_FILE} "
+        "(a c2sp.org/tlog-proof@v1 bundle against the newest signed checkpoint).",
+    )
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("--tenant", required=True, help="tenant the event belongs to")
+    p.add_argument("--out", required=True, type=Path, help="directory to write the bundle into")
+    p.set_defaults(handler=run)
+
+
+def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[bytes, str]:
+    """Returns (canonical bytes, proof text) of an event; raises LookupError or VerificationError."""
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import open_archive
+    from pipelines.io.clickhouse import open_clickhouse
+    from transforms.checkpoint import open_checkpoint
+    from transforms.merkle import inclusion_proof
+    from transforms.note import Verifier
+    from transforms.tlogproof import format_proof, verify_proof
+
+    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+    found = clickhouse.find_event(tenant_id, event_id)
+    if found is None:
+        raise LookupError(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
+    log_id, index = found["log_id"], found["leaf_index"]
+    canonical: bytes = found["canonical"]
+    archive = open_archive(**archive_spec(settings))
+    latest = archive.latest_checkpoint(log_id)
+    if latest is None or latest[0] <= index:
+        raise LookupError(f"no signed checkpoint of log {log_id} covers leaf {index} yet; retry after the next block")
+    size, note = latest
+    verifier = Verifier.from_key(settings.verifier_key_file.read_text())
+    checkpoint = open_checkpoint(note, verifier, origin=f"{settings.origin}/{log_id}")
+    leaves = clickhouse.leaf_hashes(log_id, checkpoint.size)
+    if len(leaves) != checkpoint.size:
+        raise VerificationError(
+            f"ClickHouse holds {len(leaves)} leaves of {log_id}, the checkpoint {checkpoint.size}; "
+            "run `auditlog verify`"
+        )
+    text = format_proof(index, inclusion_proof(leaves, index), note)
+    verify_proof(text, verifier, entry=canonical)
+    return canonical, text
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        canonical, text = build_proof(settings, args.tenant, args.event_id)
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except VerificationError as exc:
+        print(f"error: the stored event does not match the signed log: {exc}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / ENTRY_FILE).write_bytes(canonical)
+    (args.out / PROOF_FILE).write_text(text)
+    print(f"wrote {args.out / ENTRY_FILE} and {args.out / PROOF_FILE}")
+    print(f"check it:  auditlog verify-proof {args.out} --key {settings.verifier_key_file}")
+    return 0

@@ -1,0 +1,220 @@
+"""The WORM archive on real SeaweedFS: conditional puts, Object Lock, listing, and an S3 outage.
+
+Only the S3 service of the test stack is needed; it is started here (or found running if the
+session's full `stack` fixture came first) and stopped at the end of the session::
+
+    .venv/bin/python -m pytest tests/integration/test_archive_s3.py
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.stack import Stack, s3_client
+from pipelines.io.archive import (
+    ArchiveConflictError,
+    ArchiveLockedError,
+    PutResult,
+    RetryPolicy,
+    S3Archive,
+    block_key,
+    ensure_bucket,
+    lock_until,
+    open_archive,
+)
+from runners.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 8.0
+
+
+@pytest.fixture(scope="session")
+def s3_stack(stack_settings: Settings) -> Iterator[Stack]:
+    """The test stack with (at least) S3 running; S3 is stopped when the session ends."""
+    lines: list[str] = []
+    stack = Stack(stack_settings, say=lines.append)
+    try:
+        stack.up(["s3"])
+        yield stack
+    finally:
+        stack.down(["s3"])
+        print("\n".join(["", "s3 log:", *lines]))
+
+
+@pytest.fixture
+def archive(s3_stack: Stack) -> S3Archive:
+    s = s3_stack.settings
+    return open_archive(s.s3_endpoint, s.bucket, s.s3_access_key, s.s3_secret_key, retention_days=1)
+
+
+@pytest.fixture
+def log_id() -> str:
+    """A fresh log per test: locked objects can never be cleaned up, so tests must not share keys."""
+    return f"it-{uuid.uuid4().hex[:12]}"
+
+
+def test_ensure_bucket_is_idempotent_and_checks_object_lock(s3_stack: Stack) -> None:
+    client = s3_client(s3_stack.settings)
+
+    ensure_bucket(client, s3_stack.settings.bucket)  # exists: no error
+    fresh = f"it-{uuid.uuid4().hex[:12]}"
+    ensure_bucket(client, fresh)
+
+    lock = client.get_object_lock_configuration(Bucket=fresh)["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+
+
+def test_put_get_and_list(archive: S3Archive, log_id: str) -> None:
+    until = lock_until(days=1)
+    for index in (2, 0, 1):
+        archive.put_block(log_id, index, f"block {index}\n".encode(), until)
+    archive.put_checkpoint(log_id, 300, "note 300\n", until)
+    archive.put_checkpoint(log_id, 150, "note 150\n", until)
+
+    assert archive.get_block(log_id, 1) == b"block 1\n"
+    assert archive.list_blocks(log_id) == [0, 1, 2]
+    assert archive.list_checkpoints(log_id) == [150, 300]
+    assert archive.latest_checkpoint(log_id) == (300, "note 300\n")
+    assert log_id in archive.list_logs()
+    assert archive.latest_checkpoint(f"{log_id}-none") is None
+
+
+def test_listing_pages_through_continuation_tokens(s3_stack: Stack, log_id: str) -> None:
+    s = s3_stack.settings
+    archive = open_archive(s.s3_endpoint, s.bucket, s.s3_access_key, s.s3_secret_key, retention_days=1)
+    for index in range(7):
+        archive.put_block(log_id, index, b"x")
+    real_list = archive.client.list_objects_v2
+    pages: list[int] = []
+
+    def small_pages(**kw: object) -> dict[str, object]:
+        page: dict[str, object] = real_list(MaxKeys=3, **kw)
+        pages.append(int(page["KeyCount"]))  # type: ignore[call-overload]
+        return page
+
+    archive.client.list_objects_v2 = small_pages  # type: ignore[method-assign]
+    assert archive.list_blocks(log_id) == list(range(7))
+    assert pages == [3, 3, 1]
+
+
+def test_identical_re_put_succeeds(archive: S3Archive, log_id: str) -> None:
+    first = archive.put_block(log_id, 0, b"the block")
+    again = archive.put_block(log_id, 0, b"the block")
+
+    assert first.created and not again.created and first.sha256 == again.sha256
+    assert len(archive.object_versions(block_key(log_id, 0))) == 1
+
+
+def test_different_bytes_raise_conflict_and_the_original_stays(archive: S3Archive, log_id: str) -> None:
+    original = archive.put_block(log_id, 5, b"original")
+
+    with pytest.raises(ArchiveConflictError) as excinfo:
+        archive.put_block(log_id, 5, b"forged")
+
+    assert excinfo.value.key == block_key(log_id, 5)
+    assert excinfo.value.archived_sha256 == original.sha256
+    assert archive.get_block(log_id, 5) == b"original"
+    assert len(archive.object_versions(block_key(log_id, 5))) == 1
+
+    archive.put_checkpoint(log_id, 10, "note A\n")
+    with pytest.raises(ArchiveConflictError):
+        archive.put_checkpoint(log_id, 10, "note B\n")
+    assert archive.get_checkpoint(log_id, 10) == "note A\n"
+
+
+def test_objects_are_locked_in_compliance_mode_until_retain_until(archive: S3Archive, log_id: str) -> None:
+    until = lock_until(days=2).replace(microsecond=0)
+    result = archive.put_block(log_id, 0, b"locked", until)
+
+    retention = archive.retention(result.key)
+    assert retention is not None and retention.mode == "COMPLIANCE"
+    assert retention.retain_until == until
+    head = archive.client.head_object(Bucket=archive.bucket, Key=result.key, ChecksumMode="ENABLED")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ChecksumSHA256"]  # the server checked and kept the SHA-256 we sent
+
+    with pytest.raises(ArchiveLockedError):
+        archive.delete_version(result.key, str(result.version_id))
+    with pytest.raises(ClientError) as excinfo:
+        archive.client.delete_object(
+            Bucket=archive.bucket, Key=result.key, VersionId=result.version_id, BypassGovernanceRetention=True
+        )
+    assert excinfo.value.response["Error"]["Code"] == "AccessDenied"
+    assert archive.get_block(log_id, 0) == b"locked"
+
+
+def test_a_write_without_if_none_match_shows_up_as_a_second_version(archive: S3Archive, log_id: str) -> None:
+    key = archive.put_block(log_id, 0, b"original").key
+
+    archive.client.put_object(Bucket=archive.bucket, Key=key, Body=b"tampered")  # what an attacker can do
+
+    versions = archive.object_versions(key)
+    assert len(versions) == 2 and versions[0].is_latest and not versions[1].is_latest
+    assert archive.get(key, versions[1].version_id) == b"original"
+    assert archive.retention(key, versions[1].version_id) is not None
+
+
+def test_a_put_waits_out_an_s3_outage_and_completes(
+    s3_stack: Stack, log_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = s3_stack.settings
+    archive = open_archive(
+        s.s3_endpoint,
+        s.bucket,
+        s.s3_access_key,
+        s.s3_secret_key,
+        retry=RetryPolicy(deadline_s=180, initial_backoff_s=0.2, max_backoff_s=1.0),
+        retention_days=1,
+    )
+    archive.put_block(log_id, 0, b"before the outage")
+    results: list[PutResult | BaseException] = []
+
+    def put() -> None:
+        try:
+            results.append(archive.put_block(log_id, 1, b"during the outage"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            results.append(exc)
+
+    caplog.set_level(logging.WARNING, logger="pipelines.io.archive")
+    s3_stack.down(["s3"])
+    writer = threading.Thread(target=put, name="archive-put")
+    try:
+        writer.start()
+        time.sleep(OUTAGE_S)
+        assert writer.is_alive() and not results, f"the put should still be waiting: {results}"
+    finally:
+        restarted = time.monotonic()
+        s3_stack.up(["s3"])
+    writer.join(timeout=120)
+
+    assert not writer.is_alive()
+    assert len(results) == 1 and isinstance(results[0], PutResult), results
+    assert results[0].created
+    retries = [r.getMessage() for r in caplog.records if block_key(log_id, 1) in r.getMessage()]
+    assert len(retries) >= 3, retries
+    assert archive.get_block(log_id, 1) == b"during the outage"
+    assert archive.get_block(log_id, 0) == b"before the outage"  # the data survived the restart
+    assert archive.list_blocks(log_id) == [0, 1]
+    print(f"put completed {time.monotonic() - restarted:.1f} s after S3 was restarted; {len(retries)} retries")
+
+
+def test_put_latency(archive: S3Archive, log_id: str) -> None:
+    """Not a benchmark, a sanity bound: a 64 KiB locked put takes milliseconds on loopback."""
+    body = bytes(range(256)) * 256
+    archive.put_block(log_id, 0, body)  # warm the connection
+    took = []
+    for index in range(1, 21):
+        began = time.perf_counter()
+        archive.put_block(log_id, index, body)
+        took.append(time.perf_counter() - began)
+    took.sort()
+    print(f"64 KiB locked put: median {took[10] * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")
+    assert took[10] < 1.0

@@ -1,0 +1,298 @@
+"""The ClickHouse index on real embedded chDB: schema, idempotent block writes and the readers.
+
+Blocks are built by the real core (sample events → PII sealing → canonical bytes → sequencer),
+written once, the engine closed and reopened, and everything checked against the blocks::
+
+    .venv/bin/python -m pytest tests/integration/test_clickhouse_chdb.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+import pytest
+
+from pipelines.io.clickhouse import ClickHouse, ClickHouseError, IndexIntegrityError, open_clickhouse
+from runners.settings import REPO_ROOT
+from schemas.events import canonical_bytes, parse_event, pii_subject, protect_event
+from schemas.samples import EventGenerator, to_record
+from transforms.blocks import verify_chain
+from transforms.checkpoint import open_checkpoint
+from transforms.merkle import leaf_hash, root
+from transforms.note import Signer
+from transforms.pii import SubjectKeys
+from transforms.sequencer import Entry, LogState, SealedBlock, append, checkpoint_for, flush
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "auditlog.test/chdb"
+TABLES = ("audit_logs", "audit_leaves", "audit_blocks", "audit_checkpoints")
+
+
+@dataclass
+class Written:
+    path: Path
+    signer: Signer
+    blocks: list[SealedBlock]
+    checkpoints: dict[tuple[str, int], str]  # (log_id, block_index) -> signed note
+
+    def entries(self, block: SealedBlock) -> list[bytes]:
+        return [e.entry.canonical for e in block.entries]
+
+    def of_log(self, log_id: str) -> list[SealedBlock]:
+        return [b for b in self.blocks if b.header.log_id == log_id]
+
+
+def build_blocks(events: int, block_sizes: dict[str, int], seed: int = 11) -> list[SealedBlock]:
+    """Sample events spread over logs by tenant, sealed into blocks, deterministically."""
+    generator = EventGenerator(seed=seed, tenants=4)
+    logs = {log_id: LogState(log_id) for log_id in block_sizes}
+    names = sorted(logs)
+    keys: dict[tuple[str, str], SubjectKeys] = {}
+    blocks: list[SealedBlock] = []
+    for _ in range(events):
+        key, value = to_record(generator.event())
+        event = parse_event(value)
+        subject = (event["tenant_id"], pii_subject(event))
+        if subject not in keys:
+            material = "/".join(subject).encode()
+            keys[subject] = SubjectKeys(
+                f"k{len(keys)}", sha256(b"enc" + material).digest(), sha256(b"mac" + material).digest()
+            )
+        log_id = names[int.from_bytes(sha256(key).digest()[:4], "big") % len(names)]
+        entry = Entry(canonical_bytes(protect_event(event, keys[subject])), event["occurred_at"])
+        block = append(logs[log_id], entry, block_sizes[log_id])
+        if block is not None:
+            blocks.append(block)
+    for state in logs.values():
+        block = flush(state)
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def write_all(ch: ClickHouse, written: Written) -> None:
+    for block in written.blocks:
+        note = written.checkpoints[(block.header.log_id, block.header.block_index)]
+        ch.write_block(block.header, written.entries(block), note)
+
+
+def table_counts(ch: ClickHouse) -> dict[str, int]:
+    return {t: ch.query(f"SELECT count() FROM auditlog.{t}")[0][0] for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    """Blocks of two logs written once to a fresh chDB, which is then closed again.
+
+    `big` gets a 2100-leaf block (~2.5 MB of rows: clickhouse-connect sends it as two Native
+    blocks of one insert, which dedupe as token_0 and token_1) and a partial one; `small` gets
+    100-leaf blocks and a partial last block.
+    """
+    path = tmp_path_factory.mktemp("chdb") / "data"
+    signer = Signer.generate(ORIGIN)
+    blocks = build_blocks(6000, {"big": 2100, "small": 100})
+    checkpoints = {
+        (b.header.log_id, b.header.block_index): checkpoint_for(b.header, f"{ORIGIN}/{b.header.log_id}", signer)
+        for b in blocks
+    }
+    result = Written(path, signer, blocks, checkpoints)
+    ch = open_clickhouse(f"chdb://{path}")
+    try:
+        ch.ensure_schema()
+        write_all(ch, result)
+    finally:
+        ch.close()
+    return result
+
+
+@pytest.fixture(scope="module")
+def ch(written: Written) -> Iterator[ClickHouse]:
+    """The same chDB directory, opened again (so dedup state must have survived a restart)."""
+    instance = open_clickhouse(f"chdb://{written.path}")
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+def test_schema_creates_the_four_tables(ch: ClickHouse) -> None:
+    names = {
+        row[0] for row in ch.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": "auditlog"})
+    }
+    assert set(TABLES) <= names
+    ch.ensure_schema()  # idempotent
+
+
+def test_every_row_is_there_once(ch: ClickHouse, written: Written) -> None:
+    leaves = sum(b.header.leaf_count for b in written.blocks)
+
+    assert table_counts(ch) == {
+        "audit_logs": leaves,
+        "audit_leaves": leaves,
+        "audit_blocks": len(written.blocks),
+        "audit_checkpoints": len(written.blocks),
+    }
+    assert {b.header.log_id for b in written.blocks} == {"big", "small"}
+    assert max(b.header.leaf_count for b in written.blocks) == 2100
+
+
+def test_rewriting_every_block_after_a_restart_changes_nothing(ch: ClickHouse, written: Written) -> None:
+    before = table_counts(ch)
+
+    write_all(ch, written)
+    write_all(ch, written)
+
+    assert table_counts(ch) == before
+
+
+def test_count_events_per_tenant(ch: ClickHouse, written: Written) -> None:
+    import json
+
+    tenants = Counter(json.loads(e)["tenant_id"] for b in written.blocks for e in written.entries(b))
+
+    assert ch.count_events() == sum(tenants.values())
+    for tenant, count in tenants.items():
+        assert ch.count_events(tenant) == count
+    assert ch.count_events("t_nobody") == 0
+
+
+def test_find_event_returns_its_place_and_bytes(ch: ClickHouse, written: Written) -> None:
+    import json
+
+    block = written.of_log("small")[3]
+    sequenced = block.entries[17]
+    doc = json.loads(sequenced.entry.canonical)
+
+    found = ch.find_event(doc["tenant_id"], doc["event_id"])
+
+    assert found == {
+        "tenant_id": doc["tenant_id"],
+        "event_id": doc["event_id"],
+        "log_id": "small",
+        "leaf_index": sequenced.leaf_index,
+        "block_index": block.header.block_index,
+        "leaf_hash": leaf_hash(sequenced.entry.canonical),
+        "block_hash": block.header.hash(),
+        "canonical": sequenced.entry.canonical,
+    }
+    assert ch.find_event("t_other", doc["event_id"]) is None
+    assert ch.find_event(doc["tenant_id"], "evt_' OR '1'='1") is None
+
+
+def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, written: Written) -> None:
+    for log_id in ("big", "small"):
+        blocks = written.of_log(log_id)
+        size = blocks[-1].header.tree_size
+
+        leaves = ch.leaf_hashes(log_id, size)
+
+        assert root(leaves) == blocks[-1].header.tree_root
+        for block in blocks:
+            h = block.header
+            assert root(leaves[h.first_leaf_index : h.first_leaf_index + h.leaf_count]) == h.block_root
+        headers = ch.block_headers(log_id)
+        assert headers == [b.header for b in blocks]
+        tree = verify_chain((h, leaves[h.first_leaf_index : h.first_leaf_index + h.leaf_count]) for h in headers)
+        assert tree.size == size
+        # A prefix is a prefix: the first block's tree head is rebuilt from the first leaves alone.
+        assert root(ch.leaf_hashes(log_id, blocks[0].header.tree_size)) == blocks[0].header.tree_root
+
+
+def test_leaf_hashes_beyond_the_index_is_an_integrity_error(ch: ClickHouse, written: Written) -> None:
+    size = written.of_log("small")[-1].header.tree_size
+
+    with pytest.raises(IndexIntegrityError, match=f"leaf {size} is missing"):
+        ch.leaf_hashes("small", size + 1)
+    assert ch.leaf_hashes("small", 0) == []
+
+
+def test_checkpoints(ch: ClickHouse, written: Written) -> None:
+    verifier = written.signer.verifier()
+    blocks = written.of_log("small")
+    last, first = blocks[-1].header, blocks[0].header
+
+    latest = ch.latest_checkpoint("small")
+    assert latest == (last.tree_size, written.checkpoints[("small", last.block_index)])
+    checkpoint = open_checkpoint(latest[1], verifier, origin=f"{ORIGIN}/small")
+    assert (checkpoint.size, checkpoint.root) == (last.tree_size, last.tree_root)
+
+    assert ch.checkpoint_at_least("small", 1) == (first.tree_size, written.checkpoints[("small", 0)])
+    assert ch.checkpoint_at_least("small", first.tree_size + 1)[0] == blocks[1].header.tree_size  # type: ignore[index]
+    assert ch.checkpoint_at_least("small", last.tree_size + 1) is None
+    assert ch.latest_checkpoint("nope") is None
+
+
+def test_log_heads(ch: ClickHouse, written: Written) -> None:
+    heads = ch.log_heads()
+
+    assert heads == {
+        log_id: (written.of_log(log_id)[-1].header.tree_size, written.of_log(log_id)[-1].header.tree_root)
+        for log_id in ("big", "small")
+    }
+
+
+def test_query_binds_values_server_side(ch: ClickHouse) -> None:
+    rows = ch.query("SELECT {s:String}, {n:UInt64} + 1", {"s": "it's'; DROP TABLE x --", "n": 41})
+
+    assert rows == [("it's'; DROP TABLE x --", 42)]
+    with pytest.raises(ValueError, match="placeholders"):
+        ch.query("SELECT %(s)s", {"s": "x"})
+    with pytest.raises(ClickHouseError, match="query failed"):
+        ch.query("SELECT * FROM auditlog.no_such_table")
+
+
+def test_a_checkpoint_of_another_tree_head_is_refused(ch: ClickHouse, written: Written) -> None:
+    one, two = written.of_log("small")[:2]
+    before = table_counts(ch)
+
+    with pytest.raises(ValueError, match="checkpoint is for size"):
+        ch.write_block(one.header, written.entries(one), written.checkpoints[("small", 1)])
+    with pytest.raises(ValueError, match="entries"):
+        ch.write_block(two.header, written.entries(one)[:3])
+    assert table_counts(ch) == before
+
+
+def test_one_chdb_directory_per_process(ch: ClickHouse, written: Written, tmp_path: Path) -> None:
+    same = open_clickhouse(f"chdb://{written.path}/")  # another spelling of the same directory
+    assert same is ch
+    same.close()  # drops the extra reference only
+    assert ch.count_events() > 0
+
+    with pytest.raises(ClickHouseError, match="already open"):
+        open_clickhouse(f"chdb://{tmp_path}")
+    with pytest.raises(ValueError, match="absolute"):
+        open_clickhouse("chdb://relative/dir")
+
+
+def test_another_process_is_told_the_directory_is_in_use(ch: ClickHouse, written: Written) -> None:
+    code = (
+        "from pipelines.io.clickhouse import open_clickhouse, ClickHouseError\n"
+        f"try:\n    open_clickhouse('chdb://{written.path}')\n"
+        "except ClickHouseError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+
+    assert "locked by one process at a time" in done.stdout, done.stdout + done.stderr
+
+
+def test_server_urls_use_the_native_protocol_with_the_same_code() -> None:
+    # No ClickHouse server is obtainable here: this checks the URL handling and that a refused
+    # connection surfaces as ClickHouseError, not the SQL against a live server.
+    server = open_clickhouse("clickhouse://127.0.0.1:1/auditlog")
+    try:
+        assert server.kind == "native"
+        with pytest.raises(ClickHouseError, match="query failed"):
+            server.count_events()
+    finally:
+        server.close()
+    with pytest.raises(ClickHouseError, match="database 'auditlog'"):
+        open_clickhouse("clickhouse://127.0.0.1:1/other")
+    with pytest.raises(ValueError, match="expected chdb"):
+        open_clickhouse("http://127.0.0.1:8123")
