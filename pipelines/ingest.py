@@ -83,29 +83,36 @@ def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") ->
     """
 
 
-def build_ingest(env: Any, t_env: Any, config: JobConfig, bounded: bool) -> None:
-    """Adds the ingest graph to `env`: source, sequencer, DLQ sink and block sinks."""
-    from pyflink.common import Types
-    from pyflink.datastream import OutputTag
-
+def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
+    """The source: Kafka records as (partition, offset, timestamp ms, key bytes, value bytes) rows."""
     t_env.execute_sql(source_ddl(config, bounded))
-    rows = t_env.to_data_stream(
+    return t_env.to_data_stream(
         t_env.sql_query(
             "SELECT `partition`, `offset`, CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000, `k`, `v` FROM audit_source"
         )
     )
+
+
+def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any:
+    """Adds the ingest graph after a source of (partition, offset, ts, key, value) records.
+
+    Dead letters go to `dlq` (a Flink sink; default: the Kafka DLQ topic). Returns the stream of
+    archived block names.
+    """
+    from pyflink.common import Types
+    from pyflink.datastream import OutputTag
+
     dlq_tag = OutputTag("dead-letters", Types.STRING())
-    block_type = Types.PICKLED_BYTE_ARRAY()
     sequenced = (
-        rows.key_by(lambda r: r[0], key_type=Types.INT())
-        .process(SequenceFunction(config, dlq_tag), output_type=block_type)
+        records.key_by(lambda r: r[0], key_type=Types.INT())
+        .process(SequenceFunction(config, dlq_tag), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("sequence: dedupe, seal PII, append, cut blocks, sign")
         .uid("auditlog-sequence-v1")
     )
-    sequenced.get_side_output(dlq_tag).sink_to(dlq_sink(config)).name("dead letters → Kafka").uid(
-        "auditlog-dlq-sink-v1"
-    )
-    (
+    sequenced.get_side_output(dlq_tag).sink_to(dlq if dlq is not None else dlq_sink(config)).name(
+        "dead letters"
+    ).uid("auditlog-dlq-sink-v1")
+    return (
         sequenced.map(ArchiveWriter(config), output_type=Types.STRING())
         .name("archive blocks and checkpoints to WORM S3")
         .uid("auditlog-archive-writer-v1")
@@ -380,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         connector_jar=None,
         local=False,
     )
-    build_ingest(env, t_env, config, args.bounded)
+    build_ingest(kafka_records(t_env, config, args.bounded), config)
     env.execute(f"auditlog ingest {config.options.topic}")
     return 0
 

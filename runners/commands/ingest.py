@@ -134,7 +134,7 @@ def open_indexer(settings: Settings) -> ArchiveIndexer:
 
 def run_local(settings: Settings, config: Any, bounded: bool) -> int:
     from infra.jars import ensure_jars
-    from pipelines.ingest import build_ingest, create_environment
+    from pipelines.ingest import build_ingest, create_environment, kafka_records
 
     jars = ensure_jars(settings)
     env, t_env = create_environment(
@@ -145,7 +145,7 @@ def run_local(settings: Settings, config: Any, bounded: bool) -> int:
         connector_jar=str(jars.kafka_connector),
         local=True,
     )
-    build_ingest(env, t_env, config, bounded)
+    build_ingest(kafka_records(t_env, config, bounded), config)
     started = time.monotonic()
     mode = "bounded" if bounded else "streaming; Ctrl-C to stop"
     print(
