@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench bench-ingest \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -30,8 +30,17 @@ go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency
 
 setup: $(INSTALLED) jars go-deps ## install everything: virtualenv, Python packages, jars, Go modules
 
-run: setup ## install everything and run the main job on the embedded default
-	$(PY) -m runners.cli demo
+HOME_DIR := $(or $(AUDITLOG_HOME),var)
+AUDITLOG := $(PY) -m runners.cli
+
+run: setup ## install everything and run the main job on the embedded default (Kafka → Flink → S3 + chDB)
+	$(AUDITLOG) stack up kafka s3
+	$(AUDITLOG) produce --events 20000 --tenants 5 --duplicates 0.02 --malformed 0.01 --seed 42
+	$(AUDITLOG) ingest --bounded
+	$(AUDITLOG) search --tenant t_1000 --limit 5
+	$(AUDITLOG) proof --tenant t_1000 $$($(AUDITLOG) search --tenant t_1000 --limit 1 --ids) --out $(HOME_DIR)/proof
+	$(AUDITLOG) verify-proof $(HOME_DIR)/proof --key $(HOME_DIR)/keys/auditlog.local.vkey
+	@echo "The stack keeps running (auditlog stack status); stop it with: make stack-down"
 
 demo: $(INSTALLED) ## the verifiable-log core in one process: build logs, sign, prove, verify
 	$(PY) -m runners.cli demo
@@ -52,6 +61,9 @@ lint: $(INSTALLED) ## ruff and mypy on the code
 
 bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)
 	$(PY) tests/bench/bench_core.py
+
+bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/signing, and p50/p99 latency
+	$(PY) tests/bench/bench_ingest.py
 
 stack-up: setup ## start Kafka, SeaweedFS S3 (Object Lock) and a Flink cluster on 127.0.0.1
 	$(PY) -m runners.cli stack up

@@ -105,6 +105,19 @@ class Settings:
         """Returns a copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def to_env(self) -> dict[str, str]:
+        """Returns the AUDITLOG_* variables that make `from_env` rebuild these settings.
+
+        For starting a command in a child process with exactly these settings, e.g.
+        `subprocess.run(["auditlog", "ingest"], env={**os.environ, **settings.to_env()})`.
+        Every field is written (empty ones as ""), so the child ignores whatever the parent's
+        environment said; secrets (`master_key`, `key_seed`) are included when set.
+        """
+        return {
+            _ENV_NAMES.get(field.name, "AUDITLOG_" + field.name.upper()): str(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+        }
+
     @property
     def kafka_bootstrap(self) -> str:
         return f"{self.host}:{self.kafka_port}"

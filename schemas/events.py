@@ -141,6 +141,13 @@ def _schema_error(exc: Any, event_id: str | None) -> EventValidationError:
 
 def normalize_time(text: str, event_id: str | None = None) -> str:
     """Returns an ISO-8601 time as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ` (fractions beyond ms truncated)."""
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        # Already canonical (what the SDK and generators send): only check that the date exists.
+        try:
+            datetime.fromisoformat(text[:23])
+            return text
+        except ValueError:
+            pass  # the general path below reports it
     head, frac, tz = text, "", ""
     if text.endswith("Z"):
         head, tz = text[:-1], "+00:00"

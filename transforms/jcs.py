@@ -21,6 +21,13 @@ _encode_string = json.encoder.encode_basestring
 
 def canonicalize(value: Any) -> bytes:
     """Returns the RFC 8785 canonical UTF-8 bytes of a JSON value (dict, list, str, number, bool, None)."""
+    if _plain(value):
+        # No floats, no integers beyond ±2**53 and only ASCII keys: then the C encoder's output,
+        # keys sorted by code point, is byte for byte the JCS form, about ten times faster.
+        try:
+            return _dumps(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the slow path below names it
     parts: list[str] = []
     _write(value, parts)
     text = "".join(parts)
@@ -31,6 +38,28 @@ def canonicalize(value: Any) -> bytes:
         raise CanonicalizationError(
             f"string contains a lone surrogate {bad!r} at {exc.start}; JSON text must be valid Unicode"
         ) from None
+
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _plain(value: Any) -> bool:
+    """True if `value` holds only strings, booleans, None, safe integers and ASCII-keyed objects."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return False
 
 
 def _utf16_key(key: str) -> bytes:

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--parallelism", type=int, help="job parallelism (default: settings.parallelism)")
     p.add_argument("--block-size", type=int, help="leaves per block (default: settings.block_size)")
     p.add_argument("--no-ticker", action="store_true", help="do not write cut markers (blocks close only when full)")
+    p.add_argument("--no-index", action="store_true", help="do not load ClickHouse (run `auditlog index` later)")
+    p.add_argument(
+        "--unverifiable",
+        action="store_true",
+        help="benchmarks only: skip hashing, chaining and signing to measure their cost (blocks cannot be verified)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -91,16 +97,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or settings.topic
     settings = with_master_key(settings)
     prepare(settings, topic)
-    config = job_config(settings, topic=topic, block_size=args.block_size)
+    config = job_config(settings, topic=topic, block_size=args.block_size, verifiable=not args.unverifiable)
     ticker = None
     if not args.bounded and not args.no_ticker:
         ticker = CutTicker(settings, topic)
         ticker.start()
     from pipelines.indexer import IndexerThread, wait_quiet
 
-    indexer = open_indexer(settings)
-    follower = IndexerThread(indexer)
-    follower.start()
+    indexer = None if args.no_index or args.unverifiable else open_indexer(settings)
+    follower = IndexerThread(indexer) if indexer else None
+    if follower:
+        follower.start()
     try:
         if args.cluster:
             rc = submit_to_cluster(settings, config_to_json(config), args.cluster, args.bounded)
@@ -109,7 +116,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if ticker:
             ticker.stop()
-        follower.stop()
+        if follower:
+            follower.stop()
+    if indexer is None:
+        return rc
     stats = wait_quiet(indexer)
     print(f"indexed into ClickHouse: {stats.blocks} blocks, {stats.events} events", file=sys.stderr)
     for log_id, why in stats.halted.items():
@@ -154,7 +164,11 @@ def run_local(settings: Settings, config: Any, bounded: bool) -> int:
     )
     result = env.execute(f"auditlog ingest {config.options.topic}")
     elapsed = time.monotonic() - started
-    print(f"ingest finished in {elapsed:.1f} s (job {result.get_job_id()})", file=sys.stderr)
+    runtime_ms = result.get_net_runtime()
+    print(
+        f"ingest finished in {elapsed:.1f} s (job {result.get_job_id()}, net runtime {runtime_ms} ms)",
+        file=sys.stderr,
+    )
     return 0
 
 
