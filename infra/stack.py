@@ -61,7 +61,11 @@ DLQ_TOPIC_PARTITIONS = 1
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 FLINK_JOBMANAGER_PROCESS_SIZE = "1024m"
 FLINK_TASKMANAGER_PROCESS_SIZE = "1536m"
-FLINK_RESTART_ATTEMPTS = 3
+FLINK_RESTART_ATTEMPTS = 20
+"""Restarts a job gets before it fails. Losing a TaskManager costs about three (the failure, then
+deployments to its slot until the JobManager notices it is gone, FLINK_HEARTBEAT_INTERVAL_MS × 2),
+so a job survives a few TaskManager losses while a job that keeps failing still fails."""
+FLINK_HEARTBEAT_INTERVAL_MS = 2000
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -102,7 +106,7 @@ class ServiceStatus:
 
 
 def s3_client(settings: Settings) -> Any:
-    """A boto3 S3 client for the stack's gateway: path-style, the stack's keys, us-east-1."""
+    """A boto3 S3 client for the stack's gateway: path-style, the stack's keys, the settings' region."""
     import boto3
     from botocore.config import Config
 
@@ -111,7 +115,7 @@ def s3_client(settings: Settings) -> Any:
         endpoint_url=settings.s3_endpoint,
         aws_access_key_id=settings.s3_access_key,
         aws_secret_access_key=settings.s3_secret_key,
-        region_name="us-east-1",
+        region_name=settings.s3_region,
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": 3, "mode": "standard"},
@@ -493,6 +497,11 @@ class _Flink(_Service):
     def pid_dir(self) -> Path:
         return self.home / "run"
 
+    @property
+    def lib_dir(self) -> Path:
+        """The daemons' FLINK_LIB_DIR: the package's lib/ plus opt/flink-python (see `prepare`)."""
+        return self.home / "lib"
+
     def _daemon(self, role: str) -> Daemon:
         name = f"flink-{role}"
         ports: list[PortUse] = []
@@ -536,6 +545,27 @@ class _Flink(_Service):
         _write_if_changed(self.conf_dir / "config.yaml", self.config_yaml(package_conf / "config.yaml"))
         _write_if_changed(self.conf_dir / "masters", f"{self.settings.host}:{self.settings.flink_port}\n")
         _write_if_changed(self.conf_dir / "workers", f"{self.settings.host}\n" * self.settings.flink_taskmanagers)
+        self._link_lib()
+
+    def _link_lib(self) -> None:
+        """Fills `lib_dir` with links to the package's lib/ jars and opt/flink-python.
+
+        flink-python (and PemJa in it) must be on the daemons' own classpath. Left to `flink run
+        -py`, which ships it with each job, every job loads PemJa in a new user-code class loader,
+        and the second thread-mode job on a TaskManager fails: PemJa 0.5 cannot load libpython
+        again from another class loader on Java 17 ("NoSuchFieldException: loadedLibraryNames",
+        FLINK-37727). From the system class path it is loaded once per TaskManager.
+        """
+        home = flink_home()
+        wanted = {jar.name: jar for jar in sorted((home / "lib").glob("*.jar"))}
+        wanted.update({jar.name: jar for jar in (home / "opt").glob("flink-python*.jar")})
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        for link in self.lib_dir.iterdir():
+            if link.name not in wanted or not link.is_symlink() or link.resolve() != wanted[link.name].resolve():
+                link.unlink()
+        for name, jar in wanted.items():
+            if not (self.lib_dir / name).is_symlink():
+                (self.lib_dir / name).symlink_to(jar)
 
     def config_yaml(self, package_config: Path) -> str:
         """The cluster's config.yaml: the package's defaults (JVM flags for Java 17) plus ours."""
@@ -563,6 +593,8 @@ class _Flink(_Service):
             "restart-strategy.type": "fixed-delay",
             "restart-strategy.fixed-delay.attempts": FLINK_RESTART_ATTEMPTS,
             "restart-strategy.fixed-delay.delay": "2 s",
+            # A dead TaskManager is noticed after two missed heartbeat RPCs: 4 s here, not 20 s.
+            "heartbeat.interval": FLINK_HEARTBEAT_INTERVAL_MS,
             "execution.checkpointing.dir": (self.home / "checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": (self.home / "savepoints").as_uri(),
             # Python workers: the venv's interpreter in process mode, its site-packages in thread
@@ -599,6 +631,7 @@ class _Flink(_Service):
         script = "jobmanager.sh" if daemon.name == "flink-jobmanager" else "taskmanager.sh"
         env = self.env()
         env["FLINK_IDENT_STRING"] = daemon.name.removeprefix("flink-")
+        env["FLINK_LIB_DIR"] = str(self.lib_dir)
         # flink-console.sh numbers logs by the lines in a pid file; a fresh one keeps it at 0.
         flink_pid_file = f"flink-{env['FLINK_IDENT_STRING']}-{_flink_entrypoint(daemon.name)}.pid"
         (self.pid_dir / flink_pid_file).unlink(missing_ok=True)

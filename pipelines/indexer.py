@@ -123,11 +123,16 @@ class ArchiveIndexer:
                 on_block(log_id, header)
         return loaded
 
-    def follow(self, stop: threading.Event, interval_s: float = 1.0) -> None:
-        """Keeps indexing until `stop` is set; a failing archive is retried, not fatal."""
+    def follow(
+        self,
+        stop: threading.Event,
+        interval_s: float = 1.0,
+        on_block: Callable[[str, BlockHeader], None] | None = None,
+    ) -> None:
+        """Keeps indexing until `stop` is set; a failing archive or ClickHouse is retried, not fatal."""
         while not stop.is_set():
             try:
-                self.sync_once()
+                self.sync_once(on_block)
             except Exception as exc:  # keep following through S3 or ClickHouse outages
                 log.warning("indexer: sync failed, retrying in %.0f s: %s", interval_s, exc)
             stop.wait(interval_s)

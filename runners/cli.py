@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "runners.commands.ingest",
     "runners.commands.proof",
     "runners.commands.index",
+    "runners.commands.cut_ticker",
     "runners.commands.search",
 )
 

@@ -40,6 +40,11 @@ class Settings:
         dlq_topic: the dead-letter topic (AUDITLOG_DLQ_TOPIC).
         clickhouse_url: `chdb:///abs/path` for the embedded engine or `clickhouse://host:port/db`
             for a server (AUDITLOG_CLICKHOUSE_URL); empty means chDB under `home`.
+        kafka_bootstrap_servers: Kafka brokers outside the local stack, e.g. `b1:9092,b2:9092`
+            (AUDITLOG_KAFKA_BOOTSTRAP_SERVERS); empty means `host`:`kafka_port`.
+        s3_endpoint_url: an S3 endpoint outside the local stack, e.g. `https://s3.eu-west-1.amazonaws.com`
+            (AUDITLOG_S3_ENDPOINT_URL); empty means the local SeaweedFS at `host`:`s3_port`.
+        s3_region: the bucket's region (AUDITLOG_S3_REGION).
         origin: prefix of every log's checkpoint origin and the signing key's name; a log's
             origin is `origin`/`log_id` (AUDITLOG_ORIGIN).
         block_size: leaves per block at most (AUDITLOG_BLOCK_SIZE).
@@ -58,6 +63,9 @@ class Settings:
             (AUDITLOG_KEY_SEED), so that CI replays of a recorded topic give byte-identical
             ciphertext. Anyone with the seed can read every sealed value: production must
             never set it. Never printed.
+        gateway_port: the gRPC gateway `auditlog gateway` listens on (AUDITLOG_GATEWAY_PORT).
+        apikeys_file: the SQLite file of hashed API keys (AUDITLOG_APIKEYS_FILE); empty means
+            `home`/apikeys.sqlite. Read it as `apikeys_path`.
     """
 
     home: Path = REPO_ROOT / "var"
@@ -76,6 +84,9 @@ class Settings:
     topic: str = "audit.events"
     dlq_topic: str = "audit.events.dlq"
     clickhouse_url: str = ""
+    kafka_bootstrap_servers: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
     origin: str = "auditlog.local"
     block_size: int = 1000
     block_latency_ms: int = 2000
@@ -86,6 +97,8 @@ class Settings:
     master_key_file: str = ""
     master_key: str = dataclasses.field(default="", repr=False)
     key_seed: str = dataclasses.field(default="", repr=False)
+    gateway_port: int = 50051
+    apikeys_file: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -120,11 +133,11 @@ class Settings:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://{self.host}:{self.s3_port}"
+        return self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
 
     @property
     def flink_rest(self) -> str:
@@ -156,6 +169,12 @@ class Settings:
         if self.keystore_file:
             return Path(self.keystore_file).expanduser().resolve()
         return self.home / "keystore.sqlite"
+
+    @property
+    def apikeys_path(self) -> Path:
+        if self.apikeys_file:
+            return Path(self.apikeys_file).expanduser().resolve()
+        return self.home / "apikeys.sqlite"
 
 
 _ENV_NAMES = {"home": "AUDITLOG_HOME", "jars_dir": "AUDITLOG_JARS"}

@@ -35,11 +35,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.follow:
-            stop = threading.Event()
+            # Outages of S3 or ClickHouse are waited out (logged), never fatal, while following.
             try:
-                while not stop.is_set():
-                    indexer.sync_once(on_block=report)
-                    stop.wait(args.interval)
+                indexer.follow(threading.Event(), args.interval, on_block=report)
             except KeyboardInterrupt:
                 pass
         else:
