@@ -461,25 +461,12 @@ class _S3(_Service):
         return True
 
     def finish(self) -> None:
-        from botocore.exceptions import ClientError
+        from pipelines.io.archive import ArchiveError, ensure_bucket
 
-        s3 = s3_client(self.settings)
-        bucket = self.settings.bucket
         try:
-            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-            self.say(f"s3: created bucket {bucket} with Object Lock (versioning on)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise StackError(f"s3: cannot create bucket {bucket}: {exc}") from exc
-        try:
-            lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-        except ClientError as exc:
-            lock = {"error": str(exc)}
-        if lock.get("ObjectLockEnabled") != "Enabled":
-            raise StackError(
-                f"s3: bucket {bucket} exists without Object Lock ({lock}); WORM writes would fail. "
-                f"Use another AUDITLOG_BUCKET, or `auditlog stack down` and remove {self.data_dir}"
-            )
+            ensure_bucket(s3_client(self.settings), self.settings.bucket)
+        except ArchiveError as exc:
+            raise StackError(f"s3: {exc}; or `auditlog stack down` and remove {self.data_dir}") from exc
 
 
 class _Flink(_Service):
