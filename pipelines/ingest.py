@@ -85,12 +85,51 @@ def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") ->
 
 def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
     """The source: Kafka records as (partition, offset, timestamp ms, key bytes, value bytes) rows."""
+    # EXTRACT reads a TIMESTAMP_LTZ in the session's time zone: pinned to UTC, EPOCH is the
+    # record's epoch second on every machine, and MILLISECOND adds back what EPOCH drops.
+    t_env.get_config().set("table.local-time-zone", "UTC")
     t_env.execute_sql(source_ddl(config, bounded))
     return t_env.to_data_stream(
         t_env.sql_query(
-            "SELECT `partition`, `offset`, CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000, `k`, `v` FROM audit_source"
+            "SELECT `partition`, `offset`,"
+            " CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000 + EXTRACT(MILLISECOND FROM `ts`),"
+            " `k`, `v` FROM audit_source"
         )
     )
+
+
+def recording_records(env: Any, path: str) -> Any:
+    """The source of `auditlog ingest --from-recording`: a recording's records as `kafka_records` rows.
+
+    Bounded, no broker: the file (pipelines/recording.py) is read here and handed to Flink as a
+    non-parallel collection in file order, so each partition keeps its offset order. Requires a
+    non-empty recording.
+    """
+    import shutil
+    import tempfile
+
+    from pyflink.common import Row, Types
+
+    from pipelines.recording import iter_records
+
+    rows = [Row(r.partition, r.offset, r.timestamp_ms, r.key, r.value) for r in iter_records(path)]
+    if not rows:
+        raise ValueError(f"recording {path} holds no records")
+    raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    row_type = Types.ROW([Types.INT(), Types.LONG(), Types.LONG(), raw, raw])
+    # PyFlink pickles the collection into a temporary folder it never removes; the JVM has
+    # read it once from_collection returns.
+    spool, saved = tempfile.mkdtemp(prefix="auditlog-recording-"), tempfile.tempdir
+    tempfile.tempdir = spool
+    try:
+        return (
+            env.from_collection(rows, type_info=row_type)
+            .name(f"recording {Path(path).name}")
+            .uid("auditlog-recording-source-v1")
+        )
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(spool, ignore_errors=True)
 
 
 def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any:
@@ -169,10 +208,11 @@ class SequenceFunction(KeyedProcessFunction):
             StateTtlConfig.new_builder(Time.days(self.config.dedupe_ttl_days))
             .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
             .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            # The cleanup Flink uses by default with RocksDB, named explicitly: left implicit,
-            # PyFlink builds its 30-day compaction period with a py4j call, and a standalone
-            # TaskManager's embedded Python has no gateway (it tries to start a JVM and the task
-            # fails). Only the entry count reaches Java, which keeps its own 30-day default.
+            # The cleanup Flink uses by default with RocksDB, named explicitly: PyFlink's default
+            # builds its 30-day compaction period with a py4j call, and a standalone TaskManager's
+            # embedded Python has no gateway (it tries to start a JVM and the task fails). Only
+            # the entry count reaches Java, which keeps its own 30-day period.
+            .disable_cleanup_in_background()
             .cleanup_in_rocksdb_compact_filter(1000, periodic_compaction_time=Duration(None))
             .build()
         )
@@ -218,7 +258,6 @@ class SequenceFunction(KeyedProcessFunction):
         outputs = self.sequencer.step(cursor, _MapStateDedupe(self.seen), record)
         if len(cursor.pending) > before:
             self.pending_state.add(cursor.pending[-1].decode())
-            self.m_accepted.inc()
         yield from self._emit(cursor, outputs)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
@@ -236,7 +275,11 @@ class SequenceFunction(KeyedProcessFunction):
                 self.cursor_state.update(cursor.to_bytes().decode())
                 self.m_blocks.inc()
                 yield item
+        # From the sequencer's counters: an event that fills a block leaves `pending` empty.
         counters = self.sequencer.counters
+        if counters.accepted:
+            self.m_accepted.inc(counters.accepted)
+            counters.accepted = 0
         if counters.duplicates:
             self.m_duplicates.inc(counters.duplicates)
             counters.duplicates = 0
@@ -315,6 +358,7 @@ def keystore_spec(settings: Any) -> dict[str, Any]:
 def archive_spec(settings: Any) -> dict[str, Any]:
     return {
         "endpoint": settings.s3_endpoint,
+        "region": settings.s3_region,
         "bucket": settings.bucket,
         "access_key": settings.s3_access_key,
         "secret_key": settings.s3_secret_key,

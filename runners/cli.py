@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "runners.commands.index",
     "runners.commands.cut_ticker",
     "runners.commands.search",
+    "runners.commands.record",
+    "runners.commands.replay",
 )
 
 

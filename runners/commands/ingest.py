@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="benchmarks only: skip hashing, chaining and signing to measure their cost (blocks cannot be verified)",
     )
+    p.add_argument(
+        "--from-recording",
+        metavar="FILE",
+        help="run on a recording (`auditlog record`) as a bounded source, no broker; logs are named after "
+        "the recorded topic unless --topic is given",
+    )
+    p.add_argument("--dlq-file", metavar="FILE", help="with --from-recording: dead letters as JSON Lines here")
     p.set_defaults(handler=run)
 
 
@@ -90,6 +97,10 @@ def prepare(settings: Settings, topic: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.from_recording:
+        from runners.commands.replay import ingest_recording
+
+        return ingest_recording(args, settings)
     if args.parallelism:
         settings = settings.replace(parallelism=args.parallelism)
     from pipelines.ingest import config_to_json, job_config
