@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench bench-ingest \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench bench-ingest bench-gateway \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -64,6 +64,9 @@ bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)
 
 bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/signing, and p50/p99 latency
 	$(PY) tests/bench/bench_ingest.py
+
+bench-gateway: setup ## gRPC gateway requests/s and events/s (unary, batched) with p50/p99, outbox forwarder events/s
+	$(PY) tests/bench/bench_gateway.py
 
 stack-up: setup ## start Kafka, SeaweedFS S3 (Object Lock) and a Flink cluster on 127.0.0.1
 	$(PY) -m runners.cli stack up

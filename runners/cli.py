@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "runners.commands.index",
     "runners.commands.cut_ticker",
     "runners.commands.search",
+    "runners.commands.gateway",
+    "runners.commands.outbox",
+    "runners.commands.apikeys",
     "runners.commands.record",
     "runners.commands.replay",
 )

@@ -6,7 +6,8 @@
 
 Each record keeps its key, value, headers and timestamp (sent as CreateTime; `--timestamps now`
 lets the producer stamp the current time instead). Records of one recorded partition are written
-in offset order (acks=all, idempotent producer, so retries never reorder them). Without `--preserve-partitions` keyed records go where the producer's partitioner
+in offset order (acks=all, idempotent producer, so retries never reorder them). Without
+`--preserve-partitions` keyed records go where the producer's partitioner
 puts them — murmur2 of the key, as Java clients do, so a topic with the recorded partition count
 gets each record back in its recorded partition — and records without a key (cut markers) go to
 their recorded partition modulo the topic's partition count. With it, every record goes to its
