@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration lint bench bench-ingest bench-gateway \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -53,6 +53,9 @@ test-unit: $(INSTALLED) ## the pure-core tests only (seconds)
 
 test-integration: setup ## only the tests against the real local stack
 	$(PY) -m pytest -m integration $(PYTEST_ARGS) tests
+
+golden: setup ## regenerate the committed recording's golden heads (only when logs are meant to change)
+	$(PY) -m tests.golden regenerate
 
 lint: $(INSTALLED) ## ruff and mypy on the code
 	$(VENV)/bin/ruff check .
