@@ -78,15 +78,11 @@ DEFAULT_PII_FIELDS: tuple[str, ...] = tuple(_pii_paths(load_schema()))
 def parse_event(raw: bytes) -> dict[str, Any]:
     """Decodes one Kafka record value and validates it; returns the normalised event."""
     if len(raw) > MAX_RECORD_BYTES:
-        raise EventValidationError(
-            "record", f"<{len(raw)} bytes>", f"is larger than {MAX_RECORD_BYTES} bytes"
-        )
+        raise EventValidationError("record", f"<{len(raw)} bytes>", f"is larger than {MAX_RECORD_BYTES} bytes")
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise EventValidationError(
-            "record", raw[:40], f"is not UTF-8 ({exc.reason} at byte {exc.start})"
-        ) from None
+        raise EventValidationError("record", raw[:40], f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise EventValidationError("record", raw[:40], f"is not JSON ({exc.msg} at {exc.pos})") from None
     return validate_event(obj)
@@ -158,9 +154,7 @@ def normalize_time(text: str, event_id: str | None = None) -> str:
     try:
         parsed = datetime.fromisoformat(head + tz)
     except ValueError as exc:
-        raise EventValidationError(
-            "occurred_at", text, f"is not a valid ISO-8601 time ({exc})", event_id
-        ) from None
+        raise EventValidationError("occurred_at", text, f"is not a valid ISO-8601 time ({exc})", event_id) from None
     micro = int((frac + "000000")[:6]) if frac else 0
     utc = parsed.replace(microsecond=micro).astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

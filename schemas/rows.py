@@ -15,14 +15,39 @@ from transforms.jcs import canonicalize
 from transforms.merkle import leaf_hash
 
 AUDIT_LOG_COLUMNS = (
-    "tenant_id", "event_id", "occurred_at", "actor_id", "actor_type", "actor_email_hash", "action",
-    "resource_id", "resource_type", "result", "request_id", "metadata", "log_id", "leaf_index",
-    "leaf_hash", "block_index", "block_hash", "canonical",
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "actor_id",
+    "actor_type",
+    "actor_email_hash",
+    "action",
+    "resource_id",
+    "resource_type",
+    "result",
+    "request_id",
+    "metadata",
+    "log_id",
+    "leaf_index",
+    "leaf_hash",
+    "block_index",
+    "block_hash",
+    "canonical",
 )
 LEAF_COLUMNS = ("log_id", "leaf_index", "leaf_hash", "tenant_id", "event_id", "block_index")
 BLOCK_COLUMNS = (
-    "log_id", "block_index", "first_leaf_index", "leaf_count", "tree_size", "tree_root", "block_root",
-    "prev_block_hash", "block_hash", "min_event_time", "max_event_time", "header",
+    "log_id",
+    "block_index",
+    "first_leaf_index",
+    "leaf_count",
+    "tree_size",
+    "tree_root",
+    "block_root",
+    "prev_block_hash",
+    "block_hash",
+    "min_event_time",
+    "max_event_time",
+    "header",
 )
 CHECKPOINT_COLUMNS = ("log_id", "tree_size", "root", "block_index", "note")
 
@@ -72,8 +97,17 @@ def block_rows(
     ]
     leaves = [(r[12], r[13], r[14], r[0], r[1], header.block_index) for r in logs]
     block = (
-        header.log_id, header.block_index, header.first_leaf_index, header.leaf_count, header.tree_size,
-        header.tree_root, header.block_root, header.prev_block_hash, block_hash,
-        parse_time(header.min_event_time), parse_time(header.max_event_time), header.canonical_bytes().decode(),
+        header.log_id,
+        header.block_index,
+        header.first_leaf_index,
+        header.leaf_count,
+        header.tree_size,
+        header.tree_root,
+        header.block_root,
+        header.prev_block_hash,
+        block_hash,
+        parse_time(header.min_event_time),
+        parse_time(header.max_event_time),
+        header.canonical_bytes().decode(),
     )
     return logs, leaves, block

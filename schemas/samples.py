@@ -79,8 +79,7 @@ class EventGenerator:
             "resource": {"id": f"{rtype.lower()}_{rng.randint(1, 500)}", "type": rtype},
             "result": "SUCCESS" if rng.random() < 0.93 else "FAILURE",
             "request_id": f"req_{rng.getrandbits(48):012x}",
-            "occurred_at": self.clock.strftime("%Y-%m-%dT%H:%M:%S.")
-            + f"{self.clock.microsecond // 1000:03d}Z",
+            "occurred_at": self.clock.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.clock.microsecond // 1000:03d}Z",
             "metadata": {"source": rng.choice(["web", "api", "cli", "batch"]), "seq": self.counter},
         }
         if actor["type"] == "USER":

@@ -87,9 +87,7 @@ def seal_block(
         raise ValueError("a block needs at least one leaf")
     expected = prev.tree_size if prev is not None else 0
     if tree.size != expected:
-        raise ChainError(
-            f"log {log_id}: tree has {tree.size} leaves but the previous block ends at {expected}"
-        )
+        raise ChainError(f"log {log_id}: tree has {tree.size} leaves but the previous block ends at {expected}")
     times = sorted(event_times)
     first = tree.size
     tree.extend(leaf_hashes)

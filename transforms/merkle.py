@@ -135,9 +135,7 @@ def _inclusion_length(index: int, size: int) -> int:
     return inner + border
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes
-) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes) -> None:
     """Checks that `leaf` (a leaf hash) sits at `index` in the tree of `size` with `expected_root`.
 
     Raises InvalidProofError if the index, size or proof shape is wrong, and RootMismatchError
@@ -171,9 +169,7 @@ def verify_inclusion(
         raise RootMismatchError(expected_root, r)
 
 
-def verify_consistency(
-    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
-) -> None:
+def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes) -> None:
     """Checks that the tree (old_size, old_root) is a prefix of the tree (new_size, new_root).
 
     Requires 0 <= old_size <= new_size. For old_size 0 the proof must be empty (any tree

@@ -71,9 +71,7 @@ def flush(state: LogState) -> SealedBlock | None:
     pending, state.pending = state.pending, []
     first = state.tree.size
     hashes = [h for _, h in pending]
-    header = seal_block(
-        state.log_id, state.last_block, state.tree, hashes, (e.event_time for e, _ in pending)
-    )
+    header = seal_block(state.log_id, state.last_block, state.tree, hashes, (e.event_time for e, _ in pending))
     state.last_block = header
     entries = tuple(SequencedEntry(e, first + i, h) for i, (e, h) in enumerate(pending))
     return SealedBlock(header, entries, header.hash())

@@ -44,9 +44,7 @@ class TlogProof:
         return "\n".join(lines) + "\n\n" + self.signed_checkpoint
 
 
-def format_proof(
-    index: int, inclusion: list[bytes], signed_checkpoint: str, extra: bytes | None = None
-) -> str:
+def format_proof(index: int, inclusion: list[bytes], signed_checkpoint: str, extra: bytes | None = None) -> str:
     """Returns the tlog-proof@v1 text for entry `index`."""
     return TlogProof(index, tuple(inclusion), signed_checkpoint, extra).text()
 
