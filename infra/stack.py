@@ -61,10 +61,11 @@ DLQ_TOPIC_PARTITIONS = 1
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 FLINK_JOBMANAGER_PROCESS_SIZE = "1024m"
 FLINK_TASKMANAGER_PROCESS_SIZE = "1536m"
-FLINK_RESTART_ATTEMPTS = 20
-"""Restarts a job gets before it fails. Losing a TaskManager costs about three (the failure, then
-deployments to its slot until the JobManager notices it is gone, FLINK_HEARTBEAT_INTERVAL_MS × 2),
-so a job survives a few TaskManager losses while a job that keeps failing still fails."""
+FLINK_RESTART_ATTEMPTS = 30
+"""Restarts a job gets before it fails. Losing a TaskManager costs one to four (the failure, then
+deployments to its slot until the JobManager notices it is gone, after two missed heartbeats of
+FLINK_HEARTBEAT_INTERVAL_MS), so a job rides out several TaskManager losses, and a job that keeps
+failing still fails, within minutes."""
 FLINK_HEARTBEAT_INTERVAL_MS = 2000
 
 START_TIMEOUT_S = 180.0
@@ -575,6 +576,8 @@ class _Flink(_Service):
             "rest.address": s.host,
             "rest.bind-address": s.host,
             "rest.port": s.flink_port,
+            # The web UI and REST API show metrics fetched at most this often (default 10 s).
+            "metrics.fetcher.update-interval": 1000,
             "parallelism.default": 1,
             # A job that keeps failing must fail, not restart forever (the default with checkpoints).
             "restart-strategy.type": "fixed-delay",
