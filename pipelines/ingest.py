@@ -148,9 +148,9 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
         .name("sequence: dedupe, seal PII, append, cut blocks, sign")
         .uid("auditlog-sequence-v1")
     )
-    sequenced.get_side_output(dlq_tag).sink_to(dlq if dlq is not None else dlq_sink(config)).name(
-        "dead letters"
-    ).uid("auditlog-dlq-sink-v1")
+    sequenced.get_side_output(dlq_tag).sink_to(dlq if dlq is not None else dlq_sink(config)).name("dead letters").uid(
+        "auditlog-dlq-sink-v1"
+    )
     return (
         sequenced.map(ArchiveWriter(config), output_type=Types.STRING())
         .name("archive blocks and checkpoints to WORM S3")
