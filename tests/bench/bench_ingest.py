@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.stack import Stack, kafka_client_config  # noqa: E402
+from infra.stack import Stack, kafka_client_config, s3_client  # noqa: E402
+from pipelines.io.archive import ensure_bucket  # noqa: E402
 from runners.commands.produce import Record, generate_records, produce_records  # noqa: E402
 from runners.settings import REPO_ROOT, Settings  # noqa: E402
 
@@ -162,8 +163,13 @@ def main() -> None:
     records = padded_records(EVENTS, seed=run_id % 1000)
     rows = []
     for label, flag in (("verifiable (hash, chain, sign)", ()), ("hashing/chaining/signing off", ("--unverifiable",))):
-        topic = f"bench.ingest.{run_id}.{'off' if flag else 'on'}"
+        mode = "off" if flag else "on"
+        topic = f"bench.ingest.{run_id}.{mode}"
         create_topic(settings, topic)
+        # A bucket of its own per run: the indexer then sees only this run's logs.
+        bucket = f"auditlog-bench-{run_id}-{mode}"
+        ensure_bucket(s3_client(settings), bucket)
+        env["AUDITLOG_BUCKET"] = bucket
         produce_records(settings, records, topic, None, False, len(records))
         wall, net = run_ingest(settings, env, "--bounded", "--topic", topic, *flag)
         rows.append((label, EVENTS / net, EVENTS / wall, net, wall))
@@ -173,8 +179,9 @@ def main() -> None:
             flush=True,
         )
     print(f"\n  cost of the verifiable log: {rows[1][1] / rows[0][1]:.2f}x the rate without it\n")
-    env_latency = {**env, "AUDITLOG_BLOCK_LATENCY_MS": "1000"}
-    lat = latency(settings, env_latency)
+    env_latency = {**env, "AUDITLOG_BLOCK_LATENCY_MS": "1000", "AUDITLOG_BUCKET": f"auditlog-bench-{run_id}-latency"}
+    ensure_bucket(s3_client(settings), env_latency["AUDITLOG_BUCKET"])
+    lat = latency(settings.replace(bucket=env_latency["AUDITLOG_BUCKET"]), env_latency)
     if lat:
         q = statistics.quantiles(lat, n=100)
         print(
