@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from runners.argtypes import positive_int, records_per_second
 from runners.settings import Settings
 from schemas.events import MAX_METADATA_BYTES
 from schemas.samples import EventGenerator, to_record
@@ -321,26 +322,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of records per second") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 (unlimited) or more")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "produce",
@@ -350,14 +331,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--events",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="records to write, duplicates and malformed included (default 10000)",
     )
     p.add_argument(
         "--tenants",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         metavar="T",
         help="tenants to spread events over (default 3)",
@@ -385,7 +366,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--rate",
-        type=_rate,
+        type=records_per_second,
         default=0.0,
         metavar="R",
         help="at most R records per second (default 0: as fast as Kafka takes them)",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.recording import TIMESTAMP_TYPES, RecordedRecord, RecordingInfo, RecordingWriter
+from runners.argtypes import positive_int
 from runners.settings import Settings
 
 CONNECT_TIMEOUT_S = 10.0
@@ -189,16 +190,6 @@ def _recorded(message: Any) -> RecordedRecord:
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "record",
@@ -208,7 +199,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--topic", help="topic to record (default: AUDITLOG_TOPIC, audit.events)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="recording file to write (.parquet)")
-    p.add_argument("--max", type=_positive_int, metavar="N", help="stop after N records in all")
+    p.add_argument("--max", type=positive_int, metavar="N", help="stop after N records in all")
     p.add_argument(
         "--idle-timeout",
         type=float,

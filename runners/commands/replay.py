@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.recording import RecordedRecord, RecordingFormatError, iter_records, oldest_timestamp_ms, read_info
+from runners.argtypes import records_per_second
 from runners.settings import Settings
 
 RECORDED = "recorded"
@@ -247,16 +248,6 @@ def replay_file(
     )
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of records per second") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 (unlimited) or more")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "replay",
@@ -267,7 +258,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("file", type=Path, metavar="FILE", help="the recording (.parquet)")
     p.add_argument("--topic", required=True, help="the topic to write to; it must exist")
     p.add_argument(
-        "--rate", type=_rate, default=0.0, metavar="N", help="at most N records per second (default 0: no limit)"
+        "--rate",
+        type=records_per_second,
+        default=0.0,
+        metavar="N",
+        help="at most N records per second (default 0: no limit)",
     )
     p.add_argument(
         "--preserve-partitions",
