@@ -151,6 +151,14 @@ class _Service:
     def run_dir(self) -> Path:
         return self.settings.home / "run"
 
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
     def daemon(self, name: str, log: Path, out: Path, ports: Sequence[PortUse] = ()) -> Daemon:
         return Daemon(
             name=name,
@@ -198,14 +206,6 @@ class _Kafka(_Service):
     @property
     def properties(self) -> Path:
         return self.home / "server.properties"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.home / "log"
 
     def daemons(self) -> list[Daemon]:
         s = self.settings
@@ -365,14 +365,6 @@ class _S3(_Service):
     service = "s3"
 
     @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.home / "log"
-
-    @property
     def identities(self) -> Path:
         return self.home / "s3.json"
 
@@ -476,10 +468,6 @@ class _Flink(_Service):
     @property
     def conf_dir(self) -> Path:
         return self.home / "conf"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.home / "log"
 
     @property
     def pid_dir(self) -> Path:

@@ -218,7 +218,7 @@ class SequenceFunction(KeyedProcessFunction):
         )
         seen = MapStateDescriptor("seen-event-ids", Types.STRING(), Types.BOOLEAN())
         seen.enable_time_to_live(ttl)
-        self.seen = runtime_context.get_map_state(seen)
+        self.dedupe = _MapStateDedupe(runtime_context.get_map_state(seen))
         self.pending_state = runtime_context.get_list_state(ListStateDescriptor("open-block", Types.STRING()))
         self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
         signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
@@ -255,7 +255,7 @@ class SequenceFunction(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
         record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]))
         before = len(cursor.pending)
-        outputs = self.sequencer.step(cursor, _MapStateDedupe(self.seen), record)
+        outputs = self.sequencer.step(cursor, self.dedupe, record)
         if len(cursor.pending) > before:
             self.pending_state.add(cursor.pending[-1].decode())
         yield from self._emit(cursor, outputs)

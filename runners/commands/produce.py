@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from runners.argtypes import positive_int, records_per_second
+from runners.sending import pace, produce_waiting, progress_bar
 from runners.settings import Settings
 from schemas.events import MAX_METADATA_BYTES
 from schemas.samples import EventGenerator, to_record
@@ -226,7 +227,6 @@ def produce_records(
         ProduceError: Kafka did not answer, the topic is missing, or a record was not delivered.
     """
     from confluent_kafka import KafkaException, Producer
-    from tqdm import tqdm
 
     from infra.stack import kafka_client_config
 
@@ -243,28 +243,13 @@ def produce_records(
             failures.append(f"{error.str()} (key {message.key()!r})")
 
     kinds: Counter[str] = Counter()
-    bar = tqdm(
-        total=total,
-        unit="rec",
-        file=sys.stderr,
-        disable=not progress or not sys.stderr.isatty(),
-        mininterval=0.5,
-        desc=f"produce {topic}",
-    )
+    bar = progress_bar(total, f"produce {topic}", progress)
     start = time.monotonic()
     sent = 0
     try:
         for key, value, kind in records:
-            if rate:
-                ahead = start + sent / rate - time.monotonic()
-                if ahead > 0.002:
-                    time.sleep(ahead)
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                    break
-                except BufferError:  # the local queue is full: let librdkafka send some
-                    producer.poll(0.05)
+            pace(start, sent, rate)
+            produce_waiting(producer, topic, value=value, key=key, on_delivery=on_delivery)
             sent += 1
             kinds[kind] += 1
             if sent % PROGRESS_EVERY == 0:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines.recording import TIMESTAMP_TYPES, RecordedRecord, RecordingInfo, RecordingWriter
 from runners.argtypes import positive_int
+from runners.sending import progress_bar
 from runners.settings import Settings
 
 CONNECT_TIMEOUT_S = 10.0
@@ -74,7 +75,6 @@ def record_topic(
         RecordError: Kafka does not answer, the topic does not exist, or reading stalled.
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-    from tqdm import tqdm
 
     from infra.stack import kafka_client_config
 
@@ -121,14 +121,7 @@ def record_topic(
         writer = RecordingWriter(
             out, topic, len(partitions), start, end, source=f"kafka {settings.kafka_bootstrap} (read_committed)"
         )
-        bar = tqdm(
-            total=total,
-            unit="rec",
-            file=sys.stderr,
-            disable=not progress or not sys.stderr.isatty(),
-            mininterval=0.5,
-            desc=f"record {topic}",
-        )
+        bar = progress_bar(total, f"record {topic}", progress)
         interrupted = False
         try:
             last_progress = time.monotonic()

@@ -36,6 +36,7 @@ from typing import Any
 
 from pipelines.recording import RecordedRecord, RecordingFormatError, iter_records, oldest_timestamp_ms, read_info
 from runners.argtypes import records_per_second
+from runners.sending import pace, produce_waiting, progress_bar
 from runners.settings import Settings
 
 RECORDED = "recorded"
@@ -104,7 +105,6 @@ def replay_records(
             retention would delete the records at once, or a record was not delivered.
     """
     from confluent_kafka import KafkaException, Producer
-    from tqdm import tqdm
 
     from infra.stack import kafka_client_config
     from runners.commands.produce import PRODUCER_CONFIG
@@ -144,22 +144,12 @@ def replay_records(
             failures.append(f"{error.str()} (partition {message.partition()}, key {message.key()!r})")
 
     sent_to: dict[int, int] = {}
-    bar = tqdm(
-        total=total,
-        unit="rec",
-        file=sys.stderr,
-        disable=not progress or not sys.stderr.isatty(),
-        mininterval=0.5,
-        desc=f"replay {topic}",
-    )
+    bar = progress_bar(total, f"replay {topic}", progress)
     start = time.monotonic()
     sent = 0
     try:
         for record in records:
-            if rate:
-                ahead = start + sent / rate - time.monotonic()
-                if ahead > 0.002:
-                    time.sleep(ahead)
+            pace(start, sent, rate)
             options: dict[str, Any] = {"headers": list(record.headers)} if record.headers else {}
             if timestamps == RECORDED and record.timestamp_ms >= 0:
                 options["timestamp"] = record.timestamp_ms
@@ -167,12 +157,7 @@ def replay_records(
                 options["partition"] = record.partition
             elif record.key is None:
                 options["partition"] = record.partition % count
-            while True:
-                try:
-                    producer.produce(topic, value=record.value, key=record.key, on_delivery=on_delivery, **options)
-                    break
-                except BufferError:  # the local queue is full: let librdkafka send some
-                    producer.poll(0.05)
+            produce_waiting(producer, topic, value=record.value, key=record.key, on_delivery=on_delivery, **options)
             sent += 1
             sent_to[record.partition] = sent_to.get(record.partition, 0) + 1
             if sent % PROGRESS_EVERY == 0:
