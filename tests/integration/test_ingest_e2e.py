@@ -518,7 +518,12 @@ def test_the_same_job_on_the_standalone_cluster_end_to_end_with_its_metrics_in_t
     print("\n" + run.report("standalone cluster", produced.records))
 
     assert run.job_id and observed.job_id == run.job_id
+    # `flink run` returns on the job's result; the REST view of the job can lag a moment behind.
+    deadline = time.monotonic() + 30
     job = rest(settings.flink_rest, f"/jobs/{run.job_id}")
+    while job["state"] not in ("FINISHED", "FAILED", "CANCELED") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = rest(settings.flink_rest, f"/jobs/{run.job_id}")
     assert job["state"] == "FINISHED"
     print(
         f"standalone cluster: REST job duration {job['duration'] / 1000:.1f} s, "
