@@ -11,12 +11,14 @@ the root's child, exactly as RFC 6962 §2.1.1/§2.1.2 (and C2SP tlog-proof) lay 
 Verifiers return None and raise `InvalidProofError` or `RootMismatchError`.
 
 `CompactRange` appends leaf hashes one at a time with O(log n) state; its root always equals
-`root()` of the same leaves, so a streaming job never keeps the whole tree.
+`root()` of the same leaves, so a streaming job never keeps the whole tree. `MerkleTree` keeps
+every perfect subtree instead (2n hashes), so a verifier or the query service answers the root
+at any size and any proof in O(log² n) hashes rather than rehashing the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
 
 from transforms.errors import InvalidProofError, RootMismatchError
@@ -30,6 +32,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactRange",
+    "MerkleTree",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -64,16 +67,16 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     return cr.root()
 
 
-def _subtree_root(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
-    return root(leaf_hashes[lo:hi])
+SubtreeRoot = Callable[[int, int], bytes]
+"""Returns the root of the leaves [lo, hi) of one tree; the proof walks below only ask for aligned ranges."""
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """Returns the audit path of leaf `index` in the tree of `leaf_hashes`.
+def _slice_roots(leaf_hashes: Sequence[bytes]) -> SubtreeRoot:
+    return lambda lo, hi: root(leaf_hashes[lo:hi])
 
-    Requires 0 <= index < len(leaf_hashes).
-    """
-    size = len(leaf_hashes)
+
+def _inclusion_path(size: int, index: int, subtree: SubtreeRoot) -> list[bytes]:
+    """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1, unrolled; requires 0 <= index < size."""
     if not 0 <= index < size:
         raise InvalidProofError(f"leaf index {index} is outside a tree of size {size}")
     proof: list[bytes] = []
@@ -82,13 +85,46 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if index - lo < k:
-            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            proof.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            proof.append(subtree(lo, lo + k))
             lo = lo + k
     proof.reverse()
     return proof
+
+
+def _consistency_path(size: int, old_size: int, subtree: SubtreeRoot) -> list[bytes]:
+    """SUBPROOF(old_size, D[0:size], true) of RFC 9162 §2.1.4.1, unrolled; requires 0 <= old_size <= size."""
+    if not 0 <= old_size <= size:
+        raise InvalidProofError(f"old size {old_size} is outside 0..{size}")
+    if old_size == 0 or old_size == size:
+        return []
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, size, old_size, True
+    while True:
+        n = hi - lo
+        if m == n:
+            if not complete:
+                proof.append(subtree(lo, hi))
+            break
+        k = _split(n)
+        if m <= k:
+            proof.append(subtree(lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(subtree(lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    proof.reverse()
+    return proof
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Returns the audit path of leaf `index` in the tree of `leaf_hashes`.
+
+    Requires 0 <= index < len(leaf_hashes).
+    """
+    return _inclusion_path(len(leaf_hashes), index, _slice_roots(leaf_hashes))
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -97,29 +133,7 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
     Requires 0 <= old_size <= len(leaf_hashes). The proof is empty when old_size is 0 or equals
     the new size (RFC 9162 §2.1.4: both are trivially consistent).
     """
-    size = len(leaf_hashes)
-    if not 0 <= old_size <= size:
-        raise InvalidProofError(f"old size {old_size} is outside 0..{size}")
-    if old_size == 0 or old_size == size:
-        return []
-    proof: list[bytes] = []
-    lo, hi, m, complete = 0, size, old_size, True
-    # SUBPROOF(m, D[lo:hi], complete) from RFC 9162 §2.1.4.1, unrolled.
-    while True:
-        n = hi - lo
-        if m == n:
-            if not complete:
-                proof.append(_subtree_root(leaf_hashes, lo, hi))
-            break
-        k = _split(n)
-        if m <= k:
-            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
-            hi = lo + k
-        else:
-            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
-            lo, m, complete = lo + k, m - k, False
-    proof.reverse()
-    return proof
+    return _consistency_path(len(leaf_hashes), old_size, _slice_roots(leaf_hashes))
 
 
 def _check_hashes(proof: Sequence[bytes], what: str) -> None:
@@ -293,3 +307,77 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self._size}, root={self.root().hex()[:16]}…)"
+
+
+class MerkleTree:
+    """Every perfect subtree of a log's leaves, for roots and proofs at any size without rehashing.
+
+    Level k holds the roots of the aligned subtrees of 2**k leaves, concatenated in a bytearray
+    (32 bytes each, 2n hashes in all). `root(size)`, `inclusion_proof(index, size)` and
+    `consistency_proof(old_size, size)` give exactly what the batch functions give for the first
+    `size` leaves, each in O(log² n) node hashes.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, leaves: Iterable[bytes] = ()) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+        self.extend(leaves)
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0]) // HASH_SIZE
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Appends leaf hashes (32 bytes each) and the perfect subtrees they complete."""
+        level0 = self._levels[0]
+        for h in leaves:
+            if len(h) != HASH_SIZE:
+                raise InvalidProofError(f"leaf hash must be {HASH_SIZE} bytes, got {len(h)}")
+            level0 += h
+        k = 0
+        while len(self._levels[k]) >= 2 * HASH_SIZE:
+            if len(self._levels) == k + 1:
+                self._levels.append(bytearray())
+            below, above = self._levels[k], self._levels[k + 1]
+            start = len(above) // HASH_SIZE
+            pairs = len(below) // (2 * HASH_SIZE)
+            for i in range(start, pairs):
+                above += sha256(NODE_PREFIX + below[2 * HASH_SIZE * i : 2 * HASH_SIZE * (i + 1)]).digest()
+            k += 1
+
+    def leaf(self, index: int) -> bytes:
+        """Returns leaf hash `index`; requires 0 <= index < size."""
+        if not 0 <= index < self.size:
+            raise InvalidProofError(f"leaf index {index} is outside a tree of size {self.size}")
+        return bytes(self._levels[0][HASH_SIZE * index : HASH_SIZE * (index + 1)])
+
+    def _subtree(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:  # a perfect, aligned subtree: stored
+            k = n.bit_length() - 1
+            return bytes(self._levels[k][HASH_SIZE * (lo >> k) : HASH_SIZE * ((lo >> k) + 1)])
+        k = _split(n)
+        return node_hash(self._subtree(lo, lo + k), self._subtree(lo + k, hi))
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self.size:
+            raise InvalidProofError(f"tree size {size} is outside 0..{self.size} (the leaves held)")
+
+    def root(self, size: int | None = None) -> bytes:
+        """Returns the root of the first `size` leaves (all by default); requires 0 <= size <= self.size."""
+        size = self.size if size is None else size
+        self._check_size(size)
+        return self._subtree(0, size) if size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """Returns leaf `index`'s audit path in the tree of the first `size` leaves; requires index < size."""
+        size = self.size if size is None else size
+        self._check_size(size)
+        return _inclusion_path(size, index, self._subtree)
+
+    def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
+        """Returns the proof that the first `old_size` leaves are a prefix of the first `size`."""
+        size = self.size if size is None else size
+        self._check_size(size)
+        return _consistency_path(size, old_size, self._subtree)

@@ -10,6 +10,7 @@ from transforms.errors import InvalidProofError, RootMismatchError, Verification
 from transforms.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    MerkleTree,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -181,6 +182,33 @@ def test_all_proofs_of_small_trees_verify():
 
 
 leaf_lists = st.lists(st.binary(max_size=8), min_size=1, max_size=140).map(lambda ds: [leaf_hash(d) for d in ds])
+
+
+@settings(max_examples=150, deadline=None)
+@given(leaf_lists, st.data())
+def test_merkle_tree_answers_every_size_like_the_batch_functions(hashes, data):
+    tree = MerkleTree(hashes[: data.draw(st.integers(0, len(hashes)))])
+    tree.extend(hashes[tree.size :])  # grown in two steps, like a log
+    assert tree.size == len(hashes)
+    size = data.draw(st.integers(1, len(hashes)))
+    index = data.draw(st.integers(0, size - 1))
+    old = data.draw(st.integers(0, size))
+    assert tree.root(size) == naive_root(hashes[:size])
+    assert tree.leaf(index) == hashes[index]
+    assert tree.inclusion_proof(index, size) == inclusion_proof(hashes[:size], index)
+    assert tree.consistency_proof(old, size) == consistency_proof(hashes[:size], old)
+    verify_consistency(old, size, tree.consistency_proof(old, size), tree.root(old), tree.root(size))
+
+
+def test_merkle_tree_refuses_sizes_beyond_its_leaves():
+    tree = MerkleTree([leaf_hash(b"a"), leaf_hash(b"b")])
+    assert tree.root(0) == EMPTY_ROOT
+    with pytest.raises(InvalidProofError, match="outside 0..2"):
+        tree.root(3)
+    with pytest.raises(InvalidProofError, match="outside a tree of size 2"):
+        tree.inclusion_proof(2)
+    with pytest.raises(InvalidProofError, match="32 bytes"):
+        tree.extend([b"short"])
 
 
 @settings(max_examples=150, deadline=None)
