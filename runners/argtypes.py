@@ -25,3 +25,16 @@ def records_per_second(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be 0 (unlimited) or more")
     return value
+
+
+def utc_time(text: str) -> str:
+    """An ISO-8601 time with a zone (or a bare date, read as UTC midnight), as canonical UTC `...mmmZ`."""
+    from schemas.events import EventValidationError, normalize_time
+
+    candidate = f"{text}T00:00:00Z" if len(text) == 10 else text
+    try:
+        return normalize_time(candidate)
+    except (EventValidationError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 time with a zone; use e.g. 2026-11-01 or 2026-11-01T08:00:00Z"
+        ) from None

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "runners.commands.apikeys",
     "runners.commands.record",
     "runners.commands.replay",
+    "runners.commands.verify",
 )
 
 

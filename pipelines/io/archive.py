@@ -126,6 +126,21 @@ def checkpoint_key(log_id: str, tree_size: int) -> str:
     return f"{log_prefix(log_id)}{CHECKPOINTS_DIR}/{tree_size:0{TREE_SIZE_DIGITS}d}{CHECKPOINT_SUFFIX}"
 
 
+def parse_key(key: str) -> tuple[str, str, int] | None:
+    """Returns (log id, "block" or "checkpoint", block index or tree size) of an auditlog key, else None."""
+    if not key.startswith(LOGS_PREFIX):
+        return None
+    parts = key[len(LOGS_PREFIX) :].split("/")
+    if len(parts) != 3:
+        return None
+    log_id, folder, name = parts
+    pattern = {BLOCKS_DIR: _BLOCK_NAME, CHECKPOINTS_DIR: _CHECKPOINT_NAME}.get(folder)
+    match = pattern.fullmatch(name) if pattern else None
+    if match is None:
+        return None
+    return log_id, "block" if folder == BLOCKS_DIR else "checkpoint", int(match.group(1))
+
+
 def lock_until(days: float, now: dt.datetime | None = None) -> dt.datetime:
     """Returns the UTC time `days` from now (or from `now`): an Object Lock retain-until date."""
     start = now or dt.datetime.now(dt.UTC)
@@ -277,8 +292,12 @@ class Archive(ABC):
         """Yields every key under `prefix` (or, with a delimiter, every common prefix), sorted."""
 
     @abstractmethod
+    def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
+        """Returns every version of every key under `prefix`, delete markers included, newest first per key."""
+
     def object_versions(self, key: str) -> list[ObjectVersion]:
         """Returns every version of `key`, delete markers included, newest first."""
+        return self.versions_under(key).get(key, [])
 
     @abstractmethod
     def retention(self, key: str, version_id: str | None = None) -> Retention | None:
@@ -534,43 +553,37 @@ class S3Archive(Archive):
             if not token:
                 return
 
-    def object_versions(self, key: str) -> list[ObjectVersion]:
-        found: list[ObjectVersion] = []
+    def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
+        found: dict[str, list[ObjectVersion]] = {}
         markers: dict[str, str] = {}
         while True:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key, **markers}
-            page = self._call("LIST-VERSIONS", key, partial(self.client.list_object_versions, **args))
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **markers}
+            page = self._call("LIST-VERSIONS", prefix, partial(self.client.list_object_versions, **args))
             for item in page.get("Versions", []):
-                if item["Key"] == key:
-                    found.append(
-                        ObjectVersion(
-                            key,
-                            item["VersionId"],
-                            bool(item.get("IsLatest")),
-                            False,
-                            int(item.get("Size", 0)),
-                            item.get("LastModified"),
-                            str(item.get("ETag", "")),
-                        )
+                found.setdefault(item["Key"], []).append(
+                    ObjectVersion(
+                        item["Key"],
+                        item["VersionId"],
+                        bool(item.get("IsLatest")),
+                        False,
+                        int(item.get("Size", 0)),
+                        item.get("LastModified"),
+                        str(item.get("ETag", "")),
                     )
+                )
             for item in page.get("DeleteMarkers", []):
-                if item["Key"] == key:
-                    found.append(
-                        ObjectVersion(
-                            key,
-                            item["VersionId"],
-                            bool(item.get("IsLatest")),
-                            True,
-                            0,
-                            item.get("LastModified"),
-                        )
+                found.setdefault(item["Key"], []).append(
+                    ObjectVersion(
+                        item["Key"], item["VersionId"], bool(item.get("IsLatest")), True, 0, item.get("LastModified")
                     )
+                )
             if not page.get("IsTruncated"):
                 break
             markers = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
         epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-        # Newest first; the latest version leads even if two share a timestamp.
-        found.sort(key=lambda v: (v.is_latest, v.last_modified or epoch), reverse=True)
+        for versions in found.values():
+            # Newest first; the latest version leads even if two share a timestamp.
+            versions.sort(key=lambda v: (v.is_latest, v.last_modified or epoch), reverse=True)
         return found
 
     def retention(self, key: str, version_id: str | None = None) -> Retention | None:
@@ -737,12 +750,12 @@ class InMemoryArchive(Archive):
                 seen[prefix + rest.split(delimiter, 1)[0] + delimiter] = None
         yield from seen
 
-    def object_versions(self, key: str) -> list[ObjectVersion]:
+    def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
         with self._lock:
-            versions = list(self.objects.get(key, []))
-        out = []
-        for i, v in enumerate(reversed(versions)):
-            out.append(
+            held = {k: list(v) for k, v in self.objects.items() if k.startswith(prefix)}
+        out: dict[str, list[ObjectVersion]] = {}
+        for key in sorted(held):
+            out[key] = [
                 ObjectVersion(
                     key,
                     v.version_id,
@@ -752,7 +765,8 @@ class InMemoryArchive(Archive):
                     v.last_modified,
                     f'"{sha256(v.data).hexdigest()}"' if v.data is not None else "",
                 )
-            )
+                for i, v in enumerate(reversed(held[key]))
+            ]
         return out
 
     def retention(self, key: str, version_id: str | None = None) -> Retention | None:

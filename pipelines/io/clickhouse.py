@@ -39,6 +39,7 @@ from schemas.rows import AUDIT_LOG_COLUMNS, BLOCK_COLUMNS, CHECKPOINT_COLUMNS, L
 from transforms.blocks import BlockHeader
 from transforms.checkpoint import parse_checkpoint
 from transforms.errors import VerificationError
+from transforms.verify import IndexDigest, IndexedRow, IndexSnapshot
 
 __all__ = [
     "DATABASE",
@@ -415,6 +416,125 @@ class ClickHouse:
             {"log": log_id},
         )
         return [BlockHeader.from_json(_to_str(header)) for (header,) in rows]
+
+    # ---- verification (see transforms/verify.py for what each digest must equal)
+
+    def indexed_logs(self) -> set[str]:
+        """Returns every log id any auditlog table mentions (a forged log shows up here too)."""
+        rows = self.query(
+            " UNION DISTINCT ".join(
+                f"SELECT DISTINCT toString(log_id) FROM {t}"
+                for t in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE)
+            )
+        )
+        return {str(r[0]) for r in rows}
+
+    def index_snapshots(self) -> dict[str, IndexSnapshot]:
+        """Returns, per log, the per-block digests of audit_logs and audit_leaves, the headers and checkpoints.
+
+        The database does the per-row work (SHA-256 of every canonical entry, the check that each
+        search column says what the canonical bytes say) in one pass per table.
+        """
+        snapshots: dict[str, IndexSnapshot] = {}
+
+        def snap(log_id: Any) -> IndexSnapshot:
+            return snapshots.setdefault(str(log_id), IndexSnapshot())
+
+        for table, sql in ((LOGS_TABLE, _LOGS_DIGEST_SQL), (LEAVES_TABLE, _LEAVES_DIGEST_SQL)):
+            for log_id, block_index, rows, lo, hi, digest_hex in self.query(sql):
+                d = IndexDigest(str(log_id), int(block_index), int(rows), int(lo), int(hi), bytes.fromhex(digest_hex))
+                target = snap(log_id).log_digests if table == LOGS_TABLE else snap(log_id).leaf_digests
+                target.append(d)
+        for log_id, block_index, header in self.query(f"SELECT log_id, block_index, header FROM {BLOCKS_TABLE}"):
+            snap(log_id).headers.setdefault(int(block_index), []).append(_to_str(header))
+        for log_id, size, note in self.query(f"SELECT log_id, tree_size, note FROM {CHECKPOINTS_TABLE}"):
+            snap(log_id).checkpoints.setdefault(int(size), []).append(_to_str(note))
+        return snapshots
+
+    def indexed_rows(
+        self, log_id: str, leaf_ranges: Sequence[tuple[int, int]], block_indexes: Sequence[int]
+    ) -> list[IndexedRow]:
+        """Returns the audit_logs rows of a log in the given inclusive leaf ranges or blocks, for a drill-down."""
+        if not leaf_ranges and not block_indexes:
+            return []
+        conditions = [f"leaf_index BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in leaf_ranges]
+        if block_indexes:
+            conditions.append(f"block_index IN ({', '.join(str(int(b)) for b in block_indexes)})")
+        where = f"WHERE log_id = {{log:String}} AND ({' OR '.join(conditions)})"
+        rows = self.query(
+            f"SELECT leaf_index, tenant_id, event_id, hex(leaf_hash), hex(SHA256(concat(char(0), canonical))), "
+            f"block_index, hex(block_hash), {_BAD_COLUMNS_SQL}, canonical, "
+            f"formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ') FROM {_with_fields(where)} "
+            f"ORDER BY leaf_index",
+            {"log": log_id},
+        )
+        return [
+            IndexedRow(
+                int(index),
+                str(tenant),
+                str(event),
+                bytes.fromhex(leaf_hex),
+                bytes.fromhex(canonical_hex),
+                int(block),
+                bytes.fromhex(block_hex),
+                tuple(str(c) for c in bad),
+                _to_bytes(canonical),
+                str(occurred),
+            )
+            for index, tenant, event, leaf_hex, canonical_hex, block, block_hex, bad, canonical, occurred in rows
+        ]
+
+    def drop_tables(self) -> None:
+        """Drops the auditlog tables (their deduplication windows with them), for a rebuild from the archive."""
+        for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
+            self._conn.command(f"DROP TABLE IF EXISTS {table} SYNC")
+
+
+# The search columns an audit_logs row derives from its canonical bytes (schemas/rows.py), each
+# recomputed by the database from `j` (the parsed canonical fields, bound in a subquery); the
+# array names the columns that disagree.
+_CANONICAL_FIELDS = (
+    "JSONExtract(canonical, 'Tuple(tenant_id String, event_id String, actor Tuple(id String, type String), "
+    "action String, resource Tuple(id String, type String), result String, request_id String, occurred_at String)')"
+)
+_BAD_COLUMNS_SQL = """arrayFilter(x -> x != '', [
+    if(tenant_id != j.1, 'tenant_id', ''),
+    if(event_id != j.2, 'event_id', ''),
+    if(actor_id != j.3.1, 'actor_id', ''),
+    if(toString(actor_type) != j.3.2, 'actor_type', ''),
+    if(action != j.4, 'action', ''),
+    if(resource_id != j.5.1, 'resource_id', ''),
+    if(resource_type != j.5.2, 'resource_type', ''),
+    if(toString(result) != j.6, 'result', ''),
+    if(request_id != j.7, 'request_id', ''),
+    if(toUnixTimestamp64Milli(occurred_at)
+       != toUnixTimestamp64Milli(parseDateTime64BestEffortOrZero(j.8, 3, 'UTC')), 'occurred_at', ''),
+    if(metadata != if(JSONHas(canonical, 'metadata'), JSONExtractRaw(canonical, 'metadata'), '{}'), 'metadata', ''),
+    if(actor_email_hash != JSONExtractString(canonical, 'pii', 'actor.email', 'kh'), 'actor_email_hash', '')
+  ])"""
+
+
+def _with_fields(where: str = "") -> str:
+    """audit_logs rows (optionally filtered) with their parsed canonical fields as `j`."""
+    return f"(SELECT *, {_CANONICAL_FIELDS} AS j FROM {LOGS_TABLE} {where})"
+
+
+def _digest_sql(table_sql: str, item: str) -> str:
+    """Per (log, block_index column): rows, leaf range, and SHA-256 of the items in leaf order."""
+    return (
+        f"SELECT log_id, block_index, count(), min(leaf_index), max(leaf_index), "
+        f"hex(SHA256(arrayStringConcat(arrayMap(t -> t.2, arraySort(t -> t.1, groupArray((leaf_index, {item}))))))) "
+        f"FROM {table_sql} GROUP BY log_id, block_index"
+    )
+
+
+# Must equal transforms.verify.index_digest_items, item for item.
+_LOGS_DIGEST_SQL = _digest_sql(
+    _with_fields(),
+    "concat(toString(leaf_index), ':', leaf_hash, SHA256(concat(char(0), canonical)), block_hash, "
+    f"if(empty({_BAD_COLUMNS_SQL}), '', '!'))",
+)
+_LEAVES_DIGEST_SQL = _digest_sql(LEAVES_TABLE, "concat(toString(leaf_index), ':', leaf_hash)")
 
 
 def _note_text(signed: str) -> str:

@@ -1,0 +1,466 @@
+"""Verify and rebuild: the Beam pipelines behind `auditlog verify` and `auditlog rebuild`.
+
+    auditlog verify [--tenant T] [--log L] [--since TIME] [--json]    # exit 0 only when all agrees
+    auditlog rebuild [--log L]                                       # ClickHouse from the archive alone
+
+The WORM archive is the source of truth. Per log, in parallel: read every key's original version
+(and its history: overwrites, delete markers), recompute leaves, block roots, tree roots, the
+chain, checkpoint signatures and consistency (`transforms.verify.ArchiveLogCheck`). Beside it,
+ClickHouse digests each block of its tables in one pass (`ClickHouse.index_snapshots`); the two
+meet per log, and only blocks whose digests disagree are compared row by row, so every finding
+names the store, the kind, the log, the leaf and the event.
+
+Runs on Beam's DirectRunner in this process by default; Beam flags pass through (`--runner`,
+`--direct_num_workers`, ...). Embedded chDB can be opened by one process only, so the steps that
+touch ClickHouse must run in this process (DirectRunner's default in-memory mode, or a portable
+runner's LOOPBACK workers); with a ClickHouse server any runner works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines.io.archive import Archive, block_key, log_prefix, open_archive, parse_key
+from pipelines.io.clickhouse import open_clickhouse
+from transforms.blocks import BlockHeader, decode_block_object
+from transforms.checkpoint import Checkpoint, open_checkpoint
+from transforms.errors import VerificationError
+from transforms.note import Verifier
+from transforms.verify import (
+    ArchivedObject,
+    ArchiveLog,
+    ArchiveLogCheck,
+    Finding,
+    IndexSnapshot,
+    Kind,
+    Store,
+    compare_index,
+    compare_rows,
+)
+
+log = logging.getLogger(__name__)
+
+FETCH_THREADS = 8
+"""Archive GETs in flight per log: S3 latency, not CPU, bounds a sequential read."""
+
+_MEMORY_ARCHIVES: dict[str, Archive] = {}
+
+
+def register_memory_archive(name: str, archive: Archive) -> dict[str, Any]:
+    """Makes an in-memory archive reachable from DoFns in this process (tests); returns its spec."""
+    _MEMORY_ARCHIVES[name] = archive
+    return {"memory": name}
+
+
+def archive_from_spec(spec: dict[str, Any]) -> Archive:
+    """Opens the archive a pipeline step names: S3 settings (`archive_spec`) or a registered in-memory one."""
+    if "memory" in spec:
+        return _MEMORY_ARCHIVES[spec["memory"]]
+    return open_archive(**spec)
+
+
+# --------------------------------------------------------------------------- reading the archive
+
+
+def _original(archive: Archive, key: str, versions: list[Any]) -> ArchivedObject:
+    data_versions = [v for v in versions if not v.is_delete_marker]
+    deleted = bool(versions) and versions[0].is_delete_marker
+    if not data_versions:
+        return ArchivedObject(key, None, 0, deleted)
+    if len(data_versions) == 1 and not deleted:
+        data = archive.get(key)
+    else:
+        data = archive.get(key, version_id=data_versions[-1].version_id)  # the first write is the original
+    return ArchivedObject(key, data, len(data_versions), deleted)
+
+
+def log_history(
+    archive: Archive, log_id: str, pool: ThreadPoolExecutor
+) -> tuple[Iterator[tuple[int, ArchivedObject]], list[tuple[int, ArchivedObject]]]:
+    """Returns (blocks in index order, read ahead in parallel; checkpoints by size) of one log.
+
+    One version listing covers the whole log, so overwrites and delete markers are seen for every
+    key without a request per key.
+    """
+    blocks: list[tuple[int, str, list[Any]]] = []
+    checkpoints: list[tuple[int, str, list[Any]]] = []
+    for key, versions in archive.versions_under(log_prefix(log_id)).items():
+        parsed = parse_key(key)
+        if parsed is None or parsed[0] != log_id:
+            log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
+            continue
+        (blocks if parsed[1] == "block" else checkpoints).append((parsed[2], key, versions))
+    blocks.sort()
+    checkpoints.sort()
+    futures = [pool.submit(_original, archive, key, versions) for _, key, versions in blocks]
+    ordered = ((number, future.result()) for (number, _, _), future in zip(blocks, futures, strict=True))
+    return ordered, [(n, _original(archive, key, versions)) for n, key, versions in checkpoints]
+
+
+def check_archive_log(
+    archive: Archive,
+    log_id: str,
+    verifier: Verifier,
+    origin: str,
+    witness: Checkpoint | None = None,
+    on_block: Callable[[BlockHeader, list[bytes], bytes], None] | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> ArchiveLog:
+    """Replays one log's archive (see transforms.verify.ArchiveLogCheck); `on_block` sees each verified block."""
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(FETCH_THREADS)
+    try:
+        check = ArchiveLogCheck(log_id, verifier, origin)
+        blocks, checkpoints = log_history(archive, log_id, pool)
+        for index, obj in blocks:
+            before = len(check.log.headers)
+            check.add_block(index, obj)
+            if on_block and len(check.log.headers) > before and obj.original is not None:
+                header, entries = decode_block_object(obj.original)
+                on_block(header, entries, obj.original)
+            if progress and len(check.log.headers) > before:
+                progress(check.log.headers[index].leaf_count)
+        for size, obj in checkpoints:
+            check.add_checkpoint(size, obj)
+        return check.finish(witness)
+    finally:
+        if own:
+            pool.shutdown()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass
+class LogReport:
+    log_id: str
+    events: int = 0
+    blocks: int = 0
+    checkpoint_size: int = 0
+    checkpoint_root: str = ""
+    checkpoint_note: str = ""
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    logs: list[LogReport]
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for report in self.logs for f in report.findings]
+
+    @property
+    def events(self) -> int:
+        return sum(r.events for r in self.logs)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "logs": [
+                {
+                    "log_id": r.log_id,
+                    "events": r.events,
+                    "blocks": r.blocks,
+                    "checkpoint": {"size": r.checkpoint_size, "root": r.checkpoint_root},
+                    "findings": [f.to_json() for f in r.findings],
+                }
+                for r in self.logs
+            ],
+            "findings_by_kind": _count_by(self.findings, lambda f: f"{f.store.value}: {f.kind.value}"),
+        }
+
+
+def _count_by(findings: Iterable[Finding], key: Callable[[Finding], str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[key(f)] = counts.get(key(f), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# --------------------------------------------------------------------------- the Beam steps
+
+
+class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
+    """log id → (log id, ArchiveLog): the archive side of verify, one log per element."""
+
+    def __init__(
+        self,
+        archive_spec: dict[str, Any],
+        verifier_key: str,
+        origin_prefix: str,
+        witnesses: dict[str, str],
+        progress: bool = False,
+    ):
+        self.archive_spec = archive_spec
+        self.verifier_key = verifier_key
+        self.origin_prefix = origin_prefix
+        self.witnesses = witnesses
+        self.progress = progress
+
+    def setup(self) -> None:
+        from tqdm import tqdm
+
+        self.archive = archive_from_spec(self.archive_spec)
+        self.verifier = Verifier.from_key(self.verifier_key)
+        self.pool = ThreadPoolExecutor(FETCH_THREADS)
+        self.bar = tqdm(unit="ev", unit_scale=True, desc="archive", disable=not self.progress, mininterval=0.5)
+
+    def teardown(self) -> None:
+        self.pool.shutdown()
+        self.bar.close()
+
+    def process(self, log_id: str) -> Iterator[tuple[str, ArchiveLog]]:
+        origin = f"{self.origin_prefix}/{log_id}"
+        witness = None
+        if log_id in self.witnesses:
+            witness = open_checkpoint(self.witnesses[log_id], self.verifier, origin=origin)
+        yield (
+            log_id,
+            check_archive_log(
+                self.archive, log_id, self.verifier, origin, witness, pool=self.pool, progress=self.bar.update
+            ),
+        )
+
+
+class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
+    """(nothing) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
+
+    def __init__(self, clickhouse_url: str, log_ids: list[str] | None):
+        self.clickhouse_url = clickhouse_url
+        self.log_ids = log_ids
+
+    def process(self, _: Any) -> Iterator[tuple[str, IndexSnapshot]]:
+        clickhouse = open_clickhouse(self.clickhouse_url)
+        try:
+            for log_id, snapshot in clickhouse.index_snapshots().items():
+                if self.log_ids is None or log_id in self.log_ids:
+                    yield log_id, snapshot
+        finally:
+            clickhouse.close()
+
+
+class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
+    """(log id, {archive, index}) → LogReport: ClickHouse held against the archive, drilled down where they differ."""
+
+    def __init__(self, archive_spec: dict[str, Any], clickhouse_url: str, verifier_key: str, origin_prefix: str):
+        self.archive_spec = archive_spec
+        self.clickhouse_url = clickhouse_url
+        self.verifier_key = verifier_key
+        self.origin_prefix = origin_prefix
+
+    def setup(self) -> None:
+        self.archive = archive_from_spec(self.archive_spec)
+        self.verifier = Verifier.from_key(self.verifier_key)
+
+    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[LogReport]:
+        log_id, joined = element
+        archived: ArchiveLog = joined["archive"][0] if joined["archive"] else ArchiveLog(log_id)
+        snapshot: IndexSnapshot = joined["index"][0] if joined["index"] else IndexSnapshot()
+        origin = f"{self.origin_prefix}/{log_id}"
+        findings = list(archived.findings)
+        index_findings, suspects, extra = compare_index(archived, snapshot, self.verifier, origin)
+        findings.extend(index_findings)
+        if suspects or extra:
+            findings.extend(self._drill_down(archived, suspects, extra))
+        committed = archived.committed
+        yield LogReport(
+            log_id,
+            events=archived.events,
+            blocks=len(archived.headers),
+            checkpoint_size=committed.size if committed else 0,
+            checkpoint_root=committed.root.hex() if committed else "",
+            checkpoint_note=archived.committed_note,
+            findings=findings,
+        )
+
+    def _drill_down(self, archived: ArchiveLog, suspects: set[int], extra: list[tuple[int, int]]) -> list[Finding]:
+        entries: dict[int, bytes] = {}
+        ranges = list(extra)
+        for block_index in sorted(suspects):
+            header = archived.headers.get(block_index)
+            if header is None:
+                continue
+            key = block_key(archived.log_id, block_index)
+            original = _original(self.archive, key, self.archive.object_versions(key)).original
+            _, block_entries = decode_block_object(original or b"")
+            for i, entry in enumerate(block_entries):
+                entries[header.first_leaf_index + i] = entry
+            ranges.append((header.first_leaf_index, header.tree_size - 1))
+        clickhouse = open_clickhouse(self.clickhouse_url)
+        try:
+            rows = clickhouse.indexed_rows(archived.log_id, ranges, sorted(suspects))
+        finally:
+            clickhouse.close()
+        leaf_index_of = {archived.tree.leaf(i): i for i in range(archived.size)}
+        return compare_rows(archived, entries, rows, leaf_index_of)
+
+
+class VerifyLogs(beam.PTransform):  # type: ignore[misc]
+    """log ids → LogReport per log: the whole verification, archive and ClickHouse."""
+
+    def __init__(
+        self,
+        archive_spec: dict[str, Any],
+        clickhouse_url: str,
+        verifier_key: str,
+        origin_prefix: str,
+        witnesses: dict[str, str] | None = None,
+        only_logs: list[str] | None = None,
+        progress: bool = False,
+    ):
+        super().__init__()
+        self.progress = progress
+        self.archive_spec = archive_spec
+        self.clickhouse_url = clickhouse_url
+        self.verifier_key = verifier_key
+        self.origin_prefix = origin_prefix
+        self.witnesses = witnesses or {}
+        self.only_logs = only_logs
+
+    def expand(self, log_ids: Any) -> Any:
+        archive = (
+            log_ids
+            | "Spread logs" >> beam.Reshuffle()
+            | "Check archive"
+            >> beam.ParDo(
+                CheckArchiveLogs(
+                    self.archive_spec, self.verifier_key, self.origin_prefix, self.witnesses, self.progress
+                )
+            )
+        )
+        index = (
+            log_ids.pipeline
+            | "Start index read" >> beam.Create([None])
+            | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs))
+        )
+        return (
+            {"archive": archive, "index": index}
+            | "Join by log" >> beam.CoGroupByKey()
+            | "Compare"
+            >> beam.ParDo(
+                CompareWithIndex(self.archive_spec, self.clickhouse_url, self.verifier_key, self.origin_prefix)
+            )
+        )
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def run_verify(
+    log_ids: list[str],
+    archive_spec: dict[str, Any],
+    clickhouse_url: str,
+    verifier_key: str,
+    origin_prefix: str,
+    witnesses: dict[str, str] | None = None,
+    only_logs: list[str] | None = None,
+    beam_args: list[str] | None = None,
+    progress: bool = False,
+) -> VerifyReport:
+    """Runs VerifyLogs on `log_ids` and collects the reports (in log order)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    reports: list[LogReport] = []
+    lock = threading.Lock()
+
+    def collect(report: LogReport) -> None:
+        with lock:
+            reports.append(report)
+
+    collector = _Collector.register(collect)
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+            _ = (
+                p
+                | "Logs" >> beam.Create(sorted(log_ids))
+                | "Verify"
+                >> VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress)
+                | "Collect" >> beam.Map(_Collector.deliver, collector)
+            )
+    finally:
+        _Collector.unregister(collector)
+    return VerifyReport(sorted(reports, key=lambda r: r.log_id))
+
+
+class _Collector:
+    """Hands a pipeline's results back to the launching process (DirectRunner / LOOPBACK workers)."""
+
+    _sinks: dict[int, Callable[[Any], None]] = {}
+    _next = 0
+
+    @classmethod
+    def register(cls, sink: Callable[[Any], None]) -> int:
+        cls._next += 1
+        cls._sinks[cls._next] = sink
+        return cls._next
+
+    @classmethod
+    def unregister(cls, token: int) -> None:
+        cls._sinks.pop(token, None)
+
+    @staticmethod
+    def deliver(value: Any, token: int) -> None:
+        sink = _Collector._sinks.get(token)
+        if sink is None:
+            raise RuntimeError("verify results reached a worker outside the launching process; use a LOOPBACK runner")
+        sink(value)
+
+
+# --------------------------------------------------------------------------- the witness
+
+
+def load_witnesses(path: Path) -> dict[str, str]:
+    """Returns {log id: signed checkpoint} a previous clean verify saw (empty if none yet)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.get("logs", {}).items()}
+    except (ValueError, AttributeError) as exc:
+        raise VerificationError(
+            f"witness file {path} is not valid JSON ({exc}); move it aside to start afresh"
+        ) from exc
+
+
+def save_witnesses(path: Path, report: VerifyReport, previous: dict[str, str]) -> None:
+    """Records each cleanly verified log's newest checkpoint, so a later rollback or fork is caught."""
+    logs = dict(previous)
+    for r in report.logs:
+        if r.checkpoint_note and not r.findings:
+            logs[r.log_id] = r.checkpoint_note
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"logs": logs}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+__all__ = [
+    "CheckArchiveLogs",
+    "CompareWithIndex",
+    "Finding",
+    "Kind",
+    "LogReport",
+    "Store",
+    "VerifyLogs",
+    "VerifyReport",
+    "check_archive_log",
+    "load_witnesses",
+    "run_verify",
+    "save_witnesses",
+]

@@ -1,0 +1,150 @@
+"""`auditlog verify`: hold ClickHouse and the WORM archive against each other and name every disagreement."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from runners.argtypes import utc_time
+from runners.settings import Settings
+
+REPORT_LIMIT = 50
+"""Findings printed per kind in the readable report (all of them are in --json)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "verify",
+        help="verify the archive and ClickHouse against each other (exit 0 only when all agrees)",
+        description="Replays every log of the WORM archive (original object versions, leaf hashes, "
+        "block roots, tree roots, the hash chain, checkpoint signatures, consistency between successive "
+        "checkpoints) and holds ClickHouse's rows, leaves, blocks and checkpoints against it. Each "
+        "finding names the store that disagrees, the kind (modified, deleted, inserted, reordered, chain "
+        "broken, bad signature, checkpoint rolled back or forked, archive object overwritten), the log, "
+        "the leaf and the event. A clean run records each log's newest checkpoint in the witness file, "
+        "so a later rollback or fork is caught even if both stores are rewound. Exit 0 when everything "
+        "agrees, 1 with findings, 2 on bad usage. Extra arguments after -- go to Beam (e.g. "
+        "-- --runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK).",
+    )
+    p.add_argument("--tenant", help="report only this tenant's event findings (structure is always checked)")
+    p.add_argument("--log", action="append", dest="logs", metavar="LOG", help="verify only this log (repeatable)")
+    p.add_argument("--since", type=utc_time, help="report only event findings at or after this time (ISO 8601)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument(
+        "--witness",
+        type=Path,
+        help="witness file of checkpoints seen by earlier clean runs (default $AUDITLOG_HOME/verify/witness.json)",
+    )
+    p.add_argument("--no-witness", action="store_true", help="neither read nor update the witness file")
+    p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(handler=run)
+
+
+def _beam_args(raw: list[str]) -> list[str]:
+    return raw[1:] if raw and raw[0] == "--" else raw
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import ArchiveError
+    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
+    from transforms.errors import VerificationError
+
+    if not settings.verifier_key_file.exists():
+        print(
+            f"error: no verifier key at {settings.verifier_key_file}; the deployment's checkpoints cannot be "
+            "checked without it (copy the .vkey there, or set AUDITLOG_HOME / AUDITLOG_ORIGIN)",
+            file=sys.stderr,
+        )
+        return 2
+    verifier_key = settings.verifier_key_file.read_text()
+    witness_path = args.witness or settings.home / "verify" / "witness.json"
+    try:
+        witnesses = {} if args.no_witness else load_witnesses(witness_path)
+    except VerificationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    spec = archive_spec(settings)
+    started = time.monotonic()
+    try:
+        archive_logs = set(archive_from_spec(spec).list_logs())
+        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+        try:
+            clickhouse.ensure_schema()
+            indexed_logs = clickhouse.indexed_logs()
+        finally:
+            clickhouse.close()
+        log_ids = sorted(archive_logs | indexed_logs | set(witnesses))
+        if args.logs:
+            unknown = sorted(set(args.logs) - set(log_ids))
+            if unknown:
+                print(
+                    f"error: no log {', '.join(unknown)} in the archive or ClickHouse; logs: {log_ids}", file=sys.stderr
+                )
+                return 2
+            log_ids = sorted(args.logs)
+        print(f"verifying {len(log_ids)} logs …", file=sys.stderr)
+        report = run_verify(
+            log_ids,
+            spec,
+            settings.effective_clickhouse_url,
+            verifier_key,
+            settings.origin,
+            {k: v for k, v in witnesses.items() if k in log_ids},
+            only_logs=log_ids,
+            beam_args=_beam_args(args.beam_args),
+            progress=sys.stderr.isatty() and not args.json,
+        )
+    except (ArchiveError, ClickHouseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.monotonic() - started
+    for log_report in report.logs:
+        log_report.findings = [f for f in log_report.findings if f.concerns(args.tenant, args.since)]
+    if not args.no_witness and report.ok:
+        save_witnesses(witness_path, report, witnesses)
+    if args.json:
+        out = report.to_json()
+        out["seconds"] = round(elapsed, 3)
+        print(json.dumps(out, indent=2))
+    else:
+        print_report(report, elapsed)
+    return 0 if report.ok else 1
+
+
+def print_report(report: object, elapsed: float) -> None:
+    from pipelines.verify import VerifyReport
+
+    assert isinstance(report, VerifyReport)
+    rate = report.events / elapsed if elapsed else 0.0
+    for r in report.logs:
+        state = "ok" if not r.findings else f"{len(r.findings)} finding(s)"
+        print(
+            f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks  checkpoint {r.checkpoint_size:>10}  {state}"
+        )
+    findings = report.findings
+    if not findings:
+        print(
+            f"verified: {report.events} events in {len(report.logs)} logs agree in the archive and ClickHouse "
+            f"({elapsed:.1f} s, {rate:,.0f} events/s)"
+        )
+        return
+    by_kind: dict[str, list[object]] = {}
+    for f in findings:
+        by_kind.setdefault(f"{f.store.value}: {f.kind.value}", []).append(f)
+    print(f"NOT VERIFIED: {len(findings)} finding(s) in {report.events} events ({elapsed:.1f} s)")
+    for kind, items in sorted(by_kind.items()):
+        print(f"\n{kind} ({len(items)})")
+        for f in items[:REPORT_LIMIT]:
+            print(f"  {f}")
+        if len(items) > REPORT_LIMIT:
+            print(f"  … and {len(items) - REPORT_LIMIT} more (see --json)")
+    stores = sorted({f.store.value for f in findings})
+    if stores == ["clickhouse"]:
+        print("\nThe archive verifies; only ClickHouse disagrees with it: `auditlog rebuild` restores the index.")
+    else:
+        print("\nThe archive itself is affected: treat this as an incident (the WORM originals are the evidence).")

@@ -1,0 +1,81 @@
+"""Signed logs built straight from generated events, for the verify tests and `make bench-verify`.
+
+The ingest job's own per-log code (`LogSequencer.step`) turns generated Kafka records into sealed
+blocks and signed checkpoints, which go to the archive through `put_block`/`put_checkpoint` and to
+ClickHouse through the archive indexer: the stores hold exactly what the job would have written,
+without a broker or a Flink cluster in the way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pipelines.indexer import ArchiveIndexer, wait_quiet
+from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
+from pipelines.io.keystore import InMemoryKeyStore
+from schemas.samples import EventGenerator, to_record
+from transforms.note import Signer
+
+ORIGIN = "auditlog.test"
+TOPIC = "audit.events"
+
+
+@dataclass(frozen=True)
+class BuiltLogs:
+    signer: Signer
+    keys: InMemoryKeyStore
+    events: int
+    blocks: int
+    log_ids: list[str]
+
+
+def sealed_blocks(
+    events: int, logs: int, block_size: int, signer: Signer, keys: InMemoryKeyStore, seed: int = 7, tenants: int = 3
+) -> Iterator[tuple[int, object]]:
+    """Yields (log number, SealedBlockRecord) for `events` generated events spread over `logs` logs."""
+    options = IngestOptions(topic=TOPIC, origin_prefix=ORIGIN, block_size=block_size)
+    sequencer = LogSequencer(options, keys, signer)
+    cursors = [LogCursor(options.log_id(p)) for p in range(logs)]
+    dedupe = MemoryDedupe()
+    generator = EventGenerator(seed=seed, tenants=tenants)
+    for offset, event in enumerate(itertools.islice(generator, events)):
+        partition = offset % logs
+        key, value = to_record(event)
+        record = SourceRecord(partition, offset // logs, 0, key, value)
+        for kind, out in sequencer.step(cursors[partition], dedupe, record):
+            assert kind == "block", out
+            yield partition, out
+    for partition, cursor in enumerate(cursors):
+        block = sequencer.seal(cursor)
+        if block:
+            yield partition, block
+
+
+def build_logs(
+    archive: object,
+    clickhouse: object | None,
+    events: int,
+    logs: int = 2,
+    block_size: int = 50,
+    seed: int = 7,
+    tenants: int = 3,
+    progress: Callable[[int], None] | None = None,
+) -> BuiltLogs:
+    """Writes `events` events as signed logs into the archive and (if given) indexes them into ClickHouse."""
+    signer = Signer.generate(ORIGIN)
+    keys = InMemoryKeyStore(key_seed=b"auditlog-synthetic")
+    blocks = 0
+    for _, block in sealed_blocks(events, logs, block_size, signer, keys, seed, tenants):
+        archive.put_block(block.log_id, block.block_index, block.block_object)  # type: ignore[attr-defined]
+        archive.put_checkpoint(block.log_id, block.tree_size, block.checkpoint)  # type: ignore[attr-defined]
+        blocks += 1
+        if progress:
+            progress(blocks)
+    if clickhouse is not None:
+        indexer = ArchiveIndexer(archive, clickhouse, signer.verifier(), ORIGIN)
+        stats = wait_quiet(indexer)
+        assert not stats.halted, stats.halted
+    log_ids = [IngestOptions(TOPIC, ORIGIN).log_id(p) for p in range(logs)]
+    return BuiltLogs(signer, keys, events, blocks, log_ids)

@@ -1,0 +1,563 @@
+"""What `auditlog verify` concludes, and the pure checks behind it: no I/O, no Beam, no ClickHouse.
+
+The WORM archive is the source of truth. `ArchiveLogCheck` replays one log's archived objects
+(the original version at every key, plus what happened to the key since) and recomputes every
+leaf hash, block root, tree root, chain link, checkpoint signature and the consistency between
+successive checkpoints. `compare_index` then holds ClickHouse — the search index — against it,
+first per block through digests the database computes itself (`index_digest_items` says what
+goes into one), and `compare_rows` row by row only where a digest disagrees.
+
+Every disagreement becomes a `Finding` that names the store, the kind of tampering, the log, and
+where known the leaf index, block and event id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from hashlib import sha256
+from typing import Any
+
+from transforms.blocks import BlockHeader, decode_block_object, verify_block
+from transforms.checkpoint import Checkpoint, open_checkpoint
+from transforms.errors import VerificationError
+from transforms.merkle import MerkleTree, leaf_hash, verify_consistency
+from transforms.note import Verifier
+
+
+class Kind(StrEnum):
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    INSERTED = "inserted"
+    REORDERED = "reordered"
+    CHAIN_BROKEN = "chain broken"
+    BAD_SIGNATURE = "bad signature"
+    ROLLED_BACK = "checkpoint rolled back"
+    FORKED = "checkpoint forked"
+    OVERWRITTEN = "archive object overwritten"
+
+
+class Store(StrEnum):
+    ARCHIVE = "archive"
+    CLICKHOUSE = "clickhouse"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement: which store, what kind, where, and what exactly."""
+
+    store: Store
+    kind: Kind
+    log_id: str
+    detail: str
+    leaf_index: int | None = None
+    event_id: str | None = None
+    block_index: int | None = None
+    tenant_id: str | None = None
+    occurred_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store.value,
+            "kind": self.kind.value,
+            "log_id": self.log_id,
+            "leaf_index": self.leaf_index,
+            "event_id": self.event_id,
+            "tenant_id": self.tenant_id,
+            "occurred_at": self.occurred_at,
+            "block_index": self.block_index,
+            "detail": self.detail,
+        }
+
+    def concerns(self, tenant_id: str | None = None, since: str | None = None) -> bool:
+        """False only for an event finding of another tenant, or older than `since` (canonical UTC time).
+
+        Findings about the structure (chain, checkpoints, archive objects) concern everyone.
+        """
+        if tenant_id is not None and self.tenant_id is not None and self.tenant_id != tenant_id:
+            return False
+        return since is None or self.occurred_at is None or self.occurred_at >= since
+
+    def __str__(self) -> str:
+        where = [f"log {self.log_id}"]
+        if self.block_index is not None:
+            where.append(f"block {self.block_index}")
+        if self.leaf_index is not None:
+            where.append(f"leaf {self.leaf_index}")
+        if self.event_id:
+            where.append(f"event {self.event_id}")
+        return f"[{self.store.value}] {self.kind.value}: {', '.join(where)}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ArchivedObject:
+    """What the archive holds at one key: the original (first) version, and what happened since.
+
+    `original` is None when no version with data survives. `versions` counts versions with data;
+    more than one means a write without If-None-Match. `deleted` means the current version is a
+    delete marker (the locked original is still there).
+    """
+
+    key: str
+    original: bytes | None
+    versions: int = 1
+    deleted: bool = False
+
+
+# --------------------------------------------------------------------------- the index digests
+
+
+def index_digest_items(header: BlockHeader, leaf_hashes: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """Returns the digests ClickHouse must reproduce for one block: (audit_logs, audit_leaves).
+
+    audit_logs, per row in leaf order: `{leaf_index}:` ‖ leaf_hash column ‖ SHA-256(0x00 ‖
+    canonical) ‖ block_hash column, and `!` when a search column disagrees with the canonical
+    bytes. audit_leaves: `{leaf_index}:` ‖ leaf_hash. Each digest is SHA-256 of the
+    concatenation; `pipelines/io/clickhouse.py` computes the same in SQL.
+    """
+    block_hash = header.hash()
+    first = header.first_leaf_index
+    logs = sha256()
+    leaves = sha256()
+    for i, h in enumerate(leaf_hashes):
+        prefix = b"%d:" % (first + i)
+        logs.update(prefix + h + h + block_hash)
+        leaves.update(prefix + h)
+    return logs.digest(), leaves.digest()
+
+
+@dataclass(frozen=True)
+class IndexDigest:
+    """One (log, block_index column) group of a ClickHouse table, as the database digested it."""
+
+    log_id: str
+    block_index: int
+    rows: int
+    min_leaf: int
+    max_leaf: int
+    digest: bytes
+
+
+# --------------------------------------------------------------------------- the archive
+
+
+@dataclass
+class ArchiveLog:
+    """One log as the archive proves it: the verified prefix and everything found on the way."""
+
+    log_id: str
+    findings: list[Finding] = field(default_factory=list)
+    tree: MerkleTree = field(default_factory=MerkleTree)
+    headers: dict[int, BlockHeader] = field(default_factory=dict)
+    digests: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+    visible_checkpoints: list[int] = field(default_factory=list)
+    committed_note: str = ""
+    events: int = 0
+
+    @property
+    def size(self) -> int:
+        """Leaves covered by verified blocks (the archive's verified tree size)."""
+        return self.tree.size
+
+    @property
+    def committed(self) -> Checkpoint | None:
+        """The largest verified checkpoint."""
+        return self.checkpoints[max(self.checkpoints)] if self.checkpoints else None
+
+    def header_of_leaf(self, index: int) -> BlockHeader | None:
+        for header in self.headers.values():  # few blocks are asked about: only on a drill-down
+            if header.first_leaf_index <= index < header.tree_size:
+                return header
+        return None
+
+
+class ArchiveLogCheck:
+    """Replays one log's archive, block by block in index order, then its checkpoints.
+
+    The tree is extended only by blocks that verify and follow on; after the first block that
+    does not, the rest of the log cannot be checked against the tree and is reported once.
+    """
+
+    def __init__(self, log_id: str, verifier: Verifier, origin: str) -> None:
+        self.log = ArchiveLog(log_id)
+        self.verifier = verifier
+        self.origin = origin
+        self._prev: BlockHeader | None = None
+        self._next_index = 0
+        self._broken = False
+
+    def _find(self, store: Store, kind: Kind, detail: str, **where: Any) -> None:
+        self.log.findings.append(Finding(store, kind, self.log.log_id, detail, **where))
+
+    def _object_history(self, obj: ArchivedObject, what: str, **where: Any) -> None:
+        if obj.versions > 1:
+            self._find(
+                Store.ARCHIVE,
+                Kind.OVERWRITTEN,
+                f"{obj.key} has {obj.versions} versions; the first (the locked original) is the one verified",
+                **where,
+            )
+        if obj.deleted:
+            self._find(
+                Store.ARCHIVE,
+                Kind.DELETED,
+                f"{what} {obj.key} was deleted (a delete marker hides the locked original, which is verified)",
+                **where,
+            )
+
+    def add_block(self, index: int, obj: ArchivedObject) -> None:
+        """Checks the archived block at `index`; call in ascending index order."""
+        self._object_history(obj, "block", block_index=index)
+        if self._broken:
+            return
+        if index != self._next_index:
+            self._find(
+                Store.ARCHIVE,
+                Kind.DELETED,
+                f"blocks {self._next_index}..{index - 1} are missing from the archive (no version left); "
+                "later blocks cannot be checked against the tree",
+                block_index=self._next_index,
+            )
+            self._broken = True
+            return
+        if obj.original is None:
+            self._find(Store.ARCHIVE, Kind.DELETED, f"no version of {obj.key} holds data", block_index=index)
+            self._broken = True
+            return
+        try:
+            header, entries = decode_block_object(obj.original)
+            if header.log_id != self.log.log_id or header.block_index != index:
+                raise VerificationError(f"the object at {obj.key} holds block {header.log_id}/{header.block_index}")
+            hashes = [leaf_hash(e) for e in entries]
+            verify_block(header, self._prev, hashes)
+            if header.first_leaf_index != self.log.tree.size:
+                raise VerificationError(
+                    f"block starts at leaf {header.first_leaf_index}, the log holds {self.log.tree.size} leaves"
+                )
+            self.log.tree.extend(hashes)
+            if self.log.tree.root() != header.tree_root:
+                raise VerificationError(f"tree root after the block is not {header.tree_root.hex()}")
+        except (VerificationError, ValueError, KeyError) as exc:
+            self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
+            self._broken = True
+            return
+        self.log.headers[index] = header
+        self.log.digests[index] = index_digest_items(header, hashes)
+        self.log.events += header.leaf_count
+        self._prev = header
+        self._next_index = index + 1
+
+    def add_checkpoint(self, size: int, obj: ArchivedObject) -> None:
+        """Checks the archived checkpoint at tree size `size`; call after every block, ascending."""
+        self._object_history(obj, "checkpoint")
+        if not obj.deleted:
+            self.log.visible_checkpoints.append(size)
+        if obj.original is None:
+            return
+        try:
+            checkpoint = open_checkpoint(obj.original, self.verifier, origin=self.origin)
+        except VerificationError as exc:
+            self._find(Store.ARCHIVE, Kind.BAD_SIGNATURE, f"checkpoint {obj.key}: {exc}")
+            return
+        if checkpoint.size != size:
+            self._find(Store.ARCHIVE, Kind.FORKED, f"{obj.key} holds a checkpoint of size {checkpoint.size}")
+            return
+        if size > self.log.tree.size:
+            if not self._broken:
+                self._find(
+                    Store.ARCHIVE,
+                    Kind.DELETED,
+                    f"a signed checkpoint covers {size} leaves but the archive's blocks end at {self.log.tree.size}",
+                )
+            return
+        if self.log.tree.root(size) != checkpoint.root:
+            self._find(
+                Store.ARCHIVE,
+                Kind.FORKED,
+                f"signed checkpoint at size {size} has root {checkpoint.root.hex()}, "
+                f"the archived leaves give {self.log.tree.root(size).hex()}",
+            )
+            return
+        previous = self.log.committed
+        if previous is not None:
+            proof = self.log.tree.consistency_proof(previous.size, size)
+            try:
+                verify_consistency(previous.size, size, proof, previous.root, checkpoint.root)
+            except VerificationError as exc:
+                self._find(Store.ARCHIVE, Kind.FORKED, f"checkpoints {previous.size} → {size}: {exc}")
+                return
+        self.log.checkpoints[size] = checkpoint
+        self.log.committed_note = obj.original.decode("utf-8")
+
+    def finish(self, witness: Checkpoint | None = None) -> ArchiveLog:
+        """Closes the log: every block needs its checkpoint, and nothing verified before may be gone.
+
+        `witness` is the newest checkpoint a previous clean verify saw (its signature was checked
+        then); the archive must still reach it and agree with it.
+        """
+        log = self.log
+        for index, header in log.headers.items():
+            if header.tree_size not in log.checkpoints and index != max(log.headers):
+                self._find(
+                    Store.ARCHIVE,
+                    Kind.DELETED,
+                    f"no valid checkpoint at tree size {header.tree_size}, where the block ends",
+                    block_index=index,
+                )
+        visible = max(log.visible_checkpoints, default=0)
+        held = max(log.checkpoints, default=0)
+        if visible < held:
+            self._find(
+                Store.ARCHIVE,
+                Kind.ROLLED_BACK,
+                f"the newest visible checkpoint is at size {visible}, but the archive's locked originals "
+                f"reach size {held}: newer objects were hidden",
+            )
+        if witness is not None:
+            if witness.size > log.tree.size:
+                self._find(
+                    Store.ARCHIVE,
+                    Kind.ROLLED_BACK,
+                    f"a previous verify saw a signed checkpoint at size {witness.size}; the archive now "
+                    f"proves only {log.tree.size} leaves",
+                )
+            elif log.tree.root(witness.size) != witness.root:
+                self._find(
+                    Store.ARCHIVE,
+                    Kind.FORKED,
+                    f"the checkpoint a previous verify saw at size {witness.size} has root "
+                    f"{witness.root.hex()}, the archive now gives {log.tree.root(witness.size).hex()}",
+                )
+        return log
+
+
+# --------------------------------------------------------------------------- ClickHouse
+
+
+@dataclass(frozen=True)
+class IndexedRow:
+    """One audit_logs row as the drill-down reads it (the hash is recomputed by the database)."""
+
+    leaf_index: int
+    tenant_id: str
+    event_id: str
+    leaf_hash: bytes
+    canonical_hash: bytes
+    block_index: int
+    block_hash: bytes
+    bad_columns: tuple[str, ...]
+    canonical: bytes
+    occurred_at: str = ""
+
+
+def diff_fields(original: bytes, stored: bytes) -> list[str]:
+    """Returns the dotted paths whose values differ between two canonical JSON documents."""
+    try:
+        a, b = json.loads(original), json.loads(stored)
+    except ValueError:
+        return ["(not JSON)"]
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, path: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), f"{path}.{key}" if path else key)
+        elif x != y:
+            out.append(path or "(document)")
+
+    walk(a, b, "")
+    return out
+
+
+def _identity(entry: bytes) -> tuple[str | None, str | None, str | None]:
+    """(event_id, tenant_id, occurred_at) of a canonical entry, None where unreadable."""
+    try:
+        doc = json.loads(entry)
+    except ValueError:
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    values = (doc.get("event_id"), doc.get("tenant_id"), doc.get("occurred_at"))
+    return tuple(v if isinstance(v, str) else None for v in values)  # type: ignore[return-value]
+
+
+def compare_rows(
+    log: ArchiveLog,
+    entries: Mapping[int, bytes],
+    rows: Iterable[IndexedRow],
+    leaf_index_of: Mapping[bytes, int],
+) -> list[Finding]:
+    """Row-level comparison of audit_logs with the archive over the leaves in `entries`.
+
+    `entries` maps leaf index → archived canonical bytes for the range under suspicion; `rows`
+    are every audit_logs row of the log whose leaf index or block index touches that range;
+    `leaf_index_of` maps an archived leaf hash to its index (to tell a moved row from an edited one).
+    """
+    found: list[Finding] = []
+    by_index: dict[int, list[IndexedRow]] = {}
+    for row in rows:
+        by_index.setdefault(row.leaf_index, []).append(row)
+
+    def add(kind: Kind, detail: str, index: int, who: IndexedRow | bytes) -> None:
+        header = log.header_of_leaf(index)
+        block = header.block_index if header else None
+        identity = (who.event_id, who.tenant_id, who.occurred_at or None) if isinstance(who, IndexedRow) else None
+        event_id, tenant_id, occurred_at = identity or _identity(who)  # type: ignore[arg-type]
+        found.append(
+            Finding(Store.CLICKHOUSE, kind, log.log_id, detail, index, event_id, block, tenant_id, occurred_at)
+        )
+
+    for index in sorted(set(by_index) | set(entries)):
+        entry = entries.get(index)
+        at = by_index.get(index, [])
+        if entry is None:
+            if index < log.size:
+                continue  # outside the suspected range; its own block's check covers it
+            for row in at:
+                detail = f"a row at leaf {index}, beyond the archive's {log.size} leaves"
+                add(Kind.INSERTED, detail, index, row)
+            continue
+        expected = log.tree.leaf(index)
+        if not at:
+            add(Kind.DELETED, "the archived event has no row in audit_logs", index, entry)
+            continue
+        genuine = [row for row in at if row.canonical_hash == expected]
+        for row in at:
+            if row.canonical_hash == expected:
+                if row is not genuine[0]:
+                    add(Kind.INSERTED, "a second row repeats this archived event", index, row)
+                    continue
+                header = log.header_of_leaf(index)
+                wrong = list(row.bad_columns)
+                if row.leaf_hash != expected:
+                    wrong.append("leaf_hash")
+                if header and (row.block_index, row.block_hash) != (header.block_index, header.hash()):
+                    wrong.append("block_index/block_hash")
+                if wrong:
+                    add(
+                        Kind.MODIFIED,
+                        f"column(s) {', '.join(wrong)} disagree with the archived event",
+                        index,
+                        row,
+                    )
+                continue
+            moved_from = leaf_index_of.get(row.canonical_hash)
+            if moved_from is not None and moved_from != index:
+                add(
+                    Kind.REORDERED,
+                    f"the row of the event archived at leaf {moved_from} claims leaf {index}",
+                    index,
+                    row,
+                )
+            elif genuine:
+                add(Kind.INSERTED, "a forged row beside the genuine one", index, row)
+            else:
+                changed = diff_fields(entry, row.canonical)
+                add(
+                    Kind.MODIFIED,
+                    f"canonical bytes differ from the archive in {', '.join(changed) or 'bytes'}",
+                    index,
+                    entry,
+                )
+    return found
+
+
+@dataclass
+class IndexSnapshot:
+    """What ClickHouse holds for one log, in the compact form the first pass compares."""
+
+    log_digests: list[IndexDigest] = field(default_factory=list)
+    leaf_digests: list[IndexDigest] = field(default_factory=list)
+    headers: dict[int, list[str]] = field(default_factory=dict)
+    checkpoints: dict[int, list[str]] = field(default_factory=dict)
+
+
+def compare_index(
+    log: ArchiveLog, index: IndexSnapshot, verifier: Verifier, origin: str
+) -> tuple[list[Finding], set[int], list[tuple[int, int]]]:
+    """Holds one log's ClickHouse tables against its archive, block by block.
+
+    Returns (findings, archive blocks whose rows need a row-level look, extra leaf ranges to look
+    at). Blocks the archive has not yet checkpointed are not expected in ClickHouse.
+    """
+    found: list[Finding] = []
+    committed = log.committed.size if log.committed else 0
+    expected_blocks = {i: h for i, h in log.headers.items() if h.tree_size <= committed}
+    suspects: set[int] = set()
+    extra_ranges: list[tuple[int, int]] = []
+
+    def add(kind: Kind, detail: str, **where: Any) -> None:
+        found.append(Finding(Store.CLICKHOUSE, kind, log.log_id, detail, **where))
+
+    for table, digests, pick in (("audit_logs", index.log_digests, 0), ("audit_leaves", index.leaf_digests, 1)):
+        seen: set[int] = set()
+        for d in digests:
+            seen.add(d.block_index)
+            header = expected_blocks.get(d.block_index)
+            if header is not None and d.digest == log.digests[d.block_index][pick] and d.rows == header.leaf_count:
+                continue
+            if header is not None:
+                suspects.add(d.block_index)
+            if d.max_leaf >= log.size or header is None:
+                extra_ranges.append((d.min_leaf, d.max_leaf))
+            for leaf in (d.min_leaf, d.max_leaf):
+                owner = log.header_of_leaf(leaf)
+                if owner is not None:
+                    suspects.add(owner.block_index)
+            if table == "audit_leaves":
+                add(
+                    Kind.MODIFIED if header is not None else Kind.INSERTED,
+                    f"audit_leaves rows of block {d.block_index} disagree with the archive "
+                    f"({d.rows} rows, leaves {d.min_leaf}..{d.max_leaf})",
+                    block_index=d.block_index,
+                )
+        for missing in sorted(set(expected_blocks) - seen):
+            suspects.add(missing)
+            if table == "audit_leaves":
+                add(Kind.DELETED, "the block's audit_leaves rows are missing", block_index=missing)
+
+    for i, header in expected_blocks.items():
+        stored = index.headers.get(i, [])
+        text = header.canonical_bytes().decode()
+        if not stored:
+            add(Kind.DELETED, "the block's audit_blocks row is missing", block_index=i)
+        elif any(s != text for s in stored) or len(stored) > 1:
+            add(Kind.MODIFIED, "the audit_blocks row differs from the archived header", block_index=i)
+    for i in sorted(set(index.headers) - set(expected_blocks)):
+        add(Kind.INSERTED, "an audit_blocks row for a block the archive has not committed", block_index=i)
+
+    for size in log.checkpoints:
+        if not index.checkpoints.get(size):
+            add(Kind.DELETED, f"the checkpoint at size {size} is missing from audit_checkpoints")
+    for size, notes in sorted(index.checkpoints.items()):
+        for note in notes:
+            try:
+                checkpoint = open_checkpoint(note, verifier, origin=origin)
+            except VerificationError as exc:
+                add(Kind.BAD_SIGNATURE, f"audit_checkpoints row at size {size}: {exc}")
+                continue
+            archived = log.checkpoints.get(size)
+            if checkpoint.size != size:
+                add(Kind.FORKED, f"audit_checkpoints row at size {size} holds a checkpoint of size {checkpoint.size}")
+            elif archived is not None and archived.root != checkpoint.root:
+                add(Kind.FORKED, f"validly signed checkpoint at size {size} disagrees with the archive's root")
+            elif archived is None and size > committed:
+                found.append(
+                    Finding(
+                        Store.ARCHIVE,
+                        Kind.DELETED,
+                        log.log_id,
+                        f"ClickHouse holds a validly signed checkpoint at size {size}; the archive's verified "
+                        f"head is {committed}: the archive lost its newest objects (tail truncation)",
+                    )
+                )
+    newest_indexed = max(index.checkpoints, default=0)
+    if committed and newest_indexed < committed and log.checkpoints:
+        add(
+            Kind.ROLLED_BACK,
+            f"ClickHouse's newest checkpoint is at size {newest_indexed}, the archive's at {committed}",
+        )
+    return found, suspects, extra_ranges
