@@ -29,7 +29,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.archive import Archive, block_key, log_prefix, open_archive, parse_key
+from pipelines.io.archive import Archive, block_key, checkpoint_key, log_prefix, open_archive, parse_key
 from pipelines.io.clickhouse import open_clickhouse
 from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
@@ -77,10 +77,10 @@ def _original(archive: Archive, key: str, versions: list[Any]) -> ArchivedObject
     if not data_versions:
         return ArchivedObject(key, None, 0, deleted)
     if len(data_versions) == 1 and not deleted:
-        data = archive.get(key)
-    else:
-        data = archive.get(key, version_id=data_versions[-1].version_id)  # the first write is the original
-    return ArchivedObject(key, data, len(data_versions), deleted)
+        return ArchivedObject(key, archive.get(key))
+    data = archive.get(key, version_id=data_versions[-1].version_id)  # the first write is the original
+    current = archive.get(key, version_id=data_versions[0].version_id) if len(data_versions) > 1 else None
+    return ArchivedObject(key, data, len(data_versions), deleted, current)
 
 
 def log_history(
@@ -359,6 +359,58 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
         )
 
 
+class RebuildLogs(beam.DoFn):  # type: ignore[misc]
+    """log id → LogReport: re-indexes one log into ClickHouse from its verified archive originals.
+
+    Only blocks that verify are written, in order, each with its checkpoint; the first block that
+    does not verify stops that log (its findings say why) so the index never holds what the archive
+    cannot prove.
+    """
+
+    def __init__(
+        self, archive_spec: dict[str, Any], clickhouse_url: str, verifier_key: str, origin_prefix: str, fresh: bool
+    ):
+        self.archive_spec = archive_spec
+        self.clickhouse_url = clickhouse_url
+        self.verifier_key = verifier_key
+        self.origin_prefix = origin_prefix
+        self.fresh = fresh
+
+    def setup(self) -> None:
+        self.archive = archive_from_spec(self.archive_spec)
+        self.verifier = Verifier.from_key(self.verifier_key)
+
+    def process(self, log_id: str) -> Iterator[LogReport]:
+        clickhouse = open_clickhouse(self.clickhouse_url)
+        written: list[BlockHeader] = []
+        try:
+            if not self.fresh:
+                clickhouse.delete_log(log_id)
+
+            def write(header: BlockHeader, entries: list[bytes], _: bytes) -> None:
+                clickhouse.write_block(header, entries, deduplicate=self.fresh)
+                written.append(header)
+
+            origin = f"{self.origin_prefix}/{log_id}"
+            archived = check_archive_log(self.archive, log_id, self.verifier, origin, on_block=write)
+            for header in written:
+                if header.tree_size in archived.checkpoints:
+                    key = checkpoint_key(log_id, header.tree_size)
+                    note = _original(self.archive, key, self.archive.object_versions(key)).original
+                    clickhouse.write_checkpoint(header, (note or b"").decode(), deduplicate=self.fresh)
+        finally:
+            clickhouse.close()
+        committed = archived.committed
+        yield LogReport(
+            log_id,
+            events=archived.events,
+            blocks=len(written),
+            checkpoint_size=committed.size if committed else 0,
+            checkpoint_root=committed.root.hex() if committed else "",
+            findings=archived.findings,
+        )
+
+
 # --------------------------------------------------------------------------- running it
 
 
@@ -391,6 +443,33 @@ def run_verify(
                 | "Logs" >> beam.Create(sorted(log_ids))
                 | "Verify"
                 >> VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress)
+                | "Collect" >> beam.Map(_Collector.deliver, collector)
+            )
+    finally:
+        _Collector.unregister(collector)
+    return VerifyReport(sorted(reports, key=lambda r: r.log_id))
+
+
+def run_rebuild(
+    log_ids: list[str],
+    archive_spec: dict[str, Any],
+    clickhouse_url: str,
+    verifier_key: str,
+    origin_prefix: str,
+    fresh: bool,
+    beam_args: list[str] | None = None,
+) -> VerifyReport:
+    """Re-indexes `log_ids` from the archive (`fresh`: the tables were just recreated)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    reports: list[LogReport] = []
+    collector = _Collector.register(reports.append)
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+            _ = (
+                p
+                | "Logs" >> beam.Create(sorted(log_ids))
+                | "Rebuild" >> beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh))
                 | "Collect" >> beam.Map(_Collector.deliver, collector)
             )
     finally:

@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "runners.commands.record",
     "runners.commands.replay",
     "runners.commands.verify",
+    "runners.commands.rebuild",
+    "runners.commands.export",
 )
 
 

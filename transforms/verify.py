@@ -104,6 +104,7 @@ class ArchivedObject:
     original: bytes | None
     versions: int = 1
     deleted: bool = False
+    current: bytes | None = None  # the newest data version, when it is not the original
 
 
 # --------------------------------------------------------------------------- the index digests
@@ -194,12 +195,33 @@ class ArchiveLogCheck:
 
     def _object_history(self, obj: ArchivedObject, what: str, **where: Any) -> None:
         if obj.versions > 1:
+            differs = obj.current is not None and obj.current != obj.original
             self._find(
                 Store.ARCHIVE,
                 Kind.OVERWRITTEN,
-                f"{obj.key} has {obj.versions} versions; the first (the locked original) is the one verified",
+                f"{obj.key} has {obj.versions} versions"
+                + (" and the newest differs from the original" if differs else "")
+                + "; the first (the locked original) is the one verified",
                 **where,
             )
+            if what == "checkpoint" and differs and obj.current is not None:
+                try:
+                    replaced = open_checkpoint(obj.current, self.verifier, origin=self.origin)
+                except VerificationError as exc:
+                    self._find(Store.ARCHIVE, Kind.BAD_SIGNATURE, f"the newest version of {obj.key}: {exc}")
+                    return
+                original = None
+                if obj.original is not None:
+                    try:
+                        original = open_checkpoint(obj.original, self.verifier, origin=self.origin)
+                    except VerificationError:
+                        original = None
+                if original is None or (replaced.size, replaced.root) != (original.size, original.root):
+                    self._find(
+                        Store.ARCHIVE,
+                        Kind.FORKED,
+                        f"the newest version of {obj.key} is a validly signed checkpoint for another tree",
+                    )
         if obj.deleted:
             self._find(
                 Store.ARCHIVE,

@@ -243,7 +243,13 @@ class ClickHouse:
 
     # ---- writing
 
-    def write_block(self, header: BlockHeader, entries: Sequence[bytes], signed_checkpoint: str | None = None) -> None:
+    def write_block(
+        self,
+        header: BlockHeader,
+        entries: Sequence[bytes],
+        signed_checkpoint: str | None = None,
+        deduplicate: bool = True,
+    ) -> None:
         """Indexes one sealed block: its events, leaves, header and (optionally) its checkpoint.
 
         Idempotent: each insert carries a per-block deduplication token, so writing the same
@@ -255,6 +261,8 @@ class ClickHouse:
             entries: its canonical entries, in leaf order (header.leaf_count of them).
             signed_checkpoint: the signed note of the tree head the block ends at, if any; its
                 size and root must be the header's tree size and root.
+            deduplicate: False only when rewriting a log whose rows were deleted (rebuild), so
+                the tokens the tables still remember do not swallow the new inserts.
 
         Raises:
             ValueError: the entries or checkpoint do not belong to this header.
@@ -282,15 +290,34 @@ class ClickHouse:
                 signed_checkpoint,
             )
         logs, leaves, block = block_rows(header, list(entries))
-        self._insert(LOGS_TABLE, AUDIT_LOG_COLUMNS, logs, header)
-        self._insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, header)
-        self._insert(BLOCKS_TABLE, BLOCK_COLUMNS, [block], header)
+        self._insert(LOGS_TABLE, AUDIT_LOG_COLUMNS, logs, header, deduplicate)
+        self._insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, header, deduplicate)
+        self._insert(BLOCKS_TABLE, BLOCK_COLUMNS, [block], header, deduplicate)
         if checkpoint_row is not None:
-            self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, [checkpoint_row], header)
+            self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, [checkpoint_row], header, deduplicate)
 
-    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], header: BlockHeader) -> None:
+    def write_checkpoint(self, header: BlockHeader, signed_checkpoint: str, deduplicate: bool = True) -> None:
+        """Indexes the signed checkpoint a block ends at (when the block was written without it)."""
+        body = parse_checkpoint(_note_text(signed_checkpoint))
+        if (body.size, body.root) != (header.tree_size, header.tree_root):
+            raise ValueError(
+                f"log {header.log_id}: checkpoint at size {body.size} does not end block {header.block_index}"
+            )
+        row = (header.log_id, header.tree_size, header.tree_root, header.block_index, signed_checkpoint)
+        self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, [row], header, deduplicate)
+
+    def _insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        header: BlockHeader,
+        deduplicate: bool = True,
+    ) -> None:
         token = dedup_token(header.log_id, header.block_index, table.split(".", 1)[1])
-        settings = {"insert_deduplicate": 1, "insert_deduplication_token": token}
+        settings: dict[str, Any] = {"insert_deduplicate": 1, "insert_deduplication_token": token}
+        if not deduplicate:
+            settings = {"insert_deduplicate": 0}
         try:
             self._conn.insert(table, columns, rows, settings)
         except Exception as exc:
@@ -484,6 +511,13 @@ class ClickHouse:
             for index, tenant, event, leaf_hex, canonical_hex, block, block_hex, bad, canonical, occurred in rows
         ]
 
+    def delete_log(self, log_id: str) -> None:
+        """Deletes every row of one log from every table (synchronously), for a rebuild of that log."""
+        for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
+            self._conn.command(
+                f"ALTER TABLE {table} DELETE WHERE log_id = '{_sql_string(log_id)}' SETTINGS mutations_sync = 2"
+            )
+
     def drop_tables(self) -> None:
         """Drops the auditlog tables (their deduplication windows with them), for a rebuild from the archive."""
         for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
@@ -535,6 +569,11 @@ _LOGS_DIGEST_SQL = _digest_sql(
     f"if(empty({_BAD_COLUMNS_SQL}), '', '!'))",
 )
 _LEAVES_DIGEST_SQL = _digest_sql(LEAVES_TABLE, "concat(toString(leaf_index), ':', leaf_hash)")
+
+
+def _sql_string(value: str) -> str:
+    """Escapes a string literal for the few DDL statements that cannot take bound parameters."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _note_text(signed: str) -> str:

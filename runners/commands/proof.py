@@ -38,33 +38,17 @@ def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[byte
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
-    from transforms.checkpoint import open_checkpoint
-    from transforms.merkle import inclusion_proof
+    from pipelines.prover import Prover
     from transforms.note import Verifier
-    from transforms.tlogproof import format_proof, verify_proof
 
     clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-    found = clickhouse.find_event(tenant_id, event_id)
-    if found is None:
-        raise LookupError(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
-    log_id, index = found["log_id"], found["leaf_index"]
-    canonical: bytes = found["canonical"]
-    archive = open_archive(**archive_spec(settings))
-    latest = archive.latest_checkpoint(log_id)
-    if latest is None or latest[0] <= index:
-        raise LookupError(f"no signed checkpoint of log {log_id} covers leaf {index} yet; retry after the next block")
-    size, note = latest
-    verifier = Verifier.from_key(settings.verifier_key_file.read_text())
-    checkpoint = open_checkpoint(note, verifier, origin=f"{settings.origin}/{log_id}")
-    leaves = clickhouse.leaf_hashes(log_id, checkpoint.size)
-    if len(leaves) != checkpoint.size:
-        raise VerificationError(
-            f"ClickHouse holds {len(leaves)} leaves of {log_id}, the checkpoint {checkpoint.size}; "
-            "run `auditlog verify`"
-        )
-    text = format_proof(index, inclusion_proof(leaves, index), note)
-    verify_proof(text, verifier, entry=canonical)
-    return canonical, text
+    try:
+        verifier = Verifier.from_key(settings.verifier_key_file.read_text())
+        prover = Prover(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
+        proof = prover.proof(tenant_id, event_id)
+    finally:
+        clickhouse.close()
+    return proof.canonical, proof.text
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

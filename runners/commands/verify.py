@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
-def _beam_args(raw: list[str]) -> list[str]:
+def beam_args(raw: list[str]) -> list[str]:
     return raw[1:] if raw and raw[0] == "--" else raw
 
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings.origin,
             {k: v for k, v in witnesses.items() if k in log_ids},
             only_logs=log_ids,
-            beam_args=_beam_args(args.beam_args),
+            beam_args=beam_args(args.beam_args),
             progress=sys.stderr.isatty() and not args.json,
         )
     except (ArchiveError, ClickHouseError) as exc:

@@ -1,0 +1,102 @@
+"""Inclusion proofs for indexed events, against the newest signed checkpoint in the WORM archive.
+
+The checkpoint comes from the archive (the source of truth) and is opened with the deployment's
+key; leaf hashes come from ClickHouse and are accepted only if they give the checkpoint's root.
+Each log's leaves are kept as a `MerkleTree` and extended when a newer checkpoint appears, so a
+proof costs O(log² n) hashes instead of a read of the whole log: what `auditlog proof`, exports
+with proofs and the query API's proof endpoint all use.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from transforms.checkpoint import Checkpoint, open_checkpoint
+from transforms.errors import VerificationError
+from transforms.merkle import MerkleTree
+from transforms.note import Verifier
+from transforms.tlogproof import format_proof, verify_proof
+
+
+class EventNotFound(LookupError):
+    """The event is not indexed, or no signed checkpoint covers it yet."""
+
+
+@dataclass
+class _LogTree:
+    tree: MerkleTree
+    checkpoint: Checkpoint
+    note: str
+
+
+@dataclass(frozen=True)
+class Proof:
+    tenant_id: str
+    event_id: str
+    log_id: str
+    leaf_index: int
+    canonical: bytes
+    text: str  # the tlog-proof@v1 bundle
+    checkpoint: Checkpoint
+
+
+class Prover:
+    """Builds and self-checks tlog-proof@v1 bundles; safe to share between threads."""
+
+    def __init__(self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str) -> None:
+        self.archive = archive
+        self.clickhouse = clickhouse
+        self.verifier = verifier
+        self.origin_prefix = origin_prefix
+        self._trees: dict[str, _LogTree] = {}
+        self._lock = threading.Lock()
+
+    def _tree(self, log_id: str, index: int) -> _LogTree:
+        with self._lock:
+            cached = self._trees.get(log_id)
+            if cached is not None and cached.checkpoint.size > index:
+                return cached
+            latest = self.archive.latest_checkpoint(log_id)
+            if latest is None or latest[0] <= index:
+                raise EventNotFound(
+                    f"no signed checkpoint of log {log_id} covers leaf {index} yet; retry after the next block"
+                )
+            size, note = latest
+            checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
+            tree = cached.tree if cached is not None else MerkleTree()
+            if tree.size > size:
+                raise VerificationError(
+                    f"log {log_id}: the archive's newest checkpoint ({size}) is older than one seen before "
+                    f"({tree.size}); run `auditlog verify`"
+                )
+            leaves = self.clickhouse.leaf_hashes(log_id, size)
+            if [tree.leaf(i) for i in range(tree.size)] != leaves[: tree.size]:
+                raise VerificationError(f"log {log_id}: ClickHouse's leaves changed; run `auditlog verify`")
+            tree.extend(leaves[tree.size :])
+            if tree.root(size) != checkpoint.root:
+                raise VerificationError(
+                    f"ClickHouse's leaves of {log_id} do not give the signed root at size {size}; run `auditlog verify`"
+                )
+            self._trees[log_id] = _LogTree(tree, checkpoint, note)
+            return self._trees[log_id]
+
+    def proof(self, tenant_id: str, event_id: str) -> Proof:
+        """Returns the event's proof, verified before it is handed out.
+
+        Raises:
+            EventNotFound: the event is not indexed, or not yet under a checkpoint.
+            VerificationError: the stored event or leaves disagree with the signed log.
+        """
+        found = self.clickhouse.find_event(tenant_id, event_id)
+        if found is None:
+            raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
+        return self.proof_at(tenant_id, event_id, found["log_id"], found["leaf_index"], found["canonical"])
+
+    def proof_at(self, tenant_id: str, event_id: str, log_id: str, index: int, canonical: bytes) -> Proof:
+        """Like `proof`, for an event whose place and bytes the caller already read."""
+        log = self._tree(log_id, index)
+        text = format_proof(index, log.tree.inclusion_proof(index, log.checkpoint.size), log.note)
+        verify_proof(text, self.verifier, entry=canonical)
+        return Proof(tenant_id, event_id, log_id, index, canonical, text, log.checkpoint)
