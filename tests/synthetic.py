@@ -62,9 +62,10 @@ def build_logs(
     seed: int = 7,
     tenants: int = 3,
     progress: Callable[[int], None] | None = None,
+    signer: Signer | None = None,
 ) -> BuiltLogs:
     """Writes `events` events as signed logs into the archive and (if given) indexes them into ClickHouse."""
-    signer = Signer.generate(ORIGIN)
+    signer = signer or Signer.generate(ORIGIN)
     keys = InMemoryKeyStore(key_seed=b"auditlog-synthetic")
     blocks = 0
     for _, block in sealed_blocks(events, logs, block_size, signer, keys, seed, tenants):

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.signer_key_file.exists():
         print(f"error: no signing key at {settings.signer_key_file} to sign the manifest", file=sys.stderr)
         return 2
-    signer = load_or_create_signer(settings.keys_dir, settings.origin.replace("/", "_"))
+    signer = load_or_create_signer(settings.keys_dir, settings.origin)
     keystore = None
     if not args.sealed:
         settings = with_master_key(settings)
