@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -67,6 +67,9 @@ bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)
 
 bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/signing, and p50/p99 latency
 	$(PY) tests/bench/bench_ingest.py
+
+bench-verify: setup ## events verified/s by `auditlog verify` over 1,000,000 events (archive + ClickHouse)
+	$(PY) tests/bench/bench_verify.py
 
 bench-gateway: setup ## gRPC gateway requests/s and events/s (unary, batched) with p50/p99, outbox forwarder events/s
 	$(PY) tests/bench/bench_gateway.py

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 FETCH_THREADS = 8
 """Archive GETs in flight per log: S3 latency, not CPU, bounds a sequential read."""
+READ_AHEAD = 32
+"""Blocks read ahead of the one being checked (bounds memory: ~1 MB per block of 1,000 events)."""
 
 _MEMORY_ARCHIVES: dict[str, Archive] = {}
 
@@ -85,8 +88,8 @@ def _original(archive: Archive, key: str, versions: list[Any]) -> ArchivedObject
 
 def log_history(
     archive: Archive, log_id: str, pool: ThreadPoolExecutor
-) -> tuple[Iterator[tuple[int, ArchivedObject]], list[tuple[int, ArchivedObject]]]:
-    """Returns (blocks in index order, read ahead in parallel; checkpoints by size) of one log.
+) -> tuple[Iterator[tuple[int, ArchivedObject]], Iterator[tuple[int, ArchivedObject]]]:
+    """Returns (blocks in index order, read ahead in parallel; checkpoints by size, read meanwhile) of one log.
 
     One version listing covers the whole log, so overwrites and delete markers are seen for every
     key without a request per key.
@@ -101,9 +104,24 @@ def log_history(
         (blocks if parsed[1] == "block" else checkpoints).append((parsed[2], key, versions))
     blocks.sort()
     checkpoints.sort()
-    futures = [pool.submit(_original, archive, key, versions) for _, key, versions in blocks]
-    ordered = ((number, future.result()) for (number, _, _), future in zip(blocks, futures, strict=True))
-    return ordered, [(n, _original(archive, key, versions)) for n, key, versions in checkpoints]
+    checkpoint_reads = [pool.submit(_original, archive, key, versions) for _, key, versions in checkpoints]
+
+    def read_ahead() -> Iterator[tuple[int, ArchivedObject]]:
+        pending: deque[tuple[int, Future[ArchivedObject]]] = deque()
+        for number, key, versions in blocks:
+            pending.append((number, pool.submit(_original, archive, key, versions)))
+            if len(pending) >= READ_AHEAD:
+                number_done, future = pending.popleft()
+                yield number_done, future.result()
+        while pending:
+            number_done, future = pending.popleft()
+            yield number_done, future.result()
+
+    def checkpoint_objects() -> Iterator[tuple[int, ArchivedObject]]:
+        for (number, _, _), future in zip(checkpoints, checkpoint_reads, strict=True):
+            yield number, future.result()
+
+    return read_ahead(), checkpoint_objects()
 
 
 def check_archive_log(
@@ -238,6 +256,30 @@ class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
         )
 
 
+_PREFETCHED: dict[str, Future[dict[str, IndexSnapshot]]] = {}
+
+
+def prefetch_snapshots(clickhouse_url: str) -> Future[dict[str, IndexSnapshot]]:
+    """Starts ClickHouse's digest pass in a thread of this process, to overlap the archive replay.
+
+    The engine releases the GIL while it works; ReadIndexSnapshots picks the result up when it
+    runs in this process (DirectRunner, LOOPBACK) and queries ClickHouse itself elsewhere.
+    """
+    if clickhouse_url not in _PREFETCHED:
+
+        def snapshots() -> dict[str, IndexSnapshot]:
+            clickhouse = open_clickhouse(clickhouse_url)
+            try:
+                return clickhouse.index_snapshots()
+            finally:
+                clickhouse.close()
+
+        executor = ThreadPoolExecutor(1, thread_name_prefix="index-digests")
+        _PREFETCHED[clickhouse_url] = executor.submit(snapshots)
+        executor.shutdown(wait=False)
+    return _PREFETCHED[clickhouse_url]
+
+
 class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
     """(nothing) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
 
@@ -246,13 +288,18 @@ class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
         self.log_ids = log_ids
 
     def process(self, _: Any) -> Iterator[tuple[str, IndexSnapshot]]:
-        clickhouse = open_clickhouse(self.clickhouse_url)
-        try:
-            for log_id, snapshot in clickhouse.index_snapshots().items():
-                if self.log_ids is None or log_id in self.log_ids:
-                    yield log_id, snapshot
-        finally:
-            clickhouse.close()
+        prefetched = _PREFETCHED.pop(self.clickhouse_url, None)
+        if prefetched is not None:
+            snapshots = prefetched.result()
+        else:
+            clickhouse = open_clickhouse(self.clickhouse_url)
+            try:
+                snapshots = clickhouse.index_snapshots()
+            finally:
+                clickhouse.close()
+        for log_id, snapshot in snapshots.items():
+            if self.log_ids is None or log_id in self.log_ids:
+                yield log_id, snapshot
 
 
 class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
@@ -344,9 +391,11 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
                 )
             )
         )
+        # Read after the archive stage: in this process the digests were started beforehand
+        # (prefetch_snapshots) and are computed by the engine while the archive is replayed.
         index = (
-            log_ids.pipeline
-            | "Start index read" >> beam.Create([None])
+            archive
+            | "After the archive" >> beam.combiners.Count.Globally()
             | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs))
         )
         return (
@@ -447,6 +496,7 @@ def run_verify(
             )
     finally:
         _Collector.unregister(collector)
+        _PREFETCHED.pop(clickhouse_url, None)
     return VerifyReport(sorted(reports, key=lambda r: r.log_id))
 
 

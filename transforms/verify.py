@@ -4,8 +4,8 @@ The WORM archive is the source of truth. `ArchiveLogCheck` replays one log's arc
 (the original version at every key, plus what happened to the key since) and recomputes every
 leaf hash, block root, tree root, chain link, checkpoint signature and the consistency between
 successive checkpoints. `compare_index` then holds ClickHouse — the search index — against it,
-first per block through digests the database computes itself (`index_digest_items` says what
-goes into one), and `compare_rows` row by row only where a digest disagrees.
+first per block through digests the database computes itself (`block_digest` says what goes
+into one), and `compare_rows` row by row only where a digest disagrees.
 
 Every disagreement becomes a `Finding` that names the store, the kind of tampering, the log, and
 where known the leaf index, block and event id.
@@ -23,7 +23,7 @@ from typing import Any
 from transforms.blocks import BlockHeader, decode_block_object, verify_block
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
-from transforms.merkle import MerkleTree, leaf_hash, verify_consistency
+from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
 from transforms.note import Verifier
 
 
@@ -110,35 +110,42 @@ class ArchivedObject:
 # --------------------------------------------------------------------------- the index digests
 
 
-def index_digest_items(header: BlockHeader, leaf_hashes: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """Returns the digests ClickHouse must reproduce for one block: (audit_logs, audit_leaves).
+def block_digest(leaf_hashes: Sequence[bytes]) -> bytes:
+    """Returns SHA-256 of a block's leaf hashes concatenated in leaf order.
 
-    audit_logs, per row in leaf order: `{leaf_index}:` ‖ leaf_hash column ‖ SHA-256(0x00 ‖
-    canonical) ‖ block_hash column, and `!` when a search column disagrees with the canonical
-    bytes. audit_leaves: `{leaf_index}:` ‖ leaf_hash. Each digest is SHA-256 of the
-    concatenation; `pipelines/io/clickhouse.py` computes the same in SQL.
+    ClickHouse must reproduce it per block twice: over SHA-256(0x00 ‖ canonical) of the
+    audit_logs rows and over the leaf_hash column of audit_leaves, each sorted by leaf index
+    (`pipelines/io/clickhouse.py`). The rest of a row (its leaf_hash and block_hash columns, the
+    search columns against the canonical bytes, distinct and contiguous leaf indexes) comes back
+    as counts beside the digest, so the expected value stays one hash per block.
     """
-    block_hash = header.hash()
-    first = header.first_leaf_index
-    logs = sha256()
-    leaves = sha256()
-    for i, h in enumerate(leaf_hashes):
-        prefix = b"%d:" % (first + i)
-        logs.update(prefix + h + h + block_hash)
-        leaves.update(prefix + h)
-    return logs.digest(), leaves.digest()
+    return sha256(b"".join(leaf_hashes)).digest()
 
 
 @dataclass(frozen=True)
 class IndexDigest:
-    """One (log, block_index column) group of a ClickHouse table, as the database digested it."""
+    """One (log, block_index column) group of a ClickHouse table, as the database summarised it."""
 
     log_id: str
     block_index: int
     rows: int
+    distinct_leaves: int
     min_leaf: int
     max_leaf: int
     digest: bytes
+    hash_mismatches: int = 0  # rows whose leaf_hash column is not the hash of their canonical bytes
+    bad_rows: int = 0  # rows whose search columns disagree with their canonical bytes
+    block_hash: bytes | None = None  # the group's block_hash column, None unless one value
+
+    def agrees_with(self, header: BlockHeader, digest: bytes, check_block_hash: bool) -> bool:
+        return (
+            self.rows == self.distinct_leaves == header.leaf_count
+            and (self.min_leaf, self.max_leaf) == (header.first_leaf_index, header.tree_size - 1)
+            and self.digest == digest
+            and self.hash_mismatches == 0
+            and self.bad_rows == 0
+            and (not check_block_hash or self.block_hash == header.hash())
+        )
 
 
 # --------------------------------------------------------------------------- the archive
@@ -152,7 +159,7 @@ class ArchiveLog:
     findings: list[Finding] = field(default_factory=list)
     tree: MerkleTree = field(default_factory=MerkleTree)
     headers: dict[int, BlockHeader] = field(default_factory=dict)
-    digests: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)
     checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     visible_checkpoints: list[int] = field(default_factory=list)
     committed_note: str = ""
@@ -253,7 +260,7 @@ class ArchiveLogCheck:
             header, entries = decode_block_object(obj.original)
             if header.log_id != self.log.log_id or header.block_index != index:
                 raise VerificationError(f"the object at {obj.key} holds block {header.log_id}/{header.block_index}")
-            hashes = [leaf_hash(e) for e in entries]
+            hashes = [sha256(LEAF_PREFIX + e).digest() for e in entries]
             verify_block(header, self._prev, hashes)
             if header.first_leaf_index != self.log.tree.size:
                 raise VerificationError(
@@ -267,7 +274,7 @@ class ArchiveLogCheck:
             self._broken = True
             return
         self.log.headers[index] = header
-        self.log.digests[index] = index_digest_items(header, hashes)
+        self.log.digests[index] = block_digest(hashes)
         self.log.events += header.leaf_count
         self._prev = header
         self._next_index = index + 1
@@ -514,12 +521,12 @@ def compare_index(
     def add(kind: Kind, detail: str, **where: Any) -> None:
         found.append(Finding(Store.CLICKHOUSE, kind, log.log_id, detail, **where))
 
-    for table, digests, pick in (("audit_logs", index.log_digests, 0), ("audit_leaves", index.leaf_digests, 1)):
+    for table, digests in (("audit_logs", index.log_digests), ("audit_leaves", index.leaf_digests)):
         seen: set[int] = set()
         for d in digests:
             seen.add(d.block_index)
             header = expected_blocks.get(d.block_index)
-            if header is not None and d.digest == log.digests[d.block_index][pick] and d.rows == header.leaf_count:
+            if header is not None and d.agrees_with(header, log.digests[d.block_index], table == "audit_logs"):
                 continue
             if header is not None:
                 suspects.add(d.block_index)

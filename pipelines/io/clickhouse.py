@@ -468,8 +468,19 @@ class ClickHouse:
             return snapshots.setdefault(str(log_id), IndexSnapshot())
 
         for table, sql in ((LOGS_TABLE, _LOGS_DIGEST_SQL), (LEAVES_TABLE, _LEAVES_DIGEST_SQL)):
-            for log_id, block_index, rows, lo, hi, digest_hex in self.query(sql):
-                d = IndexDigest(str(log_id), int(block_index), int(rows), int(lo), int(hi), bytes.fromhex(digest_hex))
+            for log_id, block_index, rows, distinct, lo, hi, digest_hex, mismatches, bad, block_hex in self.query(sql):
+                d = IndexDigest(
+                    str(log_id),
+                    int(block_index),
+                    int(rows),
+                    int(distinct),
+                    int(lo),
+                    int(hi),
+                    bytes.fromhex(digest_hex),
+                    int(mismatches),
+                    int(bad),
+                    bytes.fromhex(block_hex) if block_hex else None,
+                )
                 target = snap(log_id).log_digests if table == LOGS_TABLE else snap(log_id).leaf_digests
                 target.append(d)
         for log_id, block_index, header in self.query(f"SELECT log_id, block_index, header FROM {BLOCKS_TABLE}"):
@@ -553,22 +564,29 @@ def _with_fields(where: str = "") -> str:
     return f"(SELECT *, {_CANONICAL_FIELDS} AS j FROM {LOGS_TABLE} {where})"
 
 
-def _digest_sql(table_sql: str, item: str) -> str:
-    """Per (log, block_index column): rows, leaf range, and SHA-256 of the items in leaf order."""
+def _digest_sql(table_sql: str, item: str, mismatches: str, bad: str, block_hash: str) -> str:
+    """Per (log, block_index column): rows, distinct leaves, leaf range, SHA-256 of `item` in leaf order, counts.
+
+    `concat(item, '')` turns FixedString hashes into String first: arrayStringConcat would drop a
+    hash's trailing zero bytes.
+    """
     return (
-        f"SELECT log_id, block_index, count(), min(leaf_index), max(leaf_index), "
-        f"hex(SHA256(arrayStringConcat(arrayMap(t -> t.2, arraySort(t -> t.1, groupArray((leaf_index, {item}))))))) "
-        f"FROM {table_sql} GROUP BY log_id, block_index"
+        f"SELECT log_id, block_index, count(), uniqExact(leaf_index), min(leaf_index), max(leaf_index), "
+        "hex(SHA256(arrayStringConcat(arrayMap(t -> t.2, arraySort(t -> t.1, "
+        f"groupArray((leaf_index, concat({item}, '')))))))), "
+        f"{mismatches}, {bad}, {block_hash} FROM {table_sql} GROUP BY log_id, block_index"
     )
 
 
-# Must equal transforms.verify.index_digest_items, item for item.
+# Must agree with transforms.verify.block_digest and IndexDigest.agrees_with.
 _LOGS_DIGEST_SQL = _digest_sql(
-    _with_fields(),
-    "concat(toString(leaf_index), ':', leaf_hash, SHA256(concat(char(0), canonical)), block_hash, "
-    f"if(empty({_BAD_COLUMNS_SQL}), '', '!'))",
+    f"(SELECT *, SHA256(concat(char(0), canonical)) AS entry_hash, {_CANONICAL_FIELDS} AS j FROM {LOGS_TABLE})",
+    "entry_hash",
+    "countIf(leaf_hash != entry_hash)",
+    f"countIf(NOT empty({_BAD_COLUMNS_SQL}))",
+    "if(uniqExact(block_hash) = 1, hex(any(block_hash)), '')",
 )
-_LEAVES_DIGEST_SQL = _digest_sql(LEAVES_TABLE, "concat(toString(leaf_index), ':', leaf_hash)")
+_LEAVES_DIGEST_SQL = _digest_sql(LEAVES_TABLE, "leaf_hash", "0", "0", "''")
 
 
 def _sql_string(value: str) -> str:
