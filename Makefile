@@ -40,6 +40,7 @@ run: setup ## install everything and run the main job on the embedded default (K
 	$(AUDITLOG) search --tenant t_1000 --limit 5
 	$(AUDITLOG) proof --tenant t_1000 $$($(AUDITLOG) search --tenant t_1000 --limit 1 --ids) --out $(HOME_DIR)/proof
 	$(AUDITLOG) verify-proof $(HOME_DIR)/proof --key $(HOME_DIR)/keys/auditlog.local.vkey
+	$(AUDITLOG) verify
 	@echo "The stack keeps running (auditlog stack status); stop it with: make stack-down"
 
 demo: $(INSTALLED) ## the verifiable-log core in one process: build logs, sign, prove, verify
