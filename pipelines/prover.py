@@ -82,6 +82,11 @@ class Prover:
             self._trees[log_id] = _LogTree(tree, checkpoint, note)
             return self._trees[log_id]
 
+    def tree_for(self, log_id: str, size: int) -> tuple[MerkleTree, str]:
+        """Returns the log's verified tree holding at least `size` leaves, and the checkpoint note it matches."""
+        log = self._tree(log_id, size - 1)
+        return log.tree, log.note
+
     def proof(self, tenant_id: str, event_id: str) -> Proof:
         """Returns the event's proof, verified before it is handed out.
 
@@ -94,9 +99,17 @@ class Prover:
             raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
         return self.proof_at(tenant_id, event_id, found["log_id"], found["leaf_index"], found["canonical"])
 
-    def proof_at(self, tenant_id: str, event_id: str, log_id: str, index: int, canonical: bytes) -> Proof:
-        """Like `proof`, for an event whose place and bytes the caller already read."""
+    def proof_at(
+        self, tenant_id: str, event_id: str, log_id: str, index: int, canonical: bytes, check: bool = True
+    ) -> Proof:
+        """Like `proof`, for an event whose place and bytes the caller already read.
+
+        With `check=False` the bundle is handed out even when `canonical` is not the logged entry
+        (the query API lets the browser find that out for itself); the tree and checkpoint are
+        always checked.
+        """
         log = self._tree(log_id, index)
         text = format_proof(index, log.tree.inclusion_proof(index, log.checkpoint.size), log.note)
-        verify_proof(text, self.verifier, entry=canonical)
+        if check:
+            verify_proof(text, self.verifier, entry=canonical)
         return Proof(tenant_id, event_id, log_id, index, canonical, text, log.checkpoint)

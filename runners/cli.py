@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "runners.commands.verify",
     "runners.commands.rebuild",
     "runners.commands.export",
+    "runners.commands.serve",
 )
 
 

@@ -64,6 +64,7 @@ class Settings:
             ciphertext. Anyone with the seed can read every sealed value: production must
             never set it. Never printed.
         gateway_port: the gRPC gateway `auditlog gateway` listens on (AUDITLOG_GATEWAY_PORT).
+        api_port: the query API and Compliance UI `auditlog serve` listens on (AUDITLOG_API_PORT).
         apikeys_file: the SQLite file of hashed API keys (AUDITLOG_APIKEYS_FILE); empty means
             `home`/apikeys.sqlite. Read it as `apikeys_path`.
     """
@@ -98,6 +99,7 @@ class Settings:
     master_key: str = dataclasses.field(default="", repr=False)
     key_seed: str = dataclasses.field(default="", repr=False)
     gateway_port: int = 50051
+    api_port: int = 8480
     apikeys_file: str = ""
 
     @classmethod

@@ -110,12 +110,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     prepare(settings, topic)
     config = job_config(settings, topic=topic, block_size=args.block_size, verifiable=not args.unverifiable)
     ticker = None
+    if args.bounded:
+        CutTicker(settings, topic).mark_once()
     if not args.bounded and not args.no_ticker:
         ticker = CutTicker(settings, topic)
         ticker.start()
     from pipelines.indexer import IndexerThread, wait_quiet
 
-    indexer = None if args.no_index or args.unverifiable else open_indexer(settings)
+    indexer = None if args.no_index or args.unverifiable else indexer_unless_served(settings)
     follower = IndexerThread(indexer) if indexer else None
     if follower:
         follower.start()
@@ -137,6 +139,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: log {log_id} was not indexed: {why}", file=sys.stderr)
     indexer.clickhouse.close()
     return rc or (1 if stats.halted else 0)
+
+
+def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
+    """The indexer for this run, or None when another process (`auditlog serve`) holds embedded chDB.
+
+    That process follows the archive itself, so the events still reach ClickHouse (and the UI).
+    """
+    from pipelines.io.clickhouse import ClickHouseError
+
+    try:
+        return open_indexer(settings)
+    except ClickHouseError as exc:
+        if not settings.effective_clickhouse_url.startswith("chdb:") or "lock" not in str(exc).lower():
+            raise
+        print(
+            f"note: {settings.chdb_path} is held by another process (normally `auditlog serve`, which indexes "
+            "the archive itself); this run writes the archive and leaves ClickHouse to it",
+            file=sys.stderr,
+        )
+        return None
 
 
 def open_indexer(settings: Settings) -> ArchiveIndexer:
@@ -238,17 +260,37 @@ class CutTicker:
         self._stop.set()
         self._thread.join(5)
 
-    def _run(self) -> None:
+    def _producer(self) -> Any:
         from confluent_kafka import Producer
 
         from infra.stack import kafka_client_config
+
+        return Producer(kafka_client_config(self.settings, **{"acks": "all", "enable.idempotence": True}))
+
+    def _mark(self, producer: Any) -> None:
         from pipelines.ingest_core import CUT_MARKER
 
-        producer = Producer(kafka_client_config(self.settings, **{"acks": "all", "enable.idempotence": True}))
+        partitions = producer.list_topics(self.topic, timeout=5).topics[self.topic].partitions
+        for p in partitions:
+            producer.produce(self.topic, CUT_MARKER, partition=p)
+
+    def mark_once(self) -> None:
+        """Writes one marker into every partition and waits for the acks.
+
+        A bounded run does this before it starts: its last block then ends at a marker in the
+        input, so a later run over the grown topic cuts the same blocks instead of sealing
+        wherever this run's input happened to end (which would be an integrity alarm).
+        """
+        producer = self._producer()
+        self._mark(producer)
+        left = producer.flush(30)
+        if left:
+            raise SystemExit(f"error: {left} cut markers were not acknowledged by Kafka; is the broker up?")
+
+    def _run(self) -> None:
+        producer = self._producer()
         interval = self.settings.block_latency_ms / 1000
         while not self._stop.wait(interval):
-            partitions = producer.list_topics(self.topic, timeout=5).topics[self.topic].partitions
-            for p in partitions:
-                producer.produce(self.topic, CUT_MARKER, partition=p)
+            self._mark(producer)
             producer.flush(5)
         producer.flush(5)

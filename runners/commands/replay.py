@@ -295,7 +295,7 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
     """
     from pipelines.indexer import IndexerThread, wait_quiet
     from pipelines.ingest import job_config
-    from runners.commands.ingest import open_indexer, with_master_key
+    from runners.commands.ingest import indexer_unless_served, with_master_key
 
     if args.cluster:
         print("error: --from-recording runs on the local mini-cluster; drop --cluster", file=sys.stderr)
@@ -318,7 +318,7 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
         )
     config = job_config(settings, topic=topic, block_size=args.block_size, verifiable=not args.unverifiable)
     dlq_file = Path(args.dlq_file) if args.dlq_file else settings.home / "dlq" / f"{topic}.dlq.jsonl"
-    indexer = None if args.no_index or args.unverifiable else open_indexer(settings)
+    indexer = None if args.no_index or args.unverifiable else indexer_unless_served(settings)
     follower = IndexerThread(indexer) if indexer else None
     if follower:
         follower.start()

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--witness",
         type=Path,
-        help="witness file of checkpoints seen by earlier clean runs (default $AUDITLOG_HOME/verify/witness.json)",
+        help="witness file of checkpoints seen by earlier clean runs "
+        "(default $AUDITLOG_HOME/verify/witness.<bucket>.json)",
     )
     p.add_argument("--no-witness", action="store_true", help="neither read nor update the witness file")
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     verifier_key = settings.verifier_key_file.read_text()
-    witness_path = args.witness or settings.home / "verify" / "witness.json"
+    witness_path = args.witness or settings.home / "verify" / f"witness.{settings.bucket}.json"
     try:
         witnesses = {} if args.no_witness else load_witnesses(witness_path)
     except VerificationError as exc:

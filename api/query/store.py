@@ -1,0 +1,179 @@
+"""What the query API reads from ClickHouse: searches, a resource's history, one event.
+
+Every value reaches the database as a bound `{name:Type}` parameter; nothing from a request is
+formatted into SQL. Results come newest first in a stable order — (occurred_at, event_id,
+log_id, leaf_index), descending — which is also the table's sort key after tenant_id, so a page
+reads in order and stops. A cursor is that key of the last row returned, base64url JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.io.clickhouse import LOGS_TABLE
+from schemas.events import EventValidationError, normalize_time
+from schemas.present import KeyLookup, present_event
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+RESULTS = ("SUCCESS", "FAILURE")
+FILTERS = ("actor_id", "action", "resource_id", "resource_type", "result")
+_ORDER = "occurred_at DESC, event_id DESC, log_id DESC, leaf_index DESC"
+_COLUMNS = (
+    "formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ'), event_id, toString(log_id), leaf_index, "
+    "block_index, hex(leaf_hash), hex(block_hash), canonical"
+)
+
+
+class QueryError(ValueError):
+    """A request parameter is wrong; `parameter` names it (the API answers 400)."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+@dataclass(frozen=True)
+class Search:
+    """A validated search: tenant, equality filters, a time range [start, end), page size, cursor."""
+
+    tenant_id: str
+    filters: Mapping[str, str] = field(default_factory=dict)
+    start: str | None = None
+    end: str | None = None
+    limit: int = DEFAULT_LIMIT
+    after: tuple[str, str, str, int] | None = None
+
+    @classmethod
+    def parse(cls, tenant_id: str, params: Mapping[str, str | None]) -> Search:
+        """Validates raw query parameters; raises QueryError naming the first bad one."""
+        filters = {name: value for name in FILTERS if (value := params.get(name)) not in (None, "")}
+        for name, value in filters.items():
+            if len(value) > 256:
+                raise QueryError(name, f"{name} is {len(value)} characters long; at most 256")
+        if "result" in filters and filters["result"] not in RESULTS:
+            raise QueryError("result", f"result {filters['result']!r} must be one of {list(RESULTS)}")
+        start = _time(params.get("start_time"), "start_time")
+        end = _time(params.get("end_time"), "end_time")
+        if start and end and start >= end:
+            raise QueryError("start_time", f"start_time {start} is not before end_time {end}")
+        return cls(tenant_id, filters, start, end, _limit(params.get("limit")), _cursor(params.get("cursor")))
+
+    def where(self, with_cursor: bool = True) -> tuple[str, dict[str, Any]]:
+        clauses = ["tenant_id = {tenant:String}"]
+        params: dict[str, Any] = {"tenant": self.tenant_id}
+        for name, value in sorted(self.filters.items()):
+            clauses.append(f"toString({name}) = {{f_{name}:String}}")
+            params[f"f_{name}"] = value
+        if self.start:
+            clauses.append("occurred_at >= parseDateTime64BestEffort({start:String}, 3, 'UTC')")
+            params["start"] = self.start
+        if self.end:
+            clauses.append("occurred_at < parseDateTime64BestEffort({end:String}, 3, 'UTC')")
+            params["end"] = self.end
+        if with_cursor and self.after is not None:
+            clauses.append(
+                "(occurred_at, event_id, log_id, leaf_index) < "
+                "(parseDateTime64BestEffort({c_t:String}, 3, 'UTC'), {c_e:String}, {c_l:String}, {c_i:UInt64})"
+            )
+            params.update(c_t=self.after[0], c_e=self.after[1], c_l=self.after[2], c_i=self.after[3])
+        return " AND ".join(clauses), params
+
+
+def _time(value: str | None, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    assert value is not None
+    candidate = f"{value}T00:00:00Z" if len(value) == 10 else value
+    try:
+        return normalize_time(candidate)
+    except (EventValidationError, ValueError, IndexError):
+        raise QueryError(
+            name, f"{name} {value!r} is not an ISO-8601 time with a zone (e.g. 2026-11-01T08:00:00Z)"
+        ) from None
+
+
+def _limit(value: str | None) -> int:
+    if value in (None, ""):
+        return DEFAULT_LIMIT
+    assert value is not None
+    try:
+        limit = int(value)
+    except ValueError:
+        raise QueryError("limit", f"limit {value!r} is not a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError("limit", f"limit {limit} must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def encode_cursor(key: tuple[str, str, str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _cursor(value: str | None) -> tuple[str, str, str, int] | None:
+    if value in (None, ""):
+        return None
+    assert value is not None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        occurred, event_id, log_id, index = raw
+        if not (isinstance(occurred, str) and isinstance(event_id, str) and isinstance(log_id, str)):
+            raise ValueError
+        normalize_time(occurred)
+        return occurred, event_id, log_id, int(index)
+    except (ValueError, TypeError, binascii.Error, EventValidationError, UnicodeDecodeError):
+        raise QueryError("cursor", "cursor is not one this API handed out; start again without it") from None
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+
+
+class QueryStore:
+    """The API's reads, over one ClickHouse (thread-safe as far as the client is)."""
+
+    def __init__(self, clickhouse: Any, keys: KeyLookup | None = None) -> None:
+        self.clickhouse = clickhouse
+        self.keys = keys
+
+    def _present(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        occurred, event_id, log_id, leaf_index, block_index, leaf_hex, block_hex, canonical = row
+        place = {
+            "log_id": log_id,
+            "leaf_index": leaf_index,
+            "block_index": block_index,
+            "leaf_hash": leaf_hex,
+            "block_hash": block_hex,
+        }
+        return present_event(canonical.encode() if isinstance(canonical, str) else bytes(canonical), place, self.keys)
+
+    def search(self, search: Search) -> Page:
+        where, params = search.where()
+        rows = self.clickhouse.query(
+            f"SELECT {_COLUMNS} FROM {LOGS_TABLE} WHERE {where} ORDER BY {_ORDER} LIMIT {search.limit + 1}", params
+        )
+        count_where, count_params = search.where(with_cursor=False)
+        total = int(self.clickhouse.query(f"SELECT count() FROM {LOGS_TABLE} WHERE {count_where}", count_params)[0][0])
+        more = len(rows) > search.limit
+        rows = rows[: search.limit]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]
+            next_cursor = encode_cursor((last[0], last[1], last[2], int(last[3])))
+        return Page([self._present(r) for r in rows], total, next_cursor)
+
+    def event(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:
+        rows = self.clickhouse.query(
+            f"SELECT {_COLUMNS} FROM {LOGS_TABLE} WHERE tenant_id = {{t:String}} AND event_id = {{e:String}} "
+            "ORDER BY log_id, leaf_index LIMIT 1",
+            {"t": tenant_id, "e": event_id},
+        )
+        return self._present(rows[0]) if rows else None
