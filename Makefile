@@ -7,13 +7,13 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify browser-deps \
         stack-up stack-down stack-status clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## install missing system tools (Java 17, Maven, Go) from Debian's packages
+tools: ## install missing system tools (Java 17, Maven, Go, PostgreSQL, Chromium, Node.js) from Debian's packages
 	@infra/bootstrap.sh
 
 $(INSTALLED): pyproject.toml | tools
@@ -28,7 +28,13 @@ jars: $(INSTALLED) ## fetch the Kafka broker and Flink Kafka connector jars from
 go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle)
 	go -C tests/interop/go mod download
 
-setup: $(INSTALLED) jars go-deps ## install everything: virtualenv, Python packages, jars, Go modules
+browser-deps: tests/browser/node_modules/.installed ## playwright-core (npm) for the UI's browser tests; Chromium is Debian's
+
+tests/browser/node_modules/.installed: tests/browser/package-lock.json | tools
+	cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
+
+setup: $(INSTALLED) jars go-deps browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, npm
 
 HOME_DIR := $(or $(AUDITLOG_HOME),var)
 AUDITLOG := $(PY) -m runners.cli

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools auditlog needs when they are missing: Java 17 (Kafka, Flink), Maven
-# (jars from Maven Central), Go (interop checks) and PostgreSQL (outbox tests). Debian's packages;
-# no-op when all are present.
+# (jars from Maven Central), Go (interop checks), PostgreSQL (outbox tests), Chromium and Node.js
+# (Compliance UI browser tests). Debian's packages; no-op when all are present.
 set -euo pipefail
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
@@ -9,6 +9,11 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v go >/dev/null || missing+=(golang-go)
 # PostgreSQL server binaries for the outbox tests (Debian keeps them in /usr/lib/postgresql/<v>/bin).
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# Headless Chromium and Node.js with npm for the Compliance UI's browser tests (tests/browser:
+# playwright-core drives Debian's chromium and never downloads a browser of its own).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -53,6 +53,19 @@ def main(case: str) -> None:
             "ALTER TABLE auditlog.audit_logs UPDATE action = 'user.impersonate' "
             f"WHERE log_id = '{LOG}' AND leaf_index = 7"
         )
+    elif case == "rewrite_event":
+        # A careful forger rewrites one event everywhere a search reads it: its canonical bytes
+        # and its columns (but cannot re-sign the log, so the proof no longer fits).
+        (canonical,) = clickhouse.query(
+            f"SELECT canonical FROM auditlog.audit_logs WHERE log_id = '{LOG}' AND leaf_index = 7"
+        )[0]
+        doc = json.loads(canonical)
+        doc["result"] = "FAILURE" if doc["result"] == "SUCCESS" else "SUCCESS"
+        forged = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        sql(
+            f"ALTER TABLE auditlog.audit_logs UPDATE canonical = '{forged}', result = '{doc['result']}', "
+            f"leaf_hash = unhex('{leaf_hash(forged.encode()).hex()}') WHERE log_id = '{LOG}' AND leaf_index = 7"
+        )
     elif case == "delete_row":
         sql(f"ALTER TABLE auditlog.audit_logs DELETE WHERE log_id = '{LOG}' AND leaf_index = 11")
     elif case == "insert_row":

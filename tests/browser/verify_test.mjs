@@ -1,0 +1,274 @@
+// Tests of the Compliance UI's in-browser verifier (api/query/ui/verify.js) under node's WebCrypto.
+//
+//   node --test tests/browser/verify_test.mjs
+//
+// The fixtures are real proof bundles copied from a local deployment: the event's canonical bytes
+// (<log>.<index>.json), its c2sp.org/tlog-proof@v1 (<log>.<index>.tlog-proof) and the log's
+// verifier key. Ed25519 in WebCrypto needs node >= 20 (and browsers of 2025 on); where the
+// runtime lacks it, the signature checks are skipped (said so in the output) and the rest runs.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+import {
+  b64decode,
+  b64encode,
+  leafHash,
+  nodeHash,
+  parseCheckpoint,
+  parseSignedNote,
+  parseTlogProof,
+  parseVerifierKey,
+  verifyEvent,
+  verifyInclusion,
+} from '../../api/query/ui/verify.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const fixture = (name) => readFileSync(join(here, 'fixtures', name));
+const ORIGIN = 'auditlog.local/audit.events.p3';
+const VKEY = fixture('auditlog.local.vkey').toString('utf8').trim();
+const BUNDLES = [5, 1650].map((index) => ({
+  index,
+  canonical: fixture(`audit.events.p3.${index}.json`).toString('utf8'),
+  canonicalBytes: new Uint8Array(fixture(`audit.events.p3.${index}.json`)),
+  proof: fixture(`audit.events.p3.${index}.tlog-proof`).toString('utf8'),
+}));
+const [B] = BUNDLES;
+const subtle = globalThis.crypto.subtle;
+
+async function hasEd25519() {
+  try {
+    await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+const ED25519 = await hasEd25519();
+const NO_ED = ED25519 ? false : `node ${process.version}'s WebCrypto has no Ed25519: signature checks skipped`;
+if (!ED25519) console.log(`# ${NO_ED}`);
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function splitProof(text) {
+  const at = text.indexOf('\n\n');
+  return { head: text.slice(0, at), checkpoint: text.slice(at + 2) };
+}
+
+function noteText(signed) {
+  return signed.slice(0, signed.lastIndexOf('\n\n') + 1);
+}
+
+/** An Ed25519 signer of C2SP notes with `name`; returns {vkey, sign(text) -> signed note}. */
+async function makeSigner(name) {
+  const kp = await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const pub = new Uint8Array(await subtle.exportKey('raw', kp.publicKey));
+  const enc = new TextEncoder();
+  const idInput = new Uint8Array([...enc.encode(name + '\n'), 0x01, ...pub]);
+  const digest = new Uint8Array(await subtle.digest('SHA-256', idInput));
+  const keyId = digest.slice(0, 4);
+  const keyIdHex = Buffer.from(keyId).toString('hex');
+  const vkey = `${name}+${keyIdHex}+${b64encode(new Uint8Array([0x01, ...pub]))}`;
+  const sign = async (text, claimedKeyId = keyId) => {
+    const sig = new Uint8Array(await subtle.sign({ name: 'Ed25519' }, kp.privateKey, enc.encode(text)));
+    return `${text}\n\u2014 ${name} ${b64encode(new Uint8Array([...claimedKeyId, ...sig]))}\n`;
+  };
+  return { vkey, keyId, sign };
+}
+
+/** Reference RFC 9162 Merkle tree: MTH and audit paths, computed the slow obvious way. */
+async function mth(leaves) {
+  if (leaves.length === 1) return leaves[0];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  return nodeHash(await mth(leaves.slice(0, k)), await mth(leaves.slice(k)));
+}
+async function path(m, leaves) {
+  if (leaves.length === 1) return [];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  if (m < k) return [...(await path(m, leaves.slice(0, k))), await mth(leaves.slice(k))];
+  return [...(await path(m - k, leaves.slice(k))), await mth(leaves.slice(0, k))];
+}
+
+// ---- the real bundles verify -----------------------------------------------------------------
+
+for (const bundle of BUNDLES) {
+  test(`real bundle p3.${bundle.index} verifies`, { skip: NO_ED }, async () => {
+    const r = await verifyEvent(bundle.canonical, bundle.proof, VKEY, ORIGIN, { leafIndex: bundle.index });
+    assert.equal(r.reason, null);
+    assert.equal(r.ok, true);
+    const cp = parseCheckpoint(noteText(splitProof(bundle.proof).checkpoint));
+    assert.equal(r.size, Number(cp.size));
+    assert.equal(r.root, cp.rootB64);
+    assert.equal(r.index, bundle.index);
+    assert.equal(r.origin, ORIGIN);
+  });
+
+  test(`real bundle p3.${bundle.index}: inclusion alone verifies (no signature needed)`, async () => {
+    const proof = await parseTlogProof(bundle.proof);
+    const note = await parseSignedNote(proof.checkpoint);
+    const cp = parseCheckpoint(note.text);
+    assert.equal(cp.origin, ORIGIN);
+    assert.equal(proof.index, BigInt(bundle.index));
+    const r = await verifyInclusion(await leafHash(bundle.canonical), proof.index, cp.size, proof.hashes, cp.root);
+    assert.deepEqual(r, { ok: true, reason: null });
+    // text and its UTF-8 bytes hash the same
+    assert.deepEqual(await leafHash(bundle.canonical), await leafHash(bundle.canonicalBytes));
+  });
+}
+
+test('without origin or leaf index the real bundle still verifies', { skip: NO_ED }, async () => {
+  const r = await verifyEvent(B.canonical, B.proof, VKEY);
+  assert.equal(r.ok, true, r.reason);
+});
+
+test('the verifier key parses and its key id is checked', async () => {
+  const k = await parseVerifierKey(VKEY + '\n');
+  assert.equal(k.name, 'auditlog.local');
+  assert.equal(k.keyIdHex, VKEY.split('+')[1]);
+  assert.equal(k.publicKey.length, 32);
+  const wrongId = VKEY.replace(/\+[0-9a-f]{8}\+/, '+00000000+');
+  await assert.rejects(parseVerifierKey(wrongId), /does not match/);
+  await assert.rejects(parseVerifierKey('auditlog.local'), /name\+keyid\+base64key/);
+});
+
+// ---- tamper cases: each must fail with a reason ---------------------------------------------
+
+async function assertNotOk(promise, pattern) {
+  const r = await promise;
+  assert.equal(r.ok, false, 'tampered bundle verified');
+  assert.equal(typeof r.reason, 'string');
+  assert.ok(r.reason.length > 0);
+  if (pattern) assert.match(r.reason, pattern);
+  return r;
+}
+
+test('one changed byte in the canonical bytes', { skip: NO_ED }, async () => {
+  const at = B.canonical.indexOf('ROLE_DOWNGRADE');
+  assert.ok(at > 0);
+  const tampered = B.canonical.slice(0, at) + 'X' + B.canonical.slice(at + 1);
+  await assertNotOk(verifyEvent(tampered, B.proof, VKEY, ORIGIN, { leafIndex: B.index }), /not the checkpoint's root/);
+  // also as bytes: flip one bit of the last byte
+  const bytes = B.canonicalBytes.slice();
+  bytes[bytes.length - 1] ^= 0x01;
+  await assertNotOk(verifyEvent(bytes, B.proof, VKEY, ORIGIN), /root/);
+  // a trailing newline is a change too
+  await assertNotOk(verifyEvent(B.canonical + '\n', B.proof, VKEY, ORIGIN), /root/);
+});
+
+test('a wrong index in the proof', { skip: NO_ED }, async () => {
+  const wrong = B.proof.replace(`index ${B.index}\n`, `index ${B.index + 1}\n`);
+  assert.notEqual(wrong, B.proof);
+  // without the event's leaf index the inclusion itself fails ...
+  await assertNotOk(verifyEvent(B.canonical, wrong, VKEY, ORIGIN), /root|proof/);
+  // ... and with it, the mismatch is named
+  await assertNotOk(verifyEvent(B.canonical, wrong, VKEY, ORIGIN, { leafIndex: B.index }), /leaf index/);
+  // the API's leaf index disagreeing with an honest proof
+  await assertNotOk(verifyEvent(B.canonical, B.proof, VKEY, ORIGIN, { leafIndex: B.index + 1 }), /leaf index/);
+  // an index outside the tree
+  const outside = B.proof.replace(`index ${B.index}\n`, 'index 999999\n');
+  await assertNotOk(verifyEvent(B.canonical, outside, VKEY, ORIGIN), /outside a tree/);
+});
+
+test('a flipped proof hash', { skip: NO_ED }, async () => {
+  const { head, checkpoint } = splitProof(B.proof);
+  const lines = head.split('\n');
+  const h = b64decode(lines[3]);
+  h[0] ^= 0x80;
+  lines[3] = b64encode(h);
+  const tampered = lines.join('\n') + '\n\n' + checkpoint;
+  await assertNotOk(verifyEvent(B.canonical, tampered, VKEY, ORIGIN, { leafIndex: B.index }), /not the checkpoint's root/);
+  // a dropped hash and an extra hash
+  const dropped = lines.slice(0, -1).join('\n') + '\n\n' + checkpoint;
+  await assertNotOk(verifyEvent(B.canonical, dropped, VKEY, ORIGIN), /hashes, want/);
+  const extra = head + '\n' + lines[2] + '\n\n' + checkpoint;
+  await assertNotOk(verifyEvent(B.canonical, extra, VKEY, ORIGIN), /hashes, want/);
+});
+
+test('a changed root line in the checkpoint (signature kept)', { skip: NO_ED }, async () => {
+  const { head, checkpoint } = splitProof(B.proof);
+  const lines = checkpoint.split('\n');
+  const root = b64decode(lines[2]);
+  root[31] ^= 0x01;
+  lines[2] = b64encode(root);
+  const tampered = head + '\n\n' + lines.join('\n');
+  await assertNotOk(verifyEvent(B.canonical, tampered, VKEY, ORIGIN), /signature .* does not verify/);
+  // a changed size line likewise
+  const sized = checkpoint.replace(/^(.*\n)(\d+)\n/, (_, o, n) => `${o}${Number(n) + 1}\n`);
+  assert.notEqual(sized, checkpoint);
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + sized, VKEY, ORIGIN), /does not verify/);
+});
+
+test('a note signed by another key', { skip: NO_ED }, async () => {
+  const { head, checkpoint } = splitProof(B.proof);
+  const other = await makeSigner('auditlog.local');
+  // the same checkpoint text, re-signed by an attacker's key of the same name
+  const resigned = await other.sign(noteText(checkpoint));
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + resigned, VKEY, ORIGIN), /not signed by the verifier key/);
+  // ... claiming the real key id
+  const realId = b64decode(checkpoint.trim().split(' ').pop()).slice(0, 4);
+  const forged = await other.sign(noteText(checkpoint), realId);
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + forged, VKEY, ORIGIN), /does not verify/);
+  // a forged tree (another root) signed by the attacker and checked with the attacker's key is
+  // well signed, but the real proof does not lead to its root
+  const cp = parseCheckpoint(noteText(checkpoint));
+  const fakeRoot = new Uint8Array(32).fill(7);
+  const fake = await other.sign(`${cp.origin}\n${cp.size}\n${b64encode(fakeRoot)}\n`);
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + fake, other.vkey, ORIGIN), /not the checkpoint's root/);
+});
+
+test('a wrong verifier key', { skip: NO_ED }, async () => {
+  const other = await makeSigner('auditlog.local');
+  await assertNotOk(verifyEvent(B.canonical, B.proof, other.vkey, ORIGIN), /not signed by the verifier key/);
+  const renamed = await makeSigner('someone.else');
+  await assertNotOk(verifyEvent(B.canonical, B.proof, renamed.vkey, ORIGIN), /not signed by the verifier key/);
+  // the real name and key id, but another public key: the key id check catches it
+  const parts = VKEY.split('+');
+  const swapped = `${parts[0]}+${parts[1]}+${other.vkey.split('+').slice(2).join('+')}`;
+  await assertNotOk(verifyEvent(B.canonical, B.proof, swapped, ORIGIN), /does not match/);
+  await assertNotOk(verifyEvent(B.canonical, B.proof, '', ORIGIN), /verifier key/);
+});
+
+test('a wrong origin', { skip: NO_ED }, async () => {
+  await assertNotOk(verifyEvent(B.canonical, B.proof, VKEY, 'auditlog.local/audit.events.p4'), /origin/);
+});
+
+test('malformed proofs and notes fail with a reason, never throw', async () => {
+  const { head, checkpoint } = splitProof(B.proof);
+  await assertNotOk(verifyEvent(B.canonical, 'garbage', VKEY, ORIGIN), /empty line/);
+  await assertNotOk(verifyEvent(B.canonical, B.proof.replace('tlog-proof@v1', 'tlog-proof@v2'), VKEY, ORIGIN), /not "c2sp/);
+  await assertNotOk(verifyEvent(B.canonical, B.proof.replace(`index ${B.index}`, `index 0${B.index}`), VKEY, ORIGIN), /leading zeros/);
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + checkpoint.replace('\u2014 ', '- '), VKEY, ORIGIN), /em dash/);
+  await assertNotOk(verifyEvent(B.canonical, head + '\n\n' + checkpoint.trimEnd(), VKEY, ORIGIN), /newline/);
+  await assertNotOk(verifyEvent(null, B.proof, VKEY, ORIGIN), /canonical/);
+  await assertNotOk(verifyEvent(B.canonical, undefined, VKEY, ORIGIN), /proof/);
+});
+
+// ---- RFC 9162 inclusion against a reference tree ---------------------------------------------
+
+test('verifyInclusion accepts every leaf of trees of size 1..20 and rejects wrong leaves', async () => {
+  const enc = new TextEncoder();
+  const all = await Promise.all(Array.from({ length: 20 }, (_, i) => leafHash(enc.encode(`entry ${i}`))));
+  for (let size = 1; size <= 20; size++) {
+    const leaves = all.slice(0, size);
+    const root = await mth(leaves);
+    for (let i = 0; i < size; i++) {
+      const p = await path(i, leaves);
+      assert.deepEqual(await verifyInclusion(leaves[i], i, size, p, root), { ok: true, reason: null }, `size ${size} index ${i}`);
+      const other = leaves[(i + 1) % size];
+      if (size > 1) assert.equal((await verifyInclusion(other, i, size, p, root)).ok, false);
+      if (i + 1 < size) assert.equal((await verifyInclusion(leaves[i], i + 1, size, p, root)).ok, false);
+    }
+  }
+});
+
+test('large indices and sizes are handled exactly (BigInt)', async () => {
+  const leaf = await leafHash('x');
+  const r = await verifyInclusion(leaf, 2n ** 40n, 2n ** 40n + 1n, [leaf], leaf);
+  assert.equal(r.ok, false);
+  assert.match(r.reason, /hashes, want 1|root/);
+});
