@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify browser-deps \
+.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -77,6 +77,9 @@ bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/sign
 
 bench-verify: setup ## events verified/s by `auditlog verify` over 1,000,000 events (archive + ClickHouse)
 	$(PY) tests/bench/bench_verify.py
+
+bench-query: setup ## search and proof p50/p99 and req/s of auditlog serve, 10M events, 1,000 tenants, 50 concurrent
+	$(PY) tests/bench/bench_query.py
 
 bench-gateway: setup ## gRPC gateway requests/s and events/s (unary, batched) with p50/p99, outbox forwarder events/s
 	$(PY) tests/bench/bench_gateway.py

@@ -48,6 +48,7 @@ class Search:
     end: str | None = None
     limit: int = DEFAULT_LIMIT
     after: tuple[str, str, str, int] | None = None
+    total: int | None = None  # carried in the cursor: the first page counted the matches
 
     @classmethod
     def parse(cls, tenant_id: str, params: Mapping[str, str | None]) -> Search:
@@ -62,7 +63,9 @@ class Search:
         end = _time(params.get("end_time"), "end_time")
         if start and end and start >= end:
             raise QueryError("start_time", f"start_time {start} is not before end_time {end}")
-        return cls(tenant_id, filters, start, end, _limit(params.get("limit")), _cursor(params.get("cursor")))
+        cursor = _cursor(params.get("cursor"))
+        after, total = (cursor[:4], cursor[4]) if cursor else (None, None)
+        return cls(tenant_id, filters, start, end, _limit(params.get("limit")), after, total)  # type: ignore[arg-type]
 
     def where(self, with_cursor: bool = True) -> tuple[str, dict[str, Any]]:
         clauses = ["tenant_id = {tenant:String}"]
@@ -111,21 +114,22 @@ def _limit(value: str | None) -> int:
     return limit
 
 
-def encode_cursor(key: tuple[str, str, str, int]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+def encode_cursor(key: tuple[str, str, str, int], total: int) -> str:
+    raw = json.dumps([*key, total], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _cursor(value: str | None) -> tuple[str, str, str, int] | None:
+def _cursor(value: str | None) -> tuple[str, str, str, int, int] | None:
     if value in (None, ""):
         return None
     assert value is not None
     try:
         raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        occurred, event_id, log_id, index = raw
+        occurred, event_id, log_id, index, total = raw
         if not (isinstance(occurred, str) and isinstance(event_id, str) and isinstance(log_id, str)):
             raise ValueError
         normalize_time(occurred)
-        return occurred, event_id, log_id, int(index)
+        return occurred, event_id, log_id, int(index), int(total)
     except (ValueError, TypeError, binascii.Error, EventValidationError, UnicodeDecodeError):
         raise QueryError("cursor", "cursor is not one this API handed out; start again without it") from None
 
@@ -160,14 +164,18 @@ class QueryStore:
         rows = self.clickhouse.query(
             f"SELECT {_COLUMNS} FROM {LOGS_TABLE} WHERE {where} ORDER BY {_ORDER} LIMIT {search.limit + 1}", params
         )
-        count_where, count_params = search.where(with_cursor=False)
-        total = int(self.clickhouse.query(f"SELECT count() FROM {LOGS_TABLE} WHERE {count_where}", count_params)[0][0])
+        total = search.total
+        if total is None:
+            count_where, count_params = search.where(with_cursor=False)
+            total = int(
+                self.clickhouse.query(f"SELECT count() FROM {LOGS_TABLE} WHERE {count_where}", count_params)[0][0]
+            )
         more = len(rows) > search.limit
         rows = rows[: search.limit]
         next_cursor = None
         if more and rows:
             last = rows[-1]
-            next_cursor = encode_cursor((last[0], last[1], last[2], int(last[3])))
+            next_cursor = encode_cursor((last[0], last[1], last[2], int(last[3])), total)
         return Page([self._present(r) for r in rows], total, next_cursor)
 
     def event(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:

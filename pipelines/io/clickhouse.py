@@ -122,13 +122,29 @@ class _ChdbConnection:
         self.path = path
         self.client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
         self._types: dict[str, dict[str, str]] = {}
+        # One engine per process, but any number of handles to it: each reading thread gets its
+        # own, so concurrent queries (the query API's) run in parallel instead of queueing on
+        # the one handle's lock.
+        self._local = threading.local()
+        self._readers: list[Any] = []
+        self._readers_lock = threading.Lock()
+
+    def _reader(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import clickhouse_connect
+
+            client = self._local.client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            with self._readers_lock:
+                self._readers.append(client)
+        return client
 
     def command(self, sql: str) -> None:
         self.client.command(sql)
         self._types.clear()  # DDL may have changed a table
 
     def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
-        result = self.client.query(sql, parameters=dict(params) if params else None)
+        result = self._reader().query(sql, parameters=dict(params) if params else None)
         return [tuple(row) for row in result.result_rows]
 
     def insert(
@@ -152,6 +168,10 @@ class _ChdbConnection:
             raise
 
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
         self.client.close()
 
 

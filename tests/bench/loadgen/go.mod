@@ -1,0 +1,3 @@
+module auditlog/loadgen
+
+go 1.26.8
