@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.indexer import ArchiveIndexer, wait_quiet
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
@@ -80,3 +81,20 @@ def build_logs(
         assert not stats.halted, stats.halted
     log_ids = [IngestOptions(TOPIC, ORIGIN).log_id(p) for p in range(logs)]
     return BuiltLogs(signer, keys, events, blocks, log_ids)
+
+
+def open_deployment(settings: Any) -> tuple[Any, Any, Signer]:
+    """The archive (bucket created), ClickHouse (schema created) and signer that `settings` name.
+
+    For the benchmarks and tests that build a deployment in a child process of their own.
+    """
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import ensure_bucket, open_archive
+    from pipelines.io.clickhouse import open_clickhouse
+    from runners.commands.keys import load_or_create_signer
+
+    archive = open_archive(**archive_spec(settings))
+    ensure_bucket(archive.client, settings.bucket)
+    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+    clickhouse.ensure_schema()
+    return archive, clickhouse, load_or_create_signer(settings.keys_dir, settings.origin)

@@ -76,19 +76,12 @@ def bench_settings(settings: Settings) -> Settings:
 
 def build() -> None:
     """Child process: rows, leaves, signed tree heads (chDB is opened by one process at a time)."""
-    from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ensure_bucket, open_archive
-    from pipelines.io.clickhouse import open_clickhouse
-    from runners.commands.keys import load_or_create_signer
+    from tests.synthetic import open_deployment
     from transforms.checkpoint import Checkpoint, sign_checkpoint
     from transforms.merkle import MerkleTree
 
     settings = Settings.from_env()
-    archive = open_archive(**archive_spec(settings))
-    ensure_bucket(archive.client, settings.bucket)
-    ch = open_clickhouse(settings.effective_clickhouse_url)
-    ch.ensure_schema()
-    signer = load_or_create_signer(settings.keys_dir, settings.origin)
+    archive, ch, signer = open_deployment(settings)
     span_ms = SPAN_DAYS * 86_400_000
     for start in range(0, EVENTS, CHUNK):
         count = min(CHUNK, EVENTS - start)

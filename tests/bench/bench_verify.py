@@ -40,18 +40,9 @@ def build() -> None:
     """Child process: writes the deployment (chDB is opened by one process at a time)."""
     from tqdm import tqdm
 
-    from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ensure_bucket, open_archive
-    from pipelines.io.clickhouse import open_clickhouse
-    from runners.commands.keys import load_or_create_signer
-    from tests.synthetic import build_logs
+    from tests.synthetic import build_logs, open_deployment
 
-    settings = Settings.from_env()
-    archive = open_archive(**archive_spec(settings))
-    ensure_bucket(archive.client, settings.bucket)
-    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-    clickhouse.ensure_schema()
-    signer = load_or_create_signer(settings.keys_dir, settings.origin)
+    archive, clickhouse, signer = open_deployment(Settings.from_env())
     with tqdm(total=EVENTS // BLOCK_SIZE, unit="block", desc="building", file=sys.stderr, mininterval=2) as bar:
         build_logs(
             archive,

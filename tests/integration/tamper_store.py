@@ -15,12 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipelines.ingest import archive_spec  # noqa: E402
-from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, open_archive  # noqa: E402
-from pipelines.io.clickhouse import open_clickhouse  # noqa: E402
-from runners.commands.keys import load_or_create_signer  # noqa: E402
+from pipelines.io.archive import block_key, checkpoint_key  # noqa: E402
 from runners.settings import Settings  # noqa: E402
-from tests.synthetic import build_logs  # noqa: E402
+from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from transforms.merkle import leaf_hash  # noqa: E402
 from transforms.note import Signer  # noqa: E402
@@ -30,9 +27,7 @@ LOG = "audit.events.p0"
 
 def main(case: str) -> None:
     settings = Settings.from_env()
-    archive = open_archive(**archive_spec(settings))
-    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-    clickhouse.ensure_schema()
+    archive, clickhouse, signer = open_deployment(settings)
     s3, bucket = archive.client, settings.bucket
 
     def sql(statement: str) -> None:
@@ -44,8 +39,6 @@ def main(case: str) -> None:
         return archive.list_blocks(LOG)[-1], archive.list_checkpoints(LOG)[-1]
 
     if case == "build":
-        ensure_bucket(s3, bucket)
-        signer = load_or_create_signer(settings.keys_dir, settings.origin)
         built = build_logs(archive, clickhouse, events=600, logs=2, block_size=50, signer=signer)
         print(json.dumps({"events": built.events, "blocks": built.blocks, "logs": built.log_ids}))
     elif case == "update_field":
