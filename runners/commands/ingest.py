@@ -154,7 +154,7 @@ def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
         if not settings.effective_clickhouse_url.startswith("chdb:") or "lock" not in str(exc).lower():
             raise
         print(
-            f"note: {settings.chdb_path} is held by another process (normally `auditlog serve`, which indexes "
+            f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`, which indexes "
             "the archive itself); this run writes the archive and leaves ClickHouse to it",
             file=sys.stderr,
         )
