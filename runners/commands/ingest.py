@@ -154,8 +154,8 @@ def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
         if not settings.effective_clickhouse_url.startswith("chdb:") or "lock" not in str(exc).lower():
             raise
         print(
-            f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`, which indexes "
-            "the archive itself); this run writes the archive and leaves ClickHouse to it",
+            f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`, "
+            "which indexes the archive itself); this run writes the archive and leaves ClickHouse to it",
             file=sys.stderr,
         )
         return None
