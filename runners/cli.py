@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "runners.commands.rebuild",
     "runners.commands.export",
     "runners.commands.serve",
+    "runners.commands.erase",
 )
 
 

@@ -49,6 +49,8 @@ class KeyLookup(Protocol):
 
     def is_erased(self, tenant_id: str, subject_id: str) -> bool: ...
 
+    def subjects(self, tenant_id: str) -> list[str]: ...
+
 
 def _open(doc: dict[str, Any], field: str, keys: KeyLookup | None) -> str | None:
     sealed = doc.get("pii", {}).get(field)

@@ -26,14 +26,14 @@ TOPIC = "audit.events"
 @dataclass(frozen=True)
 class BuiltLogs:
     signer: Signer
-    keys: InMemoryKeyStore
+    keys: Any
     events: int
     blocks: int
     log_ids: list[str]
 
 
 def sealed_blocks(
-    events: int, logs: int, block_size: int, signer: Signer, keys: InMemoryKeyStore, seed: int = 7, tenants: int = 3
+    events: int, logs: int, block_size: int, signer: Signer, keys: Any, seed: int = 7, tenants: int = 3
 ) -> Iterator[tuple[int, object]]:
     """Yields (log number, SealedBlockRecord) for `events` generated events spread over `logs` logs."""
     options = IngestOptions(topic=TOPIC, origin_prefix=ORIGIN, block_size=block_size)
@@ -64,10 +64,14 @@ def build_logs(
     tenants: int = 3,
     progress: Callable[[int], None] | None = None,
     signer: Signer | None = None,
+    keys: Any = None,
 ) -> BuiltLogs:
-    """Writes `events` events as signed logs into the archive and (if given) indexes them into ClickHouse."""
+    """Writes `events` events as signed logs into the archive and (if given) indexes them into ClickHouse.
+
+    PII is sealed with `keys` (a KeyStore; by default an in-memory one, whose keys die with it).
+    """
     signer = signer or Signer.generate(ORIGIN)
-    keys = InMemoryKeyStore(key_seed=b"auditlog-synthetic")
+    keys = keys or InMemoryKeyStore(key_seed=b"auditlog-synthetic")
     blocks = 0
     for _, block in sealed_blocks(events, logs, block_size, signer, keys, seed, tenants):
         archive.put_block(block.log_id, block.block_index, block.block_object)  # type: ignore[attr-defined]

@@ -128,6 +128,7 @@ def create_app(services: Services) -> FastAPI:
         resource_id: Annotated[str | None, Query(description=filters_doc)] = None,
         resource_type: Annotated[str | None, Query(description=filters_doc)] = None,
         result: Annotated[str | None, Query(description="SUCCESS or FAILURE")] = None,
+        actor_email: Annotated[str | None, Query(description="the actor's email (matched by keyed hash)")] = None,
         start_time: Annotated[str | None, Query(description="ISO-8601, included")] = None,
         end_time: Annotated[str | None, Query(description="ISO-8601, excluded")] = None,
         limit: Annotated[str | None, Query(description="1..1000, default 100")] = None,
@@ -140,6 +141,7 @@ def create_app(services: Services) -> FastAPI:
             resource_id=resource_id,
             resource_type=resource_type,
             result=result,
+            actor_email=actor_email,
             start_time=start_time,
             end_time=end_time,
             limit=limit,
@@ -308,4 +310,10 @@ def create_app(services: Services) -> FastAPI:
 
 
 def query_details(query: Search) -> dict[str, Any]:
-    return {"filters": dict(query.filters) or None, "start_time": query.start, "end_time": query.end}
+    # The email itself is PII: the read's audit event says only that one was searched for.
+    return {
+        "filters": dict(query.filters) or None,
+        "by_email": True if query.actor_email else None,
+        "start_time": query.start,
+        "end_time": query.end,
+    }

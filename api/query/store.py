@@ -18,11 +18,13 @@ from typing import Any
 from pipelines.io.clickhouse import LOGS_TABLE
 from schemas.events import EventValidationError, normalize_time
 from schemas.present import KeyLookup, present_event
+from transforms.pii import lookup_hash
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 RESULTS = ("SUCCESS", "FAILURE")
 FILTERS = ("actor_id", "action", "resource_id", "resource_type", "result")
+EMAIL_FIELD = "actor.email"
 _ORDER = "occurred_at DESC, event_id DESC, log_id DESC, leaf_index DESC"
 _COLUMNS = (
     "formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ'), event_id, toString(log_id), leaf_index, "
@@ -49,6 +51,7 @@ class Search:
     limit: int = DEFAULT_LIMIT
     after: tuple[str, str, str, int] | None = None
     total: int | None = None  # carried in the cursor: the first page counted the matches
+    actor_email: str | None = None
 
     @classmethod
     def parse(cls, tenant_id: str, params: Mapping[str, str | None]) -> Search:
@@ -65,11 +68,19 @@ class Search:
             raise QueryError("start_time", f"start_time {start} is not before end_time {end}")
         cursor = _cursor(params.get("cursor"))
         after, total = (cursor[:4], cursor[4]) if cursor else (None, None)
-        return cls(tenant_id, filters, start, end, _limit(params.get("limit")), after, total)  # type: ignore[arg-type]
+        email = params.get("actor_email") or None
+        if email is not None and ("@" not in email or len(email) > 320):
+            raise QueryError("actor_email", f"actor_email {email!r} is not an email address")
+        limit = _limit(params.get("limit"))
+        return cls(tenant_id, filters, start, end, limit, after, total, email)  # type: ignore[arg-type]
 
-    def where(self, with_cursor: bool = True) -> tuple[str, dict[str, Any]]:
+    def where(self, with_cursor: bool = True, email_hashes: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause and its bound parameters; `email_hashes` are the actor_email's keyed hashes."""
         clauses = ["tenant_id = {tenant:String}"]
         params: dict[str, Any] = {"tenant": self.tenant_id}
+        if self.actor_email is not None:
+            clauses.append("actor_email_hash IN {email_hashes:Array(String)}")
+            params["email_hashes"] = email_hashes or []
         for name, value in sorted(self.filters.items()):
             clauses.append(f"toString({name}) = {{f_{name}:String}}")
             params[f"f_{name}"] = value
@@ -159,14 +170,30 @@ class QueryStore:
         }
         return present_event(canonical.encode() if isinstance(canonical, str) else bytes(canonical), place, self.keys)
 
+    def email_hashes(self, tenant_id: str, email: str) -> list[str]:
+        """The keyed hashes `email` would have under each of the tenant's live subject keys.
+
+        A hash is keyed per subject, so a lookup tries every subject that still has keys; an
+        erased subject's events can no longer be found by their email (its key is gone).
+        """
+        if self.keys is None:
+            return []
+        hashes = []
+        for subject in self.keys.subjects(tenant_id):
+            keys = self.keys.get(tenant_id, subject)
+            if keys is not None:
+                hashes.append(lookup_hash(keys, EMAIL_FIELD, email))
+        return hashes
+
     def search(self, search: Search) -> Page:
-        where, params = search.where()
+        hashes = self.email_hashes(search.tenant_id, search.actor_email) if search.actor_email else None
+        where, params = search.where(email_hashes=hashes)
         rows = self.clickhouse.query(
             f"SELECT {_COLUMNS} FROM {LOGS_TABLE} WHERE {where} ORDER BY {_ORDER} LIMIT {search.limit + 1}", params
         )
         total = search.total
         if total is None:
-            count_where, count_params = search.where(with_cursor=False)
+            count_where, count_params = search.where(with_cursor=False, email_hashes=hashes)
             total = int(
                 self.clickhouse.query(f"SELECT count() FROM {LOGS_TABLE} WHERE {count_where}", count_params)[0][0]
             )

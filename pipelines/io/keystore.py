@@ -393,6 +393,10 @@ class KeyStore(ABC):
         """
 
     @abstractmethod
+    def subjects(self, tenant_id: str) -> list[str]:
+        """The tenant's subjects that hold keys (erased ones are gone), for lookups by a PII value."""
+
+    @abstractmethod
     def is_erased(self, tenant_id: str, subject_id: str) -> bool:
         """True once `destroy` was called for the subject."""
 
@@ -439,6 +443,10 @@ class InMemoryKeyStore(KeyStore):
         with self._lock:
             self._erased.add((tenant_id, subject_id))
             return self._keys.pop((tenant_id, subject_id), None) is not None
+
+    def subjects(self, tenant_id: str) -> list[str]:
+        with self._lock:
+            return sorted(s for t, s in self._keys if t == tenant_id)
 
     def is_erased(self, tenant_id: str, subject_id: str) -> bool:
         return (tenant_id, subject_id) in self._erased
@@ -623,6 +631,13 @@ class SqliteKeyStore(KeyStore):
         self._cache.pop((tenant_id, subject_id))
         self._flush_log()
         return row is not None
+
+    def subjects(self, tenant_id: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject_id FROM subject_keys WHERE tenant_id = ? ORDER BY subject_id", (tenant_id,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def is_erased(self, tenant_id: str, subject_id: str) -> bool:
         with self._lock:

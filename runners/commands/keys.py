@@ -35,6 +35,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     mgen.add_argument("--out", required=True, type=Path, help="file to write")
     mgen.add_argument("--force", action="store_true", help="overwrite an existing file (its key is lost)")
     mgen.set_defaults(handler=generate_master)
+    mrot = master_sub.add_parser(
+        "rotate",
+        help="wrap every subject key under a new master key too (no downtime)",
+        description="Opens the key store with the current master key (AUDITLOG_MASTER_KEY_FILE), registers "
+        "the key in --new (from `auditlog keys master generate`) and wraps every subject key under it as "
+        "well, in short transactions while other processes keep working. Then put the new key first in the "
+        "key file (the old one on the next line), restart the processes one by one, and retire the old key.",
+    )
+    mrot.add_argument("--new", required=True, type=Path, help="file holding the new master key")
+    mrot.set_defaults(handler=rotate_master)
+    mret = master_sub.add_parser(
+        "retire",
+        help="delete every subject key copy wrapped under an old master key",
+        description="Once every process runs with the new master key first in its key file: deletes the "
+        "copies wrapped under MASTER_ID (keys made under it since the rotation are rewrapped first) and "
+        "refuses that key from then on.",
+    )
+    mret.add_argument("master_id", metavar="MASTER_ID")
+    mret.set_defaults(handler=retire_master)
+
+
+def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.io.keystore import KeyStoreError, open_keystore, parse_master_keys
+
+    try:
+        new_key = parse_master_keys(args.new.read_text(), f"new master key file {args.new}")[0]
+    except FileNotFoundError:
+        print(f"error: {args.new} does not exist; make it with `auditlog keys master generate --out {args.new}`")
+        return 2
+    except KeyStoreError as exc:
+        print(f"error: {exc}")
+        return 2
+    from runners.commands.ingest import with_master_key
+
+    try:
+        with open_keystore(with_master_key(settings)) as store:
+            old = store.master_id
+            count = store.rotate_master(new_key)
+            new = store.master_id
+    except KeyStoreError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"master key {new} now wraps all {count} subject keys (beside {old})")
+    print(f"next: put {args.new}'s key first in AUDITLOG_MASTER_KEY_FILE and the old key on the line after it,")
+    print(f"restart the processes one by one, then run: auditlog keys master retire {old}")
+    return 0
+
+
+def retire_master(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.io.keystore import KeyStoreError, open_keystore
+    from runners.commands.ingest import with_master_key
+
+    try:
+        with open_keystore(with_master_key(settings)) as store:
+            count = store.retire_master(args.master_id)
+    except KeyStoreError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"master key {args.master_id} retired ({count} keys made under it since the rotation were rewrapped)")
+    print("remove it from every key file; a process still holding only it will now refuse to start")
+    return 0
 
 
 def key_paths(directory: Path, name: str) -> tuple[Path, Path]:

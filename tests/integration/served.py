@@ -6,6 +6,7 @@ its chDB directory, so tampering stops the server first and starts it again afte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ class ServedDeployment:
         }
         self.base = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen[bytes] | None = None
+        self.keys: dict[str, str] = {}
         self.log_path = home / "serve.log"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,3 +123,16 @@ class ServedDeployment:
         if found.get("content-type", "").startswith("application/json"):
             return status, json.loads(body), found
         return status, body, found
+
+
+@contextlib.contextmanager
+def serving(stack_settings: Settings, home: Path, name: str, **keys: tuple[str, ...]) -> Iterator[ServedDeployment]:
+    """Builds a deployment, makes the named API keys (`admin=("--admin",)`), serves it, stops it after."""
+    deployment = ServedDeployment(stack_settings, home, name)
+    deployment.build()
+    deployment.keys = {who: deployment.api_key(*scope) for who, scope in keys.items()}
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()

@@ -16,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipelines.io.archive import block_key, checkpoint_key  # noqa: E402
+from pipelines.io.keystore import open_keystore  # noqa: E402
+from runners.commands.ingest import with_master_key  # noqa: E402
 from runners.settings import Settings  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
@@ -39,7 +41,9 @@ def main(case: str) -> None:
         return archive.list_blocks(LOG)[-1], archive.list_checkpoints(LOG)[-1]
 
     if case == "build":
-        built = build_logs(archive, clickhouse, events=600, logs=2, block_size=50, signer=signer)
+        # PII sealed with the deployment's own key store, as the ingest job would have.
+        with open_keystore(with_master_key(settings)) as keys:
+            built = build_logs(archive, clickhouse, events=600, logs=2, block_size=50, signer=signer, keys=keys)
         print(json.dumps({"events": built.events, "blocks": built.blocks, "logs": built.log_ids}))
     elif case == "update_field":
         sql(

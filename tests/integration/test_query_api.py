@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from tests.integration.served import AUDITLOG, ServedDeployment
+from tests.integration.served import AUDITLOG, ServedDeployment, serving
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import verify_consistency
 from transforms.note import Verifier
@@ -28,22 +28,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def served(stack, stack_settings, tmp_path_factory) -> Iterator[ServedDeployment]:
-    deployment = ServedDeployment(stack_settings, tmp_path_factory.mktemp("served-api"), "query-api")
-    deployment.build()
-    deployment.keys = {  # type: ignore[attr-defined]
-        "t_1000": deployment.api_key("--tenant", "t_1000"),
-        "t_1001": deployment.api_key("--tenant", "t_1001"),
-        "admin": deployment.api_key("--admin"),
-    }
-    deployment.start()
-    try:
+    keys = {"t_1000": ("--tenant", "t_1000"), "t_1001": ("--tenant", "t_1001"), "admin": ("--admin",)}
+    with serving(stack_settings, tmp_path_factory.mktemp("served-api"), "query-api", **keys) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 def key(served: ServedDeployment, who: str) -> str:
-    return served.keys[who]  # type: ignore[attr-defined]
+    return served.keys[who]
 
 
 def search(served: ServedDeployment, who: str = "t_1000", tenant: str = "t_1000", **params: object) -> tuple[int, dict]:

@@ -76,6 +76,16 @@ def test_destroy_leaves_a_tombstone_and_refuses_new_keys(store: KeyStore) -> Non
     assert store.get_or_create("t_1", "u_2")  # other subjects are untouched
 
 
+def test_subjects_lists_a_tenants_live_subjects_for_lookups(store: KeyStore) -> None:
+    for subject in ("u2", "u1", "u3"):
+        store.get_or_create("t1", subject)
+    store.get_or_create("t2", "u9")
+    store.destroy("t1", "u2")
+    assert store.subjects("t1") == ["u1", "u3"]
+    assert store.subjects("t2") == ["u9"]
+    assert store.subjects("t3") == []
+
+
 def test_erasure_before_first_event_still_holds(store: KeyStore) -> None:
     assert store.destroy("t_1", "u_new") is False
     with pytest.raises(SubjectErasedError):
