@@ -225,6 +225,7 @@ class SequenceFunction(KeyedProcessFunction):
         self.keystore = open_keystore(Settings().replace(**self.config.keystore))
         self.sequencer = LogSequencer(self.config.options, self.keystore, signer)
         self.cursors: dict[int, LogCursor] = {}
+        self.tree_sizes: dict[int, tuple[Any, int]] = {}
         metrics = self.metrics = runtime_context.get_metrics_group()
         self.m_accepted = metrics.counter("events_accepted")
         self.m_duplicates = metrics.counter("duplicates_dropped")
@@ -244,7 +245,13 @@ class SequenceFunction(KeyedProcessFunction):
             pending = [entry.encode() for entry in (self.pending_state.get() or [])]
             cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
             self.cursors[partition] = cursor
-            self.metrics.add_group("log", log_id).gauge("tree_size", lambda c=cursor: c.tree.size)
+            # A counter, not a gauge: Flink reads a Python gauge by calling into the interpreter
+            # from its metrics thread, which crashed a TaskManager (SIGSEGV in take_gil) when the
+            # query came after the job had finished. A counter lives in the JVM; it is raised
+            # by each sealed block, so it always reads a signed checkpoint's size.
+            counter = self.metrics.add_group("log", log_id).counter("tree_size")
+            counter.inc(cursor.tree.size)
+            self.tree_sizes[partition] = (counter, cursor.tree.size)
         return cursor
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
@@ -274,6 +281,7 @@ class SequenceFunction(KeyedProcessFunction):
                 self.pending_state.clear()
                 self.cursor_state.update(cursor.to_bytes().decode())
                 self.m_blocks.inc()
+                self._report_tree_size(cursor)
                 yield item
         # From the sequencer's counters: an event that fills a block leaves `pending` empty.
         counters = self.sequencer.counters
@@ -283,6 +291,16 @@ class SequenceFunction(KeyedProcessFunction):
         if counters.duplicates:
             self.m_duplicates.inc(counters.duplicates)
             counters.duplicates = 0
+
+
+    def _report_tree_size(self, cursor: LogCursor) -> None:
+        for partition, known in self.cursors.items():
+            if known is cursor:
+                counter, reported = self.tree_sizes[partition]
+                if cursor.tree.size > reported:
+                    counter.inc(cursor.tree.size - reported)
+                    self.tree_sizes[partition] = (counter, cursor.tree.size)
+                return
 
 
 class _MapStateDedupe:

@@ -109,6 +109,19 @@ def test_rebuild_restores_a_tampered_clickhouse(deployment):
     assert rc == 0 and report["ok"] and report["events"] == 600
 
 
+def test_tenant_and_since_narrow_the_report_to_what_concerns_them(deployment):
+    tamper(deployment, "update_field")
+    rc, report = verify(deployment, "--no-witness")
+    (finding,) = findings(report)
+    rc, own = verify(deployment, "--no-witness", "--tenant", finding["tenant_id"])
+    assert rc == 1 and findings(own) == [finding]
+    other = next(t for t in ("t_1000", "t_1001", "t_1002") if t != finding["tenant_id"])
+    rc, theirs = verify(deployment, "--no-witness", "--tenant", other)
+    assert rc == 0 and theirs["ok"] and theirs["events"] == 600
+    rc, later = verify(deployment, "--no-witness", "--since", "2099-01-01")
+    assert rc == 0 and later["ok"]
+
+
 def test_the_readable_report_says_which_store_to_blame(deployment):
     tamper(deployment, "update_field")
     done = _run([*AUDITLOG, "verify", "--no-witness"], deployment)

@@ -215,3 +215,13 @@ def test_a_modified_row_names_the_fields_that_changed():
     a = b'{"action":"read","actor":{"id":"u1","type":"USER"},"result":"SUCCESS"}'
     b = b'{"action":"delete","actor":{"id":"u2","type":"USER"},"result":"SUCCESS"}'
     assert diff_fields(a, b) == ["action", "actor.id"]
+
+
+def test_tenant_and_since_narrow_event_findings_but_never_structural_ones():
+    from transforms.verify import Finding
+
+    row = Finding(Store.CLICKHOUSE, Kind.MODIFIED, LOG, "x", 5, "evt_1", 0, "t_1000", "2026-05-01T00:00:00.000Z")
+    chain = Finding(Store.ARCHIVE, Kind.CHAIN_BROKEN, LOG, "y", block_index=3)
+    assert row.concerns("t_1000") and not row.concerns("t_1001")
+    assert row.concerns(since="2026-04-30T00:00:00.000Z") and not row.concerns(since="2026-05-02T00:00:00.000Z")
+    assert chain.concerns("t_1001", "2030-01-01T00:00:00.000Z")
