@@ -294,6 +294,16 @@ def verify_export(out_dir: Path, verifier: Verifier) -> dict[str, Any]:
     return manifest
 
 
+def archive_heads(archive: Any) -> dict[str, str]:
+    """{log id: newest signed checkpoint} of every log in the archive, for an export's manifest."""
+    heads = {}
+    for log_id in archive.list_logs():
+        latest = archive.latest_checkpoint(log_id)
+        if latest:
+            heads[log_id] = latest[1]
+    return heads
+
+
 def run_export(
     query: ExportQuery,
     out_dir: Path,

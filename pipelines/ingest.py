@@ -225,13 +225,12 @@ class SequenceFunction(KeyedProcessFunction):
         self.keystore = open_keystore(Settings().replace(**self.config.keystore))
         self.sequencer = LogSequencer(self.config.options, self.keystore, signer)
         self.cursors: dict[int, LogCursor] = {}
-        self.tree_sizes: dict[int, tuple[Any, int]] = {}
         metrics = self.metrics = runtime_context.get_metrics_group()
         self.m_accepted = metrics.counter("events_accepted")
         self.m_duplicates = metrics.counter("duplicates_dropped")
         self.m_dlq = metrics.counter("dead_letters")
         self.m_blocks = metrics.counter("blocks_sealed")
-        self.tree_sizes: dict[str, int] = {}
+        self.tree_sizes: dict[str, tuple[Any, int]] = {}  # log id -> (its counter, the size it reports)
 
     def close(self) -> None:
         self.keystore.close()
@@ -251,7 +250,7 @@ class SequenceFunction(KeyedProcessFunction):
             # by each sealed block, so it always reads a signed checkpoint's size.
             counter = self.metrics.add_group("log", log_id).counter("tree_size")
             counter.inc(cursor.tree.size)
-            self.tree_sizes[partition] = (counter, cursor.tree.size)
+            self.tree_sizes[log_id] = (counter, cursor.tree.size)
         return cursor
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
@@ -292,15 +291,11 @@ class SequenceFunction(KeyedProcessFunction):
             self.m_duplicates.inc(counters.duplicates)
             counters.duplicates = 0
 
-
     def _report_tree_size(self, cursor: LogCursor) -> None:
-        for partition, known in self.cursors.items():
-            if known is cursor:
-                counter, reported = self.tree_sizes[partition]
-                if cursor.tree.size > reported:
-                    counter.inc(cursor.tree.size - reported)
-                    self.tree_sizes[partition] = (counter, cursor.tree.size)
-                return
+        counter, reported = self.tree_sizes[cursor.log_id]
+        if cursor.tree.size > reported:
+            counter.inc(cursor.tree.size - reported)
+            self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
 
 
 class _MapStateDedupe:

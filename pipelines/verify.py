@@ -30,7 +30,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.archive import Archive, block_key, checkpoint_key, log_prefix, open_archive, parse_key
+from pipelines.io.archive import Archive, block_key, log_prefix, open_archive, parse_key
 from pipelines.io.clickhouse import open_clickhouse
 from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
@@ -130,7 +130,7 @@ def check_archive_log(
     verifier: Verifier,
     origin: str,
     witness: Checkpoint | None = None,
-    on_block: Callable[[BlockHeader, list[bytes], bytes], None] | None = None,
+    on_block: Callable[[BlockHeader, list[bytes]], None] | None = None,
     pool: ThreadPoolExecutor | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> ArchiveLog:
@@ -141,13 +141,13 @@ def check_archive_log(
         check = ArchiveLogCheck(log_id, verifier, origin)
         blocks, checkpoints = log_history(archive, log_id, pool)
         for index, obj in blocks:
-            before = len(check.log.headers)
-            check.add_block(index, obj)
-            if on_block and len(check.log.headers) > before and obj.original is not None:
-                header, entries = decode_block_object(obj.original)
-                on_block(header, entries, obj.original)
-            if progress and len(check.log.headers) > before:
-                progress(check.log.headers[index].leaf_count)
+            verified = check.add_block(index, obj)
+            if verified is None:
+                continue
+            if on_block:
+                on_block(*verified)
+            if progress:
+                progress(verified[0].leaf_count)
         for size, obj in checkpoints:
             check.add_checkpoint(size, obj)
         return check.finish(witness)
@@ -168,6 +168,20 @@ class LogReport:
     checkpoint_root: str = ""
     checkpoint_note: str = ""
     findings: list[Finding] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, archived: ArchiveLog, findings: list[Finding], blocks: int | None = None) -> LogReport:
+        """The report of one log: what the archive proved, and the findings about it."""
+        committed = archived.committed
+        return cls(
+            archived.log_id,
+            events=archived.events,
+            blocks=len(archived.headers) if blocks is None else blocks,
+            checkpoint_size=committed.size if committed else 0,
+            checkpoint_root=committed.root.hex() if committed else "",
+            checkpoint_note=archived.committed_note,
+            findings=findings,
+        )
 
 
 @dataclass
@@ -325,16 +339,7 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
         findings.extend(index_findings)
         if suspects or extra:
             findings.extend(self._drill_down(archived, suspects, extra))
-        committed = archived.committed
-        yield LogReport(
-            log_id,
-            events=archived.events,
-            blocks=len(archived.headers),
-            checkpoint_size=committed.size if committed else 0,
-            checkpoint_root=committed.root.hex() if committed else "",
-            checkpoint_note=archived.committed_note,
-            findings=findings,
-        )
+        yield LogReport.of(archived, findings)
 
     def _drill_down(self, archived: ArchiveLog, suspects: set[int], extra: list[tuple[int, int]]) -> list[Finding]:
         entries: dict[int, bytes] = {}
@@ -436,45 +441,27 @@ class RebuildLogs(beam.DoFn):  # type: ignore[misc]
             if not self.fresh:
                 clickhouse.delete_log(log_id)
 
-            def write(header: BlockHeader, entries: list[bytes], _: bytes) -> None:
+            def write(header: BlockHeader, entries: list[bytes]) -> None:
                 clickhouse.write_block(header, entries, deduplicate=self.fresh)
                 written.append(header)
 
             origin = f"{self.origin_prefix}/{log_id}"
             archived = check_archive_log(self.archive, log_id, self.verifier, origin, on_block=write)
+            # Checkpoints are verified after the blocks; the replay kept each verified note.
             for header in written:
-                if header.tree_size in archived.checkpoints:
-                    key = checkpoint_key(log_id, header.tree_size)
-                    note = _original(self.archive, key, self.archive.object_versions(key)).original
-                    clickhouse.write_checkpoint(header, (note or b"").decode(), deduplicate=self.fresh)
+                note = archived.notes.get(header.tree_size)
+                if note is not None:
+                    clickhouse.write_checkpoint(header, note, deduplicate=self.fresh)
         finally:
             clickhouse.close()
-        committed = archived.committed
-        yield LogReport(
-            log_id,
-            events=archived.events,
-            blocks=len(written),
-            checkpoint_size=committed.size if committed else 0,
-            checkpoint_root=committed.root.hex() if committed else "",
-            findings=archived.findings,
-        )
+        yield LogReport.of(archived, archived.findings, blocks=len(written))
 
 
 # --------------------------------------------------------------------------- running it
 
 
-def run_verify(
-    log_ids: list[str],
-    archive_spec: dict[str, Any],
-    clickhouse_url: str,
-    verifier_key: str,
-    origin_prefix: str,
-    witnesses: dict[str, str] | None = None,
-    only_logs: list[str] | None = None,
-    beam_args: list[str] | None = None,
-    progress: bool = False,
-) -> VerifyReport:
-    """Runs VerifyLogs on `log_ids` and collects the reports (in log order)."""
+def _run_per_log(log_ids: list[str], step: Any, beam_args: list[str] | None) -> VerifyReport:
+    """Runs `step` (log ids → LogReport) over `log_ids` and collects the reports, in log order."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     reports: list[LogReport] = []
@@ -490,14 +477,32 @@ def run_verify(
             _ = (
                 p
                 | "Logs" >> beam.Create(sorted(log_ids))
-                | "Verify"
-                >> VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress)
+                | "Per log" >> step
                 | "Collect" >> beam.Map(_Collector.deliver, collector)
             )
     finally:
         _Collector.unregister(collector)
-        _PREFETCHED.pop(clickhouse_url, None)
     return VerifyReport(sorted(reports, key=lambda r: r.log_id))
+
+
+def run_verify(
+    log_ids: list[str],
+    archive_spec: dict[str, Any],
+    clickhouse_url: str,
+    verifier_key: str,
+    origin_prefix: str,
+    witnesses: dict[str, str] | None = None,
+    only_logs: list[str] | None = None,
+    beam_args: list[str] | None = None,
+    progress: bool = False,
+) -> VerifyReport:
+    """Runs VerifyLogs on `log_ids` and collects the reports (in log order)."""
+    prefetch_snapshots(clickhouse_url)
+    try:
+        step = VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress)
+        return _run_per_log(log_ids, step, beam_args)
+    finally:
+        _PREFETCHED.pop(clickhouse_url, None)
 
 
 def run_rebuild(
@@ -510,21 +515,8 @@ def run_rebuild(
     beam_args: list[str] | None = None,
 ) -> VerifyReport:
     """Re-indexes `log_ids` from the archive (`fresh`: the tables were just recreated)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    reports: list[LogReport] = []
-    collector = _Collector.register(reports.append)
-    try:
-        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-            _ = (
-                p
-                | "Logs" >> beam.Create(sorted(log_ids))
-                | "Rebuild" >> beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh))
-                | "Collect" >> beam.Map(_Collector.deliver, collector)
-            )
-    finally:
-        _Collector.unregister(collector)
-    return VerifyReport(sorted(reports, key=lambda r: r.log_id))
+    step = beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh))
+    return _run_per_log(log_ids, step, beam_args)
 
 
 class _Collector:

@@ -162,7 +162,7 @@ class ArchiveLog:
     digests: dict[int, bytes] = field(default_factory=dict)
     checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     visible_checkpoints: list[int] = field(default_factory=list)
-    committed_note: str = ""
+    notes: dict[int, str] = field(default_factory=dict)  # the signed note of each verified checkpoint
     events: int = 0
 
     @property
@@ -174,6 +174,11 @@ class ArchiveLog:
     def committed(self) -> Checkpoint | None:
         """The largest verified checkpoint."""
         return self.checkpoints[max(self.checkpoints)] if self.checkpoints else None
+
+    @property
+    def committed_note(self) -> str:
+        """The signed note of the largest verified checkpoint ("" if none)."""
+        return self.notes[max(self.notes)] if self.notes else ""
 
     def header_of_leaf(self, index: int) -> BlockHeader | None:
         for header in self.headers.values():  # few blocks are asked about: only on a drill-down
@@ -237,11 +242,14 @@ class ArchiveLogCheck:
                 **where,
             )
 
-    def add_block(self, index: int, obj: ArchivedObject) -> None:
-        """Checks the archived block at `index`; call in ascending index order."""
+    def add_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes]] | None:
+        """Checks the archived block at `index`; call in ascending index order.
+
+        Returns the block's header and entries when it verifies and follows on, else None.
+        """
         self._object_history(obj, "block", block_index=index)
         if self._broken:
-            return
+            return None
         if index != self._next_index:
             self._find(
                 Store.ARCHIVE,
@@ -251,11 +259,11 @@ class ArchiveLogCheck:
                 block_index=self._next_index,
             )
             self._broken = True
-            return
+            return None
         if obj.original is None:
             self._find(Store.ARCHIVE, Kind.DELETED, f"no version of {obj.key} holds data", block_index=index)
             self._broken = True
-            return
+            return None
         try:
             header, entries = decode_block_object(obj.original)
             if header.log_id != self.log.log_id or header.block_index != index:
@@ -272,12 +280,13 @@ class ArchiveLogCheck:
         except (VerificationError, ValueError, KeyError) as exc:
             self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
             self._broken = True
-            return
+            return None
         self.log.headers[index] = header
         self.log.digests[index] = block_digest(hashes)
         self.log.events += header.leaf_count
         self._prev = header
         self._next_index = index + 1
+        return header, entries
 
     def add_checkpoint(self, size: int, obj: ArchivedObject) -> None:
         """Checks the archived checkpoint at tree size `size`; call after every block, ascending."""
@@ -319,7 +328,7 @@ class ArchiveLogCheck:
                 self._find(Store.ARCHIVE, Kind.FORKED, f"checkpoints {previous.size} → {size}: {exc}")
                 return
         self.log.checkpoints[size] = checkpoint
-        self.log.committed_note = obj.original.decode("utf-8")
+        self.log.notes[size] = obj.original.decode("utf-8")
 
     def finish(self, witness: Checkpoint | None = None) -> ArchiveLog:
         """Closes the log: every block needs its checkpoint, and nothing verified before may be gone.

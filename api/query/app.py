@@ -220,9 +220,7 @@ def create_app(services: Services) -> FastAPI:
         if latest is None:
             raise NotFound(f"log {log_id!r} has no signed checkpoint")
         origin = f"{services.origin_prefix}/{log_id}"
-        from transforms.note import Verifier
-
-        body = open_checkpoint(latest[1], Verifier.from_key(services.verifier_key), origin=origin)
+        body = open_checkpoint(latest[1], services.prover.verifier, origin=origin)
         return {
             "log_id": log_id,
             "origin": origin,

@@ -35,7 +35,6 @@ class ReadAuditor:
         create_outbox_table(conn)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.recorded = 0
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -68,7 +67,6 @@ class ReadAuditor:
         conn = self._conn()
         with conn:
             wire = record_in_transaction(conn, event)
-        self.recorded += 1
         return str(wire["event_id"])
 
     def start(self) -> None:

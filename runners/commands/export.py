@@ -77,7 +77,9 @@ class _ProverOpener:
         return prover, clickhouse.close
 
 
-class _KeystoreOpener:
+class KeystoreOpener:
+    """Opens the deployment's key store inside the pipeline step that presents events (picklable)."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
 
@@ -88,7 +90,7 @@ class _KeystoreOpener:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.export import ExportQuery, run_export
+    from pipelines.export import ExportQuery, archive_heads, run_export
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import ArchiveError, open_archive
     from pipelines.io.clickhouse import ClickHouseError
@@ -120,14 +122,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     keystore = None
     if not args.sealed:
         settings = with_master_key(settings)
-        keystore = _KeystoreOpener(settings)
+        keystore = KeystoreOpener(settings)
     try:
-        archive = open_archive(**archive_spec(settings))
-        heads = {}
-        for log_id in archive.list_logs():
-            latest = archive.latest_checkpoint(log_id)
-            if latest:
-                heads[log_id] = latest[1]
+        heads = archive_heads(open_archive(**archive_spec(settings)))
         manifest = run_export(
             query,
             args.out,

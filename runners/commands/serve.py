@@ -79,16 +79,12 @@ class _Exporter:
         self.archive = archive
 
     def __call__(self, query: Any, fmt: str, out: Path) -> None:
-        from pipelines.export import ExportQuery, run_export
-        from runners.commands.export import _KeystoreOpener
+        from pipelines.export import ExportQuery, archive_heads, run_export
+        from runners.commands.export import KeystoreOpener
         from runners.commands.keys import load_or_create_signer
 
         signer = load_or_create_signer(self.settings.keys_dir, self.settings.origin)
-        heads = {}
-        for log_id in self.archive.list_logs():
-            latest = self.archive.latest_checkpoint(log_id)
-            if latest:
-                heads[log_id] = latest[1]
+        heads = archive_heads(self.archive)
         export_query = ExportQuery(query.tenant_id, query.start, query.end, dict(query.filters))
         run_export(
             export_query,
@@ -97,7 +93,7 @@ class _Exporter:
             self.settings.effective_clickhouse_url,
             signer,
             heads,
-            keystore_opener=_KeystoreOpener(self.settings),
+            keystore_opener=KeystoreOpener(self.settings),
         )
 
 

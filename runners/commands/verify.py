@@ -7,9 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runners.argtypes import utc_time
 from runners.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.verify import VerifyReport
+    from transforms.verify import Finding
 
 REPORT_LIMIT = 50
 """Findings printed per kind in the readable report (all of them are in --json)."""
@@ -117,10 +122,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def print_report(report: object, elapsed: float) -> None:
-    from pipelines.verify import VerifyReport
-
-    assert isinstance(report, VerifyReport)
+def print_report(report: VerifyReport, elapsed: float) -> None:
     rate = report.events / elapsed if elapsed else 0.0
     for r in report.logs:
         state = "ok" if not r.findings else f"{len(r.findings)} finding(s)"
@@ -134,7 +136,7 @@ def print_report(report: object, elapsed: float) -> None:
             f"({elapsed:.1f} s, {rate:,.0f} events/s)"
         )
         return
-    by_kind: dict[str, list[object]] = {}
+    by_kind: dict[str, list[Finding]] = {}
     for f in findings:
         by_kind.setdefault(f"{f.store.value}: {f.kind.value}", []).append(f)
     print(f"NOT VERIFIED: {len(findings)} finding(s) in {report.events} events ({elapsed:.1f} s)")

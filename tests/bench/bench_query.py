@@ -138,25 +138,19 @@ def loadgen(urls: list[str], key: str, label: str) -> dict:
 
 def main() -> None:
     from infra.stack import Stack
+    from tests.synthetic import build_once
 
     base = Settings.from_env()
     Stack(base).up(["s3"])
     settings = bench_settings(base)
     port = settings.api_port + 17
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
-    marker = settings.home / "built.json"
     print(
         f"auditlog query benchmark — {os.cpu_count()} cores, {EVENTS:,} events, {TENANTS:,} tenants, {LOGS} logs, "
         f"{CONCURRENCY} concurrent requests for {SECONDS} s each, embedded chDB\n",
         flush=True,
     )
-    if not marker.exists():
-        started = time.monotonic()
-        subprocess.run([sys.executable, __file__, "--build"], env=env, cwd=REPO_ROOT, check=True)
-        marker.write_text(json.dumps({"events": EVENTS, "seconds": time.monotonic() - started}))
-        print(f"  built the deployment in {time.monotonic() - started:.0f} s ({settings.home})", flush=True)
-    else:
-        print(f"  reusing the deployment in {settings.home}", flush=True)
+    build_once(settings.home, __file__, env)
     created = subprocess.run(
         [sys.executable, "-m", "runners.cli", "apikeys", "create", "--admin", "--label", "bench"],
         env=env,

@@ -60,24 +60,18 @@ def build() -> None:
 
 def main() -> None:
     from infra.stack import Stack
+    from tests.synthetic import build_once
 
     base = Settings.from_env()
     Stack(base).up(["s3"])
     settings = bench_settings(base)
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
-    marker = settings.home / "built.json"
     print(
         f"auditlog verify benchmark — {os.cpu_count()} cores, {EVENTS:,} events in {LOGS} logs, "
         f"blocks of {BLOCK_SIZE}, S3 (SeaweedFS) + embedded chDB\n",
         flush=True,
     )
-    if not marker.exists():
-        started = time.monotonic()
-        subprocess.run([sys.executable, __file__, "--build"], env=env, cwd=REPO_ROOT, check=True)
-        marker.write_text(json.dumps({"events": EVENTS, "seconds": time.monotonic() - started}))
-        print(f"  built the deployment in {time.monotonic() - started:.0f} s ({settings.home})", flush=True)
-    else:
-        print(f"  reusing the deployment in {settings.home}", flush=True)
+    build_once(settings.home, __file__, env)
     rows = []
     for attempt in range(2):
         started = time.monotonic()
