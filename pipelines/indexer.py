@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.io.archive import ArchiveNotFoundError
-from transforms.blocks import BlockHeader, decode_block_object, verify_block
+from pipelines.io.archive import ArchiveNotFoundError, expired_key
+from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
 from transforms.checkpoint import open_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Verifier
+from transforms.retention import LegalHold
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,16 @@ class ArchiveIndexer:
     """Loads archived blocks into ClickHouse in log order, verifying each one on the way."""
 
     def __init__(self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str) -> None:
+        from pipelines.retention import HoldWatcher
+
         self.archive = archive
         self.clickhouse = clickhouse
         self.verifier = verifier
         self.origin_prefix = origin_prefix
         self.progress: dict[str, _LogProgress] = {}
         self.stats = IndexStats()
+        self.holds = HoldWatcher(archive)
+        self._active_holds: tuple[LegalHold, ...] = ()
 
     def _resume(self, log_id: str) -> _LogProgress:
         """Where the index of `log_id` stands: its last header and the tree after it."""
@@ -79,7 +84,12 @@ class ArchiveIndexer:
         return progress
 
     def sync_once(self, on_block: Callable[[str, BlockHeader], None] | None = None) -> int:
-        """Indexes every archived block not yet in ClickHouse; returns how many it loaded."""
+        """Indexes every archived block not yet in ClickHouse; returns how many it loaded.
+
+        Legal holds placed or released since the last pass are applied first, and new rows of
+        held events are written exempt from expiry.
+        """
+        self._active_holds = self.holds.sync(self.clickhouse)
         loaded = 0
         for log_id in self.archive.list_logs():
             if log_id in self.stats.halted:
@@ -96,7 +106,12 @@ class ArchiveIndexer:
         after = progress.last.block_index if progress.last else None
         loaded = 0
         origin = f"{self.origin_prefix}/{log_id}"
+        expected = after + 1 if after is not None else 0
         for index in self.archive.list_blocks(log_id, after=after):
+            while expected < index:  # blocks that expired before they were indexed (a rebuilt index)
+                progress.last, progress.tree = self._index_expired(log_id, expected, progress)
+                expected += 1
+            expected = index + 1
             header, entries = decode_block_object(self.archive.get_block(log_id, index))
             if header.log_id != log_id or header.block_index != index:
                 raise IndexingHalted(f"object of log {log_id} block {index} holds {header.log_id}/{header.block_index}")
@@ -114,7 +129,7 @@ class ArchiveIndexer:
             checkpoint = open_checkpoint(note, self.verifier, origin=origin)
             if (checkpoint.size, checkpoint.root) != (header.tree_size, header.tree_root):
                 raise IndexingHalted(f"log {log_id} block {index}: signed checkpoint disagrees with the header")
-            self.clickhouse.write_block(header, entries, note)
+            self.clickhouse.write_block(header, entries, note, holds=self._active_holds)
             progress.last, progress.tree = header, tree
             loaded += 1
             self.stats.blocks += 1
@@ -122,6 +137,25 @@ class ArchiveIndexer:
             if on_block:
                 on_block(log_id, header)
         return loaded
+
+    def _index_expired(self, log_id: str, index: int, progress: _LogProgress) -> tuple[BlockHeader, Any]:
+        """Indexes the leaf hashes `auditlog expire` left in place of block `index`; returns (header, tree)."""
+        try:
+            header, hashes, _ = decode_expired_block(self.archive.get(expired_key(log_id, index)))
+        except ArchiveNotFoundError:
+            raise IndexingHalted(f"log {log_id}: block {index} is missing from the archive") from None
+        verify_block(header, progress.last, hashes)
+        tree = progress.tree.copy()
+        tree.extend(hashes)
+        if tree.root() != header.tree_root:
+            raise IndexingHalted(f"log {log_id} expired block {index}: tree root does not follow from the leaves")
+        note = self.archive.get_checkpoint(log_id, header.tree_size)
+        checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
+        if (checkpoint.size, checkpoint.root) != (header.tree_size, header.tree_root):
+            raise IndexingHalted(f"log {log_id} expired block {index}: signed checkpoint disagrees with the header")
+        self.clickhouse.write_expired_block(header, hashes)
+        self.clickhouse.write_checkpoint(header, note)
+        return header, tree
 
     def follow(
         self,

@@ -38,6 +38,8 @@ from pipelines.ingest_core import (
     SealedBlockRecord,
     SourceRecord,
 )
+from schemas.retention import load_policy
+from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -329,11 +331,10 @@ class ArchiveWriter(MapFunction):
         from pipelines.io.archive import open_archive
 
         self.archive = open_archive(**self.config.archive)
+        self.evidence = self.config.options.retention.longest()
 
     def map(self, block: SealedBlockRecord) -> str:
-        self.archive.put_block(block.log_id, block.block_index, block.block_object)
-        if block.checkpoint:  # empty only in the unverifiable benchmark mode
-            self.archive.put_checkpoint(block.log_id, block.tree_size, block.checkpoint)
+        self.archive.put_sealed_block(block, self.evidence)
         return f"{block.log_id}/{block.block_index}"
 
 
@@ -346,6 +347,7 @@ def job_config(
         origin_prefix=settings.origin,
         block_size=block_size or settings.block_size,
         verifiable=verifiable,
+        retention=load_policy(settings.retention_policy_path),
     )
     return JobConfig(
         options=options,
@@ -380,6 +382,7 @@ def archive_spec(settings: Any) -> dict[str, Any]:
 
 def config_to_json(config: JobConfig) -> str:
     data = dataclasses.asdict(config)
+    data["options"]["retention"] = config.options.retention.to_spec()
     return json.dumps(data, indent=2)
 
 
@@ -387,6 +390,7 @@ def config_from_json(text: str) -> JobConfig:
     data = json.loads(text)
     options = data.pop("options")
     options["pii_fields"] = tuple(options["pii_fields"])
+    options["retention"] = RetentionPolicy.parse(options["retention"], source="the job config's options.retention")
     return JobConfig(options=IngestOptions(**options), **data)
 
 

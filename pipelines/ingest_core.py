@@ -22,16 +22,17 @@ from typing import Any, Protocol
 from schemas.events import (
     DEFAULT_PII_FIELDS,
     EventValidationError,
-    canonical_bytes,
+    canonical_entry,
     parse_event,
     pii_subject,
-    protect_event,
 )
+from schemas.retention import load_policy
 from transforms.blocks import BlockHeader, encode_block_object, seal_block
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Signer
 from transforms.pii import SubjectKeys
+from transforms.retention import RetentionPolicy, entry_until
 
 # A record whose value is exactly this closes the open block of its partition. The cut ticker
 # writes one into every partition at the block latency, so block boundaries live in the input
@@ -88,6 +89,7 @@ class SealedBlockRecord:
     tree_size: int
     block_object: bytes
     checkpoint: str
+    retain_until: str = ""  # the latest retention end of the block's events: its Object Lock date
 
 
 @dataclass
@@ -124,6 +126,8 @@ class IngestOptions:
     origin_prefix: str
     block_size: int = 1000
     pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    # Stamps every event's retention class and end into its canonical form.
+    retention: RetentionPolicy = field(default_factory=load_policy)
     # Benchmarks only: False skips leaf hashing, the tree, the chain and signing, to measure
     # what the verifiable log costs. Blocks are then plain, unverifiable JSON Lines.
     verifiable: bool = True
@@ -177,7 +181,7 @@ class LogSequencer:
             self.counters.duplicates += 1
             return []
         keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
-        log.pending.append(canonical_bytes(protect_event(event, keys, self.options.pii_fields)))
+        log.pending.append(canonical_entry(event, keys, self.options.retention, self.options.pii_fields))
         self.counters.accepted += 1
         if len(log.pending) >= self.options.block_size:
             block = self.seal(log)
@@ -189,12 +193,13 @@ class LogSequencer:
         if not log.pending:
             return None
         entries, log.pending = log.pending, []
+        retain_until = max(entry_until(e) for e in entries)
         if not self.options.verifiable:
             last = log.last_block
             index, size = (last.block_index + 1, last.tree_size) if last else (0, 0)
             log.last_block = _unverified_header(log.log_id, index, size, len(entries))
             self.counters.blocks += 1
-            return SealedBlockRecord(log.log_id, index, 0, b"\n".join(entries) + b"\n", "")
+            return SealedBlockRecord(log.log_id, index, 0, b"\n".join(entries) + b"\n", "", retain_until)
         hashes = [leaf_hash(e) for e in entries]
         times = [json.loads(e)["occurred_at"] for e in entries]
         header = seal_block(log.log_id, log.last_block, log.tree, hashes, times)
@@ -204,7 +209,12 @@ class LogSequencer:
         )
         self.counters.blocks += 1
         return SealedBlockRecord(
-            log.log_id, header.block_index, header.tree_size, encode_block_object(header, entries), note
+            log.log_id,
+            header.block_index,
+            header.tree_size,
+            encode_block_object(header, entries),
+            note,
+            retain_until,
         )
 
     def _dead_letter(self, record: SourceRecord, field_name: str, reason: str) -> DeadLetter:

@@ -36,6 +36,7 @@ from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
 from transforms.note import Verifier
+from transforms.retention import LegalHold, RetentionClock
 from transforms.verify import (
     ArchivedObject,
     ArchiveLog,
@@ -94,28 +95,33 @@ def log_history(
     One version listing covers the whole log, so overwrites and delete markers are seen for every
     key without a request per key.
     """
-    blocks: list[tuple[int, str, list[Any]]] = []
-    checkpoints: list[tuple[int, str, list[Any]]] = []
+    found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": []}
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
         if parsed is None or parsed[0] != log_id:
             log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
             continue
-        (blocks if parsed[1] == "block" else checkpoints).append((parsed[2], key, versions))
-    blocks.sort()
-    checkpoints.sort()
+        found[parsed[1]].append((parsed[2], key, versions))
+    checkpoints = sorted(found["checkpoint"])
+    # A block that expired is read from what `auditlog expire` left in its place; while both
+    # exist (an expiry cut short) the block object wins.
+    present = {number for number, _, _ in found["block"]}
+    blocks = sorted(
+        [(number, key, versions, False) for number, key, versions in found["block"]]
+        + [(number, key, versions, True) for number, key, versions in found["expired"] if number not in present]
+    )
     checkpoint_reads = [pool.submit(_original, archive, key, versions) for _, key, versions in checkpoints]
 
-    def read_ahead() -> Iterator[tuple[int, ArchivedObject]]:
-        pending: deque[tuple[int, Future[ArchivedObject]]] = deque()
-        for number, key, versions in blocks:
-            pending.append((number, pool.submit(_original, archive, key, versions)))
+    def read_ahead() -> Iterator[tuple[int, ArchivedObject, bool]]:
+        pending: deque[tuple[int, bool, Future[ArchivedObject]]] = deque()
+        for number, key, versions, expired in blocks:
+            pending.append((number, expired, pool.submit(_original, archive, key, versions)))
             if len(pending) >= READ_AHEAD:
-                number_done, future = pending.popleft()
-                yield number_done, future.result()
+                number_done, was_expired, future = pending.popleft()
+                yield number_done, future.result(), was_expired
         while pending:
-            number_done, future = pending.popleft()
-            yield number_done, future.result()
+            number_done, was_expired, future = pending.popleft()
+            yield number_done, future.result(), was_expired
 
     def checkpoint_objects() -> Iterator[tuple[int, ArchivedObject]]:
         for (number, _, _), future in zip(checkpoints, checkpoint_reads, strict=True):
@@ -133,19 +139,30 @@ def check_archive_log(
     on_block: Callable[[BlockHeader, list[bytes]], None] | None = None,
     pool: ThreadPoolExecutor | None = None,
     progress: Callable[[int], object] | None = None,
+    clock: RetentionClock | None = None,
+    on_expired: Callable[[BlockHeader, list[bytes]], None] | None = None,
 ) -> ArchiveLog:
-    """Replays one log's archive (see transforms.verify.ArchiveLogCheck); `on_block` sees each verified block."""
+    """Replays one log's archive (see transforms.verify.ArchiveLogCheck).
+
+    `on_block` sees each verified block with its entries, `on_expired` each verified expired block
+    with its leaf hashes; `clock` judges retention (see ArchiveLogCheck).
+    """
     own = pool is None
     pool = pool or ThreadPoolExecutor(FETCH_THREADS)
     try:
-        check = ArchiveLogCheck(log_id, verifier, origin)
+        check = ArchiveLogCheck(log_id, verifier, origin, clock)
         blocks, checkpoints = log_history(archive, log_id, pool)
-        for index, obj in blocks:
-            verified = check.add_block(index, obj)
+        for index, obj, expired in blocks:
+            if expired:
+                verified = check.add_expired_block(index, obj)
+                if verified is not None and on_expired:
+                    on_expired(*verified)
+            else:
+                verified = check.add_block(index, obj)
+                if verified is not None and on_block:
+                    on_block(*verified)
             if verified is None:
                 continue
-            if on_block:
-                on_block(*verified)
             if progress:
                 progress(verified[0].leaf_count)
         for size, obj in checkpoints:
@@ -164,6 +181,8 @@ class LogReport:
     log_id: str
     events: int = 0
     blocks: int = 0
+    expired_events: int = 0
+    expired_blocks: int = 0
     checkpoint_size: int = 0
     checkpoint_root: str = ""
     checkpoint_note: str = ""
@@ -177,6 +196,8 @@ class LogReport:
             archived.log_id,
             events=archived.events,
             blocks=len(archived.headers) if blocks is None else blocks,
+            expired_events=archived.expired_events,
+            expired_blocks=archived.expired_blocks,
             checkpoint_size=committed.size if committed else 0,
             checkpoint_root=committed.root.hex() if committed else "",
             checkpoint_note=archived.committed_note,
@@ -197,6 +218,10 @@ class VerifyReport:
         return sum(r.events for r in self.logs)
 
     @property
+    def expired_events(self) -> int:
+        return sum(r.expired_events for r in self.logs)
+
+    @property
     def ok(self) -> bool:
         return not self.findings
 
@@ -204,11 +229,13 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "events": self.events,
+            "expired_by_policy": self.expired_events,
             "logs": [
                 {
                     "log_id": r.log_id,
                     "events": r.events,
                     "blocks": r.blocks,
+                    "expired_by_policy": {"events": r.expired_events, "blocks": r.expired_blocks},
                     "checkpoint": {"size": r.checkpoint_size, "root": r.checkpoint_root},
                     "findings": [f.to_json() for f in r.findings],
                 }
@@ -238,12 +265,14 @@ class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
         origin_prefix: str,
         witnesses: dict[str, str],
         progress: bool = False,
+        clock: RetentionClock | None = None,
     ):
         self.archive_spec = archive_spec
         self.verifier_key = verifier_key
         self.origin_prefix = origin_prefix
         self.witnesses = witnesses
         self.progress = progress
+        self.clock = clock
 
     def setup(self) -> None:
         from tqdm import tqdm
@@ -265,7 +294,14 @@ class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
         yield (
             log_id,
             check_archive_log(
-                self.archive, log_id, self.verifier, origin, witness, pool=self.pool, progress=self.bar.update
+                self.archive,
+                log_id,
+                self.verifier,
+                origin,
+                witness,
+                pool=self.pool,
+                progress=self.bar.update,
+                clock=self.clock,
             ),
         )
 
@@ -273,7 +309,7 @@ class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
 _PREFETCHED: dict[str, Future[dict[str, IndexSnapshot]]] = {}
 
 
-def prefetch_snapshots(clickhouse_url: str) -> Future[dict[str, IndexSnapshot]]:
+def prefetch_snapshots(clickhouse_url: str, clock: RetentionClock | None = None) -> Future[dict[str, IndexSnapshot]]:
     """Starts ClickHouse's digest pass in a thread of this process, to overlap the archive replay.
 
     The engine releases the GIL while it works; ReadIndexSnapshots picks the result up when it
@@ -284,7 +320,7 @@ def prefetch_snapshots(clickhouse_url: str) -> Future[dict[str, IndexSnapshot]]:
         def snapshots() -> dict[str, IndexSnapshot]:
             clickhouse = open_clickhouse(clickhouse_url)
             try:
-                return clickhouse.index_snapshots()
+                return clickhouse.index_snapshots(clock)
             finally:
                 clickhouse.close()
 
@@ -297,9 +333,10 @@ def prefetch_snapshots(clickhouse_url: str) -> Future[dict[str, IndexSnapshot]]:
 class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
     """(nothing) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
 
-    def __init__(self, clickhouse_url: str, log_ids: list[str] | None):
+    def __init__(self, clickhouse_url: str, log_ids: list[str] | None, clock: RetentionClock | None = None):
         self.clickhouse_url = clickhouse_url
         self.log_ids = log_ids
+        self.clock = clock
 
     def process(self, _: Any) -> Iterator[tuple[str, IndexSnapshot]]:
         prefetched = _PREFETCHED.pop(self.clickhouse_url, None)
@@ -308,7 +345,7 @@ class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
         else:
             clickhouse = open_clickhouse(self.clickhouse_url)
             try:
-                snapshots = clickhouse.index_snapshots()
+                snapshots = clickhouse.index_snapshots(self.clock)
             finally:
                 clickhouse.close()
         for log_id, snapshot in snapshots.items():
@@ -319,11 +356,19 @@ class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
 class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
     """(log id, {archive, index}) → LogReport: ClickHouse held against the archive, drilled down where they differ."""
 
-    def __init__(self, archive_spec: dict[str, Any], clickhouse_url: str, verifier_key: str, origin_prefix: str):
+    def __init__(
+        self,
+        archive_spec: dict[str, Any],
+        clickhouse_url: str,
+        verifier_key: str,
+        origin_prefix: str,
+        clock: RetentionClock | None = None,
+    ):
         self.archive_spec = archive_spec
         self.clickhouse_url = clickhouse_url
         self.verifier_key = verifier_key
         self.origin_prefix = origin_prefix
+        self.clock = clock
 
     def setup(self) -> None:
         self.archive = archive_from_spec(self.archive_spec)
@@ -350,7 +395,9 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
                 continue
             key = block_key(archived.log_id, block_index)
             original = _original(self.archive, key, self.archive.object_versions(key)).original
-            _, block_entries = decode_block_object(original or b"")
+            if original is None:  # expired: no entries left to compare rows with
+                continue
+            _, block_entries = decode_block_object(original)
             for i, entry in enumerate(block_entries):
                 entries[header.first_leaf_index + i] = entry
             ranges.append((header.first_leaf_index, header.tree_size - 1))
@@ -360,7 +407,7 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
         finally:
             clickhouse.close()
         leaf_index_of = {archived.tree.leaf(i): i for i in range(archived.size)}
-        return compare_rows(archived, entries, rows, leaf_index_of)
+        return compare_rows(archived, entries, rows, leaf_index_of, self.clock)
 
 
 class VerifyLogs(beam.PTransform):  # type: ignore[misc]
@@ -375,9 +422,11 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
         witnesses: dict[str, str] | None = None,
         only_logs: list[str] | None = None,
         progress: bool = False,
+        clock: RetentionClock | None = None,
     ):
         super().__init__()
         self.progress = progress
+        self.clock = clock
         self.archive_spec = archive_spec
         self.clickhouse_url = clickhouse_url
         self.verifier_key = verifier_key
@@ -392,7 +441,7 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
             | "Check archive"
             >> beam.ParDo(
                 CheckArchiveLogs(
-                    self.archive_spec, self.verifier_key, self.origin_prefix, self.witnesses, self.progress
+                    self.archive_spec, self.verifier_key, self.origin_prefix, self.witnesses, self.progress, self.clock
                 )
             )
         )
@@ -401,14 +450,16 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
         index = (
             archive
             | "After the archive" >> beam.combiners.Count.Globally()
-            | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs))
+            | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs, self.clock))
         )
         return (
             {"archive": archive, "index": index}
             | "Join by log" >> beam.CoGroupByKey()
             | "Compare"
             >> beam.ParDo(
-                CompareWithIndex(self.archive_spec, self.clickhouse_url, self.verifier_key, self.origin_prefix)
+                CompareWithIndex(
+                    self.archive_spec, self.clickhouse_url, self.verifier_key, self.origin_prefix, self.clock
+                )
             )
         )
 
@@ -422,13 +473,20 @@ class RebuildLogs(beam.DoFn):  # type: ignore[misc]
     """
 
     def __init__(
-        self, archive_spec: dict[str, Any], clickhouse_url: str, verifier_key: str, origin_prefix: str, fresh: bool
+        self,
+        archive_spec: dict[str, Any],
+        clickhouse_url: str,
+        verifier_key: str,
+        origin_prefix: str,
+        fresh: bool,
+        holds: tuple[LegalHold, ...] = (),
     ):
         self.archive_spec = archive_spec
         self.clickhouse_url = clickhouse_url
         self.verifier_key = verifier_key
         self.origin_prefix = origin_prefix
         self.fresh = fresh
+        self.holds = holds
 
     def setup(self) -> None:
         self.archive = archive_from_spec(self.archive_spec)
@@ -442,11 +500,17 @@ class RebuildLogs(beam.DoFn):  # type: ignore[misc]
                 clickhouse.delete_log(log_id)
 
             def write(header: BlockHeader, entries: list[bytes]) -> None:
-                clickhouse.write_block(header, entries, deduplicate=self.fresh)
+                clickhouse.write_block(header, entries, deduplicate=self.fresh, holds=self.holds)
+                written.append(header)
+
+            def write_expired(header: BlockHeader, leaf_hashes: list[bytes]) -> None:
+                clickhouse.write_expired_block(header, leaf_hashes, deduplicate=self.fresh)
                 written.append(header)
 
             origin = f"{self.origin_prefix}/{log_id}"
-            archived = check_archive_log(self.archive, log_id, self.verifier, origin, on_block=write)
+            archived = check_archive_log(
+                self.archive, log_id, self.verifier, origin, on_block=write, on_expired=write_expired
+            )
             # Checkpoints are verified after the blocks; the replay kept each verified note.
             for header in written:
                 note = archived.notes.get(header.tree_size)
@@ -495,11 +559,17 @@ def run_verify(
     only_logs: list[str] | None = None,
     beam_args: list[str] | None = None,
     progress: bool = False,
+    clock: RetentionClock | None = None,
 ) -> VerifyReport:
-    """Runs VerifyLogs on `log_ids` and collects the reports (in log order)."""
-    prefetch_snapshots(clickhouse_url)
+    """Runs VerifyLogs on `log_ids` and collects the reports (in log order).
+
+    `clock` (the time and the legal holds of the run) tells expired by policy from deleted.
+    """
+    prefetch_snapshots(clickhouse_url, clock)
     try:
-        step = VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress)
+        step = VerifyLogs(
+            archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress, clock
+        )
         return _run_per_log(log_ids, step, beam_args)
     finally:
         _PREFETCHED.pop(clickhouse_url, None)
@@ -513,9 +583,13 @@ def run_rebuild(
     origin_prefix: str,
     fresh: bool,
     beam_args: list[str] | None = None,
+    holds: tuple[LegalHold, ...] = (),
 ) -> VerifyReport:
-    """Re-indexes `log_ids` from the archive (`fresh`: the tables were just recreated)."""
-    step = beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh))
+    """Re-indexes `log_ids` from the archive (`fresh`: the tables were just recreated).
+
+    Rows the active legal `holds` cover are written exempt from TTL expiry.
+    """
+    step = beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh, holds))
     return _run_per_log(log_ids, step, beam_args)
 
 

@@ -37,6 +37,8 @@ COMMAND_MODULES = (
     "runners.commands.export",
     "runners.commands.serve",
     "runners.commands.erase",
+    "runners.commands.hold",
+    "runners.commands.expire",
 )
 
 

@@ -67,6 +67,8 @@ class Settings:
         api_port: the query API and Compliance UI `auditlog serve` listens on (AUDITLOG_API_PORT).
         apikeys_file: the SQLite file of hashed API keys (AUDITLOG_APIKEYS_FILE); empty means
             `home`/apikeys.sqlite. Read it as `apikeys_path`.
+        retention_policy_file: the TOML file of retention classes and the rules that assign them
+            (AUDITLOG_RETENTION_POLICY_FILE); empty means the shipped schemas/retention.toml.
     """
 
     home: Path = REPO_ROOT / "var"
@@ -101,6 +103,7 @@ class Settings:
     gateway_port: int = 50051
     api_port: int = 8480
     apikeys_file: str = ""
+    retention_policy_file: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -171,6 +174,14 @@ class Settings:
         if self.keystore_file:
             return Path(self.keystore_file).expanduser().resolve()
         return self.home / "keystore.sqlite"
+
+    @property
+    def retention_policy_path(self) -> Path:
+        from schemas.retention import DEFAULT_POLICY_FILE
+
+        if self.retention_policy_file:
+            return Path(self.retention_policy_file).expanduser().resolve()
+        return DEFAULT_POLICY_FILE
 
     @property
     def apikeys_path(self) -> Path:

@@ -6,6 +6,10 @@
 -- Here event_id is in the ORDER BY, the engine is a plain MergeTree (a forged duplicate stays
 -- visible to the verifier instead of being merged away), and exactly-once inserts come from
 -- insert_deduplication_token per sealed block, remembered by non_replicated_deduplication_window.
+--
+-- Retention: TTL deletes an event's row once its retention ends (retain_until, from the event's
+-- canonical form), unless a legal hold keeps it (hold_until, set by `auditlog hold`). Leaf hashes
+-- stay in audit_leaves, so proofs of every retained event remain valid.
 
 CREATE DATABASE IF NOT EXISTS auditlog;
 
@@ -29,6 +33,10 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_logs
     block_index     UInt64,
     block_hash      FixedString(32),
     canonical       String CODEC(ZSTD(3)),   -- the exact RFC 8785 bytes that were hashed
+    retention_class LowCardinality(String),  -- the event's retention class (canonical retention.class)
+    retain_until    DateTime64(3, 'UTC') DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC'),
+                                             -- when its retention ends (canonical retention.until)
+    hold_until      DateTime64(3, 'UTC') DEFAULT 0,  -- a legal hold suspends expiry until then
     INDEX idx_actor actor_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_resource resource_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_event event_id TYPE bloom_filter(0.01) GRANULARITY 4,
@@ -37,6 +45,7 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_logs
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (tenant_id, occurred_at, event_id)
+TTL retain_until DELETE WHERE hold_until <= now()
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 100000;
 
 -- Every leaf of every log in log order: what proofs and the verifier read.

@@ -3,14 +3,15 @@
 `schemas/audit_event.schema.json` is the source of truth; it is compiled once at import.
 
     event = parse_event(raw_bytes)              # EventValidationError names field, value, rule
-    document = protect_event(event, keys)       # PII replaced by sealed values
-    leaf_bytes = canonical_bytes(document)      # RFC 8785: what is stored and hashed
+    leaf_bytes = canonical_entry(event, keys, policy)   # what the log stores and hashes:
+    # protect_event (PII replaced by sealed values), the retention stamp, then RFC 8785 bytes
 
 The canonical document keeps every non-PII field where producers put it, drops the PII
 plaintext, and carries the sealed values under "pii", keyed by field path::
 
     {"action": "...", "actor": {"id": "u_1", "type": "USER"}, ...,
-     "pii": {"actor.email": {"ct": "...", "kh": "...", "kid": "..."}}, "schema_version": 1}
+     "pii": {"actor.email": {"ct": "...", "kh": "...", "kid": "..."}},
+     "retention": {"class": "security", "until": "2033-05-01T09:00:00.000Z"}, "schema_version": 1}
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import fastjsonschema
 from transforms.errors import CanonicalizationError
 from transforms.jcs import canonicalize
 from transforms.pii import SubjectKeys, seal
+from transforms.retention import RETENTION_FIELD, RetentionPolicy
 
 SCHEMA_PATH = Path(__file__).with_name("audit_event.schema.json")
 SCHEMA_VERSION = 1
@@ -211,3 +213,19 @@ def protect_event(
 def canonical_bytes(document: dict[str, Any]) -> bytes:
     """The RFC 8785 bytes of a canonical document: exactly what is stored and hashed."""
     return canonicalize(document)
+
+
+def canonical_entry(
+    event: dict[str, Any],
+    keys: SubjectKeys,
+    policy: RetentionPolicy,
+    pii_fields: Iterable[str] = DEFAULT_PII_FIELDS,
+) -> bytes:
+    """The bytes a log stores and hashes for a validated event: PII sealed, retention stamped, RFC 8785.
+
+    `keys` must be the subject keys of (tenant, `pii_subject(event)`); `policy` gives the event's
+    retention class and end (transforms/retention.py), which the leaf hash then covers.
+    """
+    document = protect_event(event, keys, pii_fields)
+    document[RETENTION_FIELD] = policy.stamp(event["action"], event["occurred_at"])
+    return canonical_bytes(document)

@@ -38,10 +38,20 @@ AGENTS = [
 EPOCH = datetime(2026, 5, 1, tzinfo=UTC)
 
 
+def start_of_today() -> datetime:
+    """Midnight UTC of the current day, as a start for generated events.
+
+    Events from it are recent, so no retention class has ended for them, while the same seed
+    still gives the same records all day.
+    """
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+
 class EventGenerator:
     """Yields event dicts; `tenants` tenants with a fixed population each, time moving forward."""
 
-    def __init__(self, seed: int = 42, tenants: int = 3, actors_per_tenant: int = 20) -> None:
+    def __init__(self, seed: int = 42, tenants: int = 3, actors_per_tenant: int = 20, start: datetime = EPOCH) -> None:
         self.rng = random.Random(seed)
         self.tenants = [f"t_{1000 + i}" for i in range(tenants)]
         self.actors: dict[str, list[dict[str, str]]] = {}
@@ -61,7 +71,7 @@ class EventGenerator:
                         }
                     )
             self.actors[t] = people
-        self.clock = EPOCH
+        self.clock = start
         self.counter = 0
 
     def event(self) -> dict[str, Any]:

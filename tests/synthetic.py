@@ -8,20 +8,24 @@ without a broker or a Flink cluster in the way.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines.indexer import ArchiveIndexer, wait_quiet
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.keystore import InMemoryKeyStore
-from schemas.samples import EventGenerator, to_record
+from schemas.samples import EventGenerator, start_of_today, to_record
 from transforms.note import Signer
+from transforms.retention import RetentionPolicy
 
 ORIGIN = "auditlog.test"
 TOPIC = "audit.events"
+EVIDENCE = IngestOptions(TOPIC, ORIGIN).retention.longest()  # how long the job locks checkpoints
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,28 @@ class BuiltLogs:
 
 
 def sealed_blocks(
-    events: int, logs: int, block_size: int, signer: Signer, keys: Any, seed: int = 7, tenants: int = 3
+    events: int,
+    logs: int,
+    block_size: int,
+    signer: Signer,
+    keys: Any,
+    seed: int = 7,
+    tenants: int = 3,
+    retention: RetentionPolicy | None = None,
+    start: datetime | None = None,
 ) -> Iterator[tuple[int, object]]:
-    """Yields (log number, SealedBlockRecord) for `events` generated events spread over `logs` logs."""
+    """Yields (log number, SealedBlockRecord) for `events` generated events spread over `logs` logs.
+
+    `retention` replaces the shipped policy; `start` is the first event's time (default: midnight
+    UTC today, so that no event's retention has ended).
+    """
     options = IngestOptions(topic=TOPIC, origin_prefix=ORIGIN, block_size=block_size)
+    if retention is not None:
+        options = dataclasses.replace(options, retention=retention)
     sequencer = LogSequencer(options, keys, signer)
     cursors = [LogCursor(options.log_id(p)) for p in range(logs)]
     dedupe = MemoryDedupe()
-    generator = EventGenerator(seed=seed, tenants=tenants)
+    generator = EventGenerator(seed=seed, tenants=tenants, start=start or start_of_today())
     for offset, event in enumerate(itertools.islice(generator, events)):
         partition = offset % logs
         key, value = to_record(event)
@@ -66,6 +84,8 @@ def build_logs(
     progress: Callable[[int], None] | None = None,
     signer: Signer | None = None,
     keys: Any = None,
+    retention: RetentionPolicy | None = None,
+    start: datetime | None = None,
 ) -> BuiltLogs:
     """Writes `events` events as signed logs into the archive and (if given) indexes them into ClickHouse.
 
@@ -74,9 +94,9 @@ def build_logs(
     signer = signer or Signer.generate(ORIGIN)
     keys = keys or InMemoryKeyStore(key_seed=b"auditlog-synthetic")
     blocks = 0
-    for _, block in sealed_blocks(events, logs, block_size, signer, keys, seed, tenants):
-        archive.put_block(block.log_id, block.block_index, block.block_object)  # type: ignore[attr-defined]
-        archive.put_checkpoint(block.log_id, block.tree_size, block.checkpoint)  # type: ignore[attr-defined]
+    evidence = retention.longest() if retention is not None else EVIDENCE
+    for _, block in sealed_blocks(events, logs, block_size, signer, keys, seed, tenants, retention, start):
+        archive.put_sealed_block(block, evidence)  # type: ignore[attr-defined]
         blocks += 1
         if progress:
             progress(blocks)

@@ -185,3 +185,37 @@ def decode_block_object(data: bytes) -> tuple[BlockHeader, list[bytes]]:
             f"object holds {len(entries)}"
         )
     return header, entries
+
+
+EXPIRED_BLOCK_VERSION = "auditlog-expired-block/v1"
+
+
+def encode_expired_block(header: BlockHeader, leaf_hashes: Sequence[bytes], retain_until: str) -> bytes:
+    """Returns what stays of a block once its retention ended.
+
+    A version line, the header, the block's retention end, and its leaf hashes in hex, one a line.
+    With it the log's chain and tree (and so every retained event's proof) still verify after the
+    block object itself expired. `retain_until` is the latest retention end of the block's events.
+    """
+    if len(leaf_hashes) != header.leaf_count:
+        raise ChainError(f"block {header.block_index} has {header.leaf_count} leaves, got {len(leaf_hashes)} hashes")
+    lines = [EXPIRED_BLOCK_VERSION, header.canonical_bytes().decode(), retain_until, *(h.hex() for h in leaf_hashes)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def decode_expired_block(data: bytes) -> tuple[BlockHeader, list[bytes], str]:
+    """Parses an expired block: (header, leaf hashes, retention end); checks its shape, not its hashes."""
+    lines = data.decode("ascii", "replace").split("\n")
+    if len(lines) < 4 or lines[-1] != "" or lines[0] != EXPIRED_BLOCK_VERSION:
+        raise ChainError(f"not an {EXPIRED_BLOCK_VERSION} object")
+    header = BlockHeader.from_json(lines[1])
+    try:
+        hashes = [bytes.fromhex(line) for line in lines[3:-1]]
+    except ValueError as exc:
+        raise ChainError(f"log {header.log_id} block {header.block_index}: a leaf hash is not hex ({exc})") from None
+    if len(hashes) != header.leaf_count or any(len(h) != HASH_SIZE for h in hashes):
+        raise ChainError(
+            f"log {header.log_id} block {header.block_index}: header says {header.leaf_count} leaves, "
+            f"the expired block holds {len(hashes)} hashes"
+        )
+    return header, hashes, lines[2]

@@ -9,6 +9,12 @@ into one), and `compare_rows` row by row only where a digest disagrees.
 
 Every disagreement becomes a `Finding` that names the store, the kind of tampering, the log, and
 where known the leaf index, block and event id.
+
+Retention (transforms/retention.py) is not tampering: given a `RetentionClock`, an event whose
+retention ended (and that no legal hold keeps) is not expected in ClickHouse, and a block object
+that expired after its retention is replayed from the header and leaf hashes `auditlog expire`
+left in its place. Both are counted as "expired by policy"; a row or block that goes missing
+while its retention runs is "deleted".
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from enum import StrEnum
 from hashlib import sha256
 from typing import Any
 
-from transforms.blocks import BlockHeader, decode_block_object, verify_block
+from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
 from transforms.note import Verifier
+from transforms.retention import RetentionClock
 
 
 class Kind(StrEnum):
@@ -137,15 +144,30 @@ class IndexDigest:
     bad_rows: int = 0  # rows whose search columns disagree with their canonical bytes
     block_hash: bytes | None = None  # the group's block_hash column, None unless one value
 
-    def agrees_with(self, header: BlockHeader, digest: bytes, check_block_hash: bool) -> bool:
+    def agrees_with(self, expected: ExpectedRows, block_hash: bytes | None = None) -> bool:
+        """True if the group is exactly the expected rows (and, given `block_hash`, names that block)."""
         return (
-            self.rows == self.distinct_leaves == header.leaf_count
-            and (self.min_leaf, self.max_leaf) == (header.first_leaf_index, header.tree_size - 1)
-            and self.digest == digest
+            self.rows == self.distinct_leaves == expected.rows
+            and (self.min_leaf, self.max_leaf) == (expected.first_leaf, expected.last_leaf)
+            and self.digest == expected.digest
             and self.hash_mismatches == 0
             and self.bad_rows == 0
-            and (not check_block_hash or self.block_hash == header.hash())
+            and (block_hash is None or self.block_hash == block_hash)
         )
+
+
+@dataclass(frozen=True)
+class ExpectedRows:
+    """The rows one block must have in a table: how many, which leaves, and their `block_digest`."""
+
+    digest: bytes
+    rows: int
+    first_leaf: int
+    last_leaf: int
+
+    @classmethod
+    def whole(cls, header: BlockHeader, digest: bytes) -> ExpectedRows:
+        return cls(digest, header.leaf_count, header.first_leaf_index, header.tree_size - 1)
 
 
 # --------------------------------------------------------------------------- the archive
@@ -164,6 +186,17 @@ class ArchiveLog:
     visible_checkpoints: list[int] = field(default_factory=list)
     notes: dict[int, str] = field(default_factory=dict)  # the signed note of each verified checkpoint
     events: int = 0
+    # Blocks whose audit_logs rows are not all expected (retention ended): their expected rows, or
+    # None when no row is; every other block expects all its rows.
+    partial_rows: dict[int, ExpectedRows | None] = field(default_factory=dict)
+    expired_events: int = 0  # events whose retention ended: not expected in ClickHouse
+    expired_blocks: int = 0  # block objects that expired; replayed from their leaf hashes
+
+    def expected_rows(self, block_index: int) -> ExpectedRows | None:
+        """The audit_logs rows a verified block must have (None: none, all its events expired)."""
+        if block_index in self.partial_rows:
+            return self.partial_rows[block_index]
+        return ExpectedRows.whole(self.headers[block_index], self.digests[block_index])
 
     @property
     def size(self) -> int:
@@ -194,10 +227,11 @@ class ArchiveLogCheck:
     does not, the rest of the log cannot be checked against the tree and is reported once.
     """
 
-    def __init__(self, log_id: str, verifier: Verifier, origin: str) -> None:
+    def __init__(self, log_id: str, verifier: Verifier, origin: str, clock: RetentionClock | None = None) -> None:
         self.log = ArchiveLog(log_id)
         self.verifier = verifier
         self.origin = origin
+        self.clock = clock
         self._prev: BlockHeader | None = None
         self._next_index = 0
         self._broken = False
@@ -251,14 +285,7 @@ class ArchiveLogCheck:
         if self._broken:
             return None
         if index != self._next_index:
-            self._find(
-                Store.ARCHIVE,
-                Kind.DELETED,
-                f"blocks {self._next_index}..{index - 1} are missing from the archive (no version left); "
-                "later blocks cannot be checked against the tree",
-                block_index=self._next_index,
-            )
-            self._broken = True
+            self._gap(index)
             return None
         if obj.original is None:
             self._find(Store.ARCHIVE, Kind.DELETED, f"no version of {obj.key} holds data", block_index=index)
@@ -281,12 +308,82 @@ class ArchiveLogCheck:
             self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
             self._broken = True
             return None
-        self.log.headers[index] = header
-        self.log.digests[index] = block_digest(hashes)
+        self._accept(header, hashes)
+        if self.clock is not None:
+            kept = [i for i, entry in enumerate(entries) if self.clock.keeps(entry)]
+            if len(kept) < len(entries):
+                self.log.expired_events += len(entries) - len(kept)
+                first = header.first_leaf_index
+                self.log.partial_rows[index] = (
+                    ExpectedRows(block_digest([hashes[i] for i in kept]), len(kept), first + kept[0], first + kept[-1])
+                    if kept
+                    else None
+                )
+        return header, entries
+
+    def add_expired_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes]] | None:
+        """Checks the header and leaf hashes left in place of block `index` after it expired.
+
+        Call in the block order of `add_block`, for an index whose block object no longer exists.
+        Returns (header, leaf hashes) when they verify and follow on, else None.
+        """
+        self._object_history(obj, "expired block", block_index=index)
+        if self._broken:
+            return None
+        if index != self._next_index:
+            self._gap(index)
+            return None
+        if obj.original is None:
+            self._find(Store.ARCHIVE, Kind.DELETED, f"no version of {obj.key} holds data", block_index=index)
+            self._broken = True
+            return None
+        try:
+            header, hashes, retain_until = decode_expired_block(obj.original)
+            if header.log_id != self.log.log_id or header.block_index != index:
+                raise VerificationError(f"the object at {obj.key} holds block {header.log_id}/{header.block_index}")
+            verify_block(header, self._prev, hashes)
+            if header.first_leaf_index != self.log.tree.size:
+                raise VerificationError(
+                    f"block starts at leaf {header.first_leaf_index}, the log holds {self.log.tree.size} leaves"
+                )
+            self.log.tree.extend(hashes)
+            if self.log.tree.root() != header.tree_root:
+                raise VerificationError(f"tree root after the block is not {header.tree_root.hex()}")
+        except (VerificationError, ValueError, KeyError) as exc:
+            self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
+            self._broken = True
+            return None
+        if self.clock is not None and retain_until > self.clock.now:
+            self._find(
+                Store.ARCHIVE,
+                Kind.DELETED,
+                f"the block object was removed before its retention ended ({retain_until}); its leaf hashes "
+                "still verify, its events are gone",
+                block_index=index,
+            )
+        self._accept(header, hashes)
+        self.log.partial_rows[index] = None
+        self.log.expired_events += header.leaf_count
+        self.log.expired_blocks += 1
+        return header, hashes
+
+    def _gap(self, index: int) -> None:
+        """Reports blocks missing before `index`; the rest of the log cannot be checked."""
+        self._find(
+            Store.ARCHIVE,
+            Kind.DELETED,
+            f"blocks {self._next_index}..{index - 1} are missing from the archive (no version left); "
+            "later blocks cannot be checked against the tree",
+            block_index=self._next_index,
+        )
+        self._broken = True
+
+    def _accept(self, header: BlockHeader, hashes: list[bytes]) -> None:
+        self.log.headers[header.block_index] = header
+        self.log.digests[header.block_index] = block_digest(hashes)
         self.log.events += header.leaf_count
         self._prev = header
-        self._next_index = index + 1
-        return header, entries
+        self._next_index = header.block_index + 1
 
     def add_checkpoint(self, size: int, obj: ArchivedObject) -> None:
         """Checks the archived checkpoint at tree size `size`; call after every block, ascending."""
@@ -427,8 +524,11 @@ def compare_rows(
     entries: Mapping[int, bytes],
     rows: Iterable[IndexedRow],
     leaf_index_of: Mapping[bytes, int],
+    clock: RetentionClock | None = None,
 ) -> list[Finding]:
     """Row-level comparison of audit_logs with the archive over the leaves in `entries`.
+
+    With a `clock`, an archived event whose retention ended may have no row (expired by policy).
 
     `entries` maps leaf index → archived canonical bytes for the range under suspicion; `rows`
     are every audit_logs row of the log whose leaf index or block index touches that range;
@@ -460,7 +560,8 @@ def compare_rows(
             continue
         expected = log.tree.leaf(index)
         if not at:
-            add(Kind.DELETED, "the archived event has no row in audit_logs", index, entry)
+            if clock is None or clock.keeps(entry):
+                add(Kind.DELETED, "the archived event has no row in audit_logs", index, entry)
             continue
         genuine = [row for row in at if row.canonical_hash == expected]
         for row in at:
@@ -535,8 +636,13 @@ def compare_index(
         for d in digests:
             seen.add(d.block_index)
             header = expected_blocks.get(d.block_index)
-            if header is not None and d.agrees_with(header, log.digests[d.block_index], table == "audit_logs"):
-                continue
+            if header is not None:
+                if table == "audit_logs":
+                    rows = log.expected_rows(d.block_index)
+                    if rows is not None and d.agrees_with(rows, header.hash()):
+                        continue
+                elif d.agrees_with(ExpectedRows.whole(header, log.digests[d.block_index])):
+                    continue
             if header is not None:
                 suspects.add(d.block_index)
             if d.max_leaf >= log.size or header is None:
@@ -553,6 +659,8 @@ def compare_index(
                     block_index=d.block_index,
                 )
         for missing in sorted(set(expected_blocks) - seen):
+            if table == "audit_logs" and log.expected_rows(missing) is None:
+                continue  # every event of the block expired by policy
             suspects.add(missing)
             if table == "audit_leaves":
                 add(Kind.DELETED, "the block's audit_leaves rows are missing", block_index=missing)

@@ -39,7 +39,9 @@ from typing import Any, Protocol
 
 from api.sdk.events import Receipt, encode_event, verification_hash
 from schemas.events import EventValidationError, pii_subject, validate_event
+from schemas.retention import load_policy
 from transforms.pii import SubjectKeys
+from transforms.retention import RetentionPolicy
 
 __all__ = [
     "AckSink",
@@ -167,8 +169,11 @@ class EventIntake:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         recent_capacity: int = DEFAULT_RECENT_CAPACITY,
         retry_after_ms: int = DEFAULT_RETRY_AFTER_MS,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.keys = keys
+        # Must be the ingest job's policy: the retention stamp is part of the hashed bytes.
+        self.retention = retention or load_policy()
         self.sink = sink
         self.max_in_flight = max_in_flight
         self.recent_capacity = recent_capacity
@@ -206,7 +211,7 @@ class EventIntake:
         for valid in events:
             event = valid.event
             keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
-            digest = verification_hash(event, keys).hex()
+            digest = verification_hash(event, keys, self.retention).hex()
             prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, event))
         waiter = _Waiter(len(prepared), on_done)
         to_send: list[tuple[_Delivery, dict[str, Any]]] = []

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import EventValidationError, canonical_bytes, pii_subject, protect_event, validate_event
+from schemas.events import EventValidationError, canonical_entry, pii_subject, validate_event
 from transforms.merkle import leaf_hash
 from transforms.pii import SubjectKeys
+from transforms.retention import RetentionPolicy
 
 __all__ = [
     "Receipt",
@@ -125,14 +126,14 @@ def kafka_record(event: Mapping[str, Any]) -> tuple[bytes, bytes]:
     return str(event["tenant_id"]).encode(), encode_event(event)
 
 
-def verification_hash(event: dict[str, Any], keys: SubjectKeys) -> bytes:
+def verification_hash(event: dict[str, Any], keys: SubjectKeys, policy: RetentionPolicy) -> bytes:
     """The leaf hash the log stores for a validated event, sealed with its actor's keys.
 
-    The ingest job's own steps (`pipelines.ingest_core.LogSequencer.step`): protect the PII,
-    take the RFC 8785 bytes, hash them as an RFC 9162 leaf. `keys` must be the key store's keys
-    of (tenant, `pii_subject(event)`).
+    The ingest job's own steps (`pipelines.ingest_core.LogSequencer.step`): `canonical_entry`
+    (PII sealed, retention stamped by `policy`, RFC 8785), hashed as an RFC 9162 leaf. `keys` must
+    be the key store's keys of (tenant, `pii_subject(event)`); `policy` the job's retention policy.
     """
-    return leaf_hash(canonical_bytes(protect_event(event, keys)))
+    return leaf_hash(canonical_entry(event, keys, policy))
 
 
 def subject_of(event: Mapping[str, Any]) -> tuple[str, str]:

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_logs_local ON CLUSTER '{cluster}'
     block_index     UInt64,
     block_hash      FixedString(32),
     canonical       String CODEC(ZSTD(3)),
+    retention_class LowCardinality(String),
+    retain_until    DateTime64(3, 'UTC') DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC'),
+
+    hold_until      DateTime64(3, 'UTC') DEFAULT 0,
     INDEX idx_actor actor_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_resource resource_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_event event_id TYPE bloom_filter(0.01) GRANULARITY 4,
@@ -54,6 +58,7 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_logs_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/auditlog/audit_logs', '{replica}')
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (tenant_id, occurred_at, event_id)
+TTL retain_until DELETE WHERE hold_until <= now()
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 100000, replicated_deduplication_window_seconds = 604800;
 
 -- audit_logs: sharded by cityHash64(tenant_id): one tenant's events on one shard, so a tenant

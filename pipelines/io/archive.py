@@ -4,6 +4,12 @@ The archive is the source of truth; ClickHouse is only a search index rebuilt fr
 
     logs/{log_id}/blocks/{block_index:012d}.block            encode_block_object(header, entries)
     logs/{log_id}/checkpoints/{tree_size:015d}.checkpoint    the signed note, UTF-8
+    logs/{log_id}/expired/{block_index:012d}.leaves          encode_expired_block(header, leaf hashes, ...)
+    holds/{hold_id}.json, holds/{hold_id}.released.json       legal holds (pipelines/retention.py)
+
+A block object is locked until the retention of its longest-kept event ends; `auditlog expire`
+then deletes it, after writing its header and leaf hashes to `expired/` (locked as long as the
+checkpoints), so the log's chain, tree and every retained event's proofs still verify.
 
 Every PUT carries `If-None-Match: *`, Object Lock COMPLIANCE retention and a SHA-256 the server
 checks. A PUT that finds the key taken reads the object back: identical bytes are success (a replay
@@ -39,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from runners.settings import Settings
+    from transforms.retention import Period
 
 __all__ = [
     "Archive",
@@ -65,6 +72,9 @@ log = logging.getLogger(__name__)
 LOGS_PREFIX = "logs/"
 BLOCKS_DIR = "blocks"
 CHECKPOINTS_DIR = "checkpoints"
+EXPIRED_DIR = "expired"
+EXPIRED_SUFFIX = ".leaves"
+HOLDS_PREFIX = "holds/"
 BLOCK_SUFFIX = ".block"
 CHECKPOINT_SUFFIX = ".checkpoint"
 BLOCK_INDEX_DIGITS = 12
@@ -75,6 +85,7 @@ DEFAULT_RETENTION_DAYS = 2557.0
 
 _LOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
 _BLOCK_NAME = re.compile(rf"(\d{{{BLOCK_INDEX_DIGITS}}}){re.escape(BLOCK_SUFFIX)}")
+_EXPIRED_NAME = re.compile(rf"(\d{{{BLOCK_INDEX_DIGITS}}}){re.escape(EXPIRED_SUFFIX)}")
 _CHECKPOINT_NAME = re.compile(rf"(\d{{{TREE_SIZE_DIGITS}}}){re.escape(CHECKPOINT_SUFFIX)}")
 
 # Errors S3 (or SeaweedFS) returns for an overloaded or restarting server: worth waiting for.
@@ -126,19 +137,52 @@ def checkpoint_key(log_id: str, tree_size: int) -> str:
     return f"{log_prefix(log_id)}{CHECKPOINTS_DIR}/{tree_size:0{TREE_SIZE_DIGITS}d}{CHECKPOINT_SUFFIX}"
 
 
+def expired_key(log_id: str, block_index: int) -> str:
+    """Returns the key of an expired block's header and leaf hashes; requires 0 <= block_index < 10**12."""
+    block_key(log_id, block_index)  # checks the log id and the index
+    return f"{log_prefix(log_id)}{EXPIRED_DIR}/{block_index:0{BLOCK_INDEX_DIGITS}d}{EXPIRED_SUFFIX}"
+
+
 def parse_key(key: str) -> tuple[str, str, int] | None:
-    """Returns (log id, "block" or "checkpoint", block index or tree size) of an auditlog key, else None."""
+    """Returns (log id, "block", "checkpoint" or "expired", block index or tree size) of an auditlog key, else None."""
     if not key.startswith(LOGS_PREFIX):
         return None
     parts = key[len(LOGS_PREFIX) :].split("/")
     if len(parts) != 3:
         return None
     log_id, folder, name = parts
-    pattern = {BLOCKS_DIR: _BLOCK_NAME, CHECKPOINTS_DIR: _CHECKPOINT_NAME}.get(folder)
+    pattern = {BLOCKS_DIR: _BLOCK_NAME, CHECKPOINTS_DIR: _CHECKPOINT_NAME, EXPIRED_DIR: _EXPIRED_NAME}.get(folder)
     match = pattern.fullmatch(name) if pattern else None
     if match is None:
         return None
-    return log_id, "block" if folder == BLOCKS_DIR else "checkpoint", int(match.group(1))
+    kind = {BLOCKS_DIR: "block", CHECKPOINTS_DIR: "checkpoint", EXPIRED_DIR: "expired"}[folder]
+    return log_id, kind, int(match.group(1))
+
+
+MIN_LOCK = dt.timedelta(seconds=1)
+"""The shortest lock any put gets: a block whose events' retention had all ended when it was sealed
+(a backfill) may be expired right away, but never holds an unlocked version."""
+
+
+def block_lock_dates(
+    retain_until: str, evidence: Period | None, default_days: float, now: dt.datetime | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    """(block lock, checkpoint lock) for a sealed block whose events' latest retention end is `retain_until`.
+
+    The block object is locked exactly as long as its longest-kept event (its class is part of the
+    event's canonical form), and at least MIN_LOCK. The checkpoint is locked for `evidence` from now
+    (the policy's longest class: proofs of every event still kept depend on checkpoints and leaf
+    hashes), and never for less than its block. An entry without retention, or no policy, falls back
+    to `default_days`.
+    """
+    from transforms.retention import KEPT_FOREVER, parse_time
+
+    start = now or dt.datetime.now(dt.UTC)
+    fallback = start + dt.timedelta(days=default_days)
+    ends = parse_time(retain_until) if retain_until and retain_until != KEPT_FOREVER else fallback
+    block = max(ends, start + MIN_LOCK)
+    checkpoint = max(block, evidence.after(start) if evidence is not None else fallback)
+    return block, checkpoint
 
 
 def lock_until(days: float, now: dt.datetime | None = None) -> dt.datetime:
@@ -305,7 +349,15 @@ class Archive(ABC):
 
     @abstractmethod
     def delete_version(self, key: str, version_id: str) -> None:
-        """Deletes one version for retention-expiry tooling; raises ArchiveLockedError while it is locked."""
+        """Deletes one version, for expiry; raises ArchiveLockedError while under retention or legal hold."""
+
+    @abstractmethod
+    def legal_hold(self, key: str, version_id: str) -> bool:
+        """True if the version is under an Object Lock legal hold."""
+
+    @abstractmethod
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        """Places (`on`) or lifts an Object Lock legal hold on one version: while on, nobody can delete it."""
 
     # ---- writers
 
@@ -353,7 +405,22 @@ class Archive(ABC):
         """Archives a signed checkpoint note at `checkpoint_key(log_id, tree_size)`."""
         return self.put_immutable(checkpoint_key(log_id, tree_size), note.encode("utf-8"), retain_until)
 
+    def put_sealed_block(self, block: Any, evidence: Period | None = None) -> None:
+        """Archives a sealed block (an ingest_core.SealedBlockRecord) and its signed checkpoint.
+
+        Locks are `block_lock_dates`: the block until its events' latest retention end, the
+        checkpoint for `evidence` (the retention policy's longest period) from now.
+        """
+        block_lock, checkpoint_lock = block_lock_dates(block.retain_until, evidence, self.retention_days)
+        self.put_block(block.log_id, block.block_index, block.block_object, block_lock)
+        if block.checkpoint:  # empty only in the unverifiable benchmark mode
+            self.put_checkpoint(block.log_id, block.tree_size, block.checkpoint, checkpoint_lock)
+
     # ---- readers
+
+    def keys(self, prefix: str) -> list[str]:
+        """Returns every current key under `prefix`, sorted."""
+        return list(self._list(prefix, None))
 
     def list_logs(self) -> list[str]:
         """Returns the ids of every log that has objects in the archive, sorted."""
@@ -611,8 +678,35 @@ class S3Archive(Archive):
             )
         except ClientError as exc:
             if _error_code(exc) == "AccessDenied":
-                raise ArchiveLockedError(f"{key} version {version_id} is under Object Lock retention") from exc
+                raise ArchiveLockedError(
+                    f"{key} version {version_id} is under Object Lock retention or legal hold"
+                ) from exc
             raise
+
+    def legal_hold(self, key: str, version_id: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self._call(
+                "GET legal hold",
+                key,
+                lambda: self.client.get_object_legal_hold(Bucket=self.bucket, Key=key, VersionId=version_id),
+            )
+        except ClientError as exc:
+            if _http_status(exc) == 404 or _error_code(exc) in ("NoSuchObjectLockConfiguration", "NoSuchKey"):
+                return False
+            raise
+        return bool(answer.get("LegalHold", {}).get("Status") == "ON")
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        status = "ON" if on else "OFF"
+        self._call(
+            "PUT legal hold",
+            key,
+            lambda: self.client.put_object_legal_hold(
+                Bucket=self.bucket, Key=key, VersionId=version_id, LegalHold={"Status": status}
+            ),
+        )
 
 
 def open_archive(
@@ -683,6 +777,7 @@ class _Version:
     data: bytes | None  # None: a delete marker
     retention: Retention | None
     last_modified: dt.datetime
+    legal_hold: bool = False
 
 
 @dataclass
@@ -787,7 +882,25 @@ class InMemoryArchive(Archive):
                 raise ArchiveNotFoundError(key, version_id)
             if version.retention is not None and version.retention.retain_until > dt.datetime.now(dt.UTC):
                 raise ArchiveLockedError(f"{key} version {version_id} is under Object Lock retention")
+            if version.legal_hold:
+                raise ArchiveLockedError(f"{key} version {version_id} is under an Object Lock legal hold")
             versions.remove(version)
+            if not versions:
+                del self.objects[key]  # as in S3: a key without versions is not listed
+
+    def _version(self, key: str, version_id: str) -> _Version:
+        version = next((v for v in self.objects.get(key, []) if v.version_id == version_id), None)
+        if version is None:
+            raise ArchiveNotFoundError(key, version_id)
+        return version
+
+    def legal_hold(self, key: str, version_id: str) -> bool:
+        with self._lock:
+            return self._version(key, version_id).legal_hold
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        with self._lock:
+            self._version(key, version_id).legal_hold = on
 
     # ---- what a careless or hostile writer can do on a versioned bucket
 

@@ -35,10 +35,18 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from schemas.rows import AUDIT_LOG_COLUMNS, BLOCK_COLUMNS, CHECKPOINT_COLUMNS, LEAF_COLUMNS, block_rows
+from schemas.rows import (
+    AUDIT_LOG_COLUMNS,
+    BLOCK_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    LEAF_COLUMNS,
+    block_rows,
+    expired_block_rows,
+)
 from transforms.blocks import BlockHeader
 from transforms.checkpoint import parse_checkpoint
 from transforms.errors import VerificationError
+from transforms.retention import LegalHold, RetentionClock
 from transforms.verify import IndexDigest, IndexedRow, IndexSnapshot
 
 __all__ = [
@@ -257,9 +265,21 @@ class ClickHouse:
     # ---- schema
 
     def ensure_schema(self, sql: str | None = None) -> None:
-        """Creates the database and tables of schemas/clickhouse.sql (or `sql`) if missing."""
+        """Creates the database and tables of schemas/clickhouse.sql (or `sql`) if missing.
+
+        Tables made by an older auditlog get the columns and TTL added since (`MIGRATIONS`).
+        """
         for statement in schema_statements(sql):
             self._conn.command(statement)
+        if (
+            sql is None
+            and not self.query(
+                "SELECT count() FROM system.columns WHERE database = 'auditlog' AND table = 'audit_logs' "
+                "AND name = 'hold_until'"
+            )[0][0]
+        ):
+            for statement in MIGRATIONS:
+                self._conn.command(statement)
 
     # ---- writing
 
@@ -269,6 +289,7 @@ class ClickHouse:
         entries: Sequence[bytes],
         signed_checkpoint: str | None = None,
         deduplicate: bool = True,
+        holds: Sequence[LegalHold] = (),
     ) -> None:
         """Indexes one sealed block: its events, leaves, header and (optionally) its checkpoint.
 
@@ -283,6 +304,7 @@ class ClickHouse:
                 size and root must be the header's tree size and root.
             deduplicate: False only when rewriting a log whose rows were deleted (rebuild), so
                 the tokens the tables still remember do not swallow the new inserts.
+            holds: the legal holds active now; rows they cover are exempt from TTL expiry.
 
         Raises:
             ValueError: the entries or checkpoint do not belong to this header.
@@ -309,12 +331,18 @@ class ClickHouse:
                 header.block_index,
                 signed_checkpoint,
             )
-        logs, leaves, block = block_rows(header, list(entries))
+        logs, leaves, block = block_rows(header, list(entries), holds)
         self._insert(LOGS_TABLE, AUDIT_LOG_COLUMNS, logs, header, deduplicate)
         self._insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, header, deduplicate)
         self._insert(BLOCKS_TABLE, BLOCK_COLUMNS, [block], header, deduplicate)
         if checkpoint_row is not None:
             self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, [checkpoint_row], header, deduplicate)
+
+    def write_expired_block(self, header: BlockHeader, leaf_hashes: Sequence[bytes], deduplicate: bool = True) -> None:
+        """Indexes what is left of a block whose events expired: its leaf hashes and header, no events."""
+        leaves, block = expired_block_rows(header, list(leaf_hashes))
+        self._insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, header, deduplicate)
+        self._insert(BLOCKS_TABLE, BLOCK_COLUMNS, [block], header, deduplicate)
 
     def write_checkpoint(self, header: BlockHeader, signed_checkpoint: str, deduplicate: bool = True) -> None:
         """Indexes the signed checkpoint a block ends at (when the block was written without it)."""
@@ -476,19 +504,27 @@ class ClickHouse:
         )
         return {str(r[0]) for r in rows}
 
-    def index_snapshots(self) -> dict[str, IndexSnapshot]:
+    def index_snapshots(self, clock: RetentionClock | None = None) -> dict[str, IndexSnapshot]:
         """Returns, per log, the per-block digests of audit_logs and audit_leaves, the headers and checkpoints.
 
         The database does the per-row work (SHA-256 of every canonical entry, the check that each
-        search column says what the canonical bytes say) in one pass per table.
+        search column says what the canonical bytes say) in one pass per table. With a `clock`,
+        audit_logs rows whose retention ended (and that no active hold keeps) are left out: they
+        may or may not have been expired yet, and the verifier leaves them out likewise.
         """
         snapshots: dict[str, IndexSnapshot] = {}
 
         def snap(log_id: Any) -> IndexSnapshot:
             return snapshots.setdefault(str(log_id), IndexSnapshot())
 
-        for table, sql in ((LOGS_TABLE, _LOGS_DIGEST_SQL), (LEAVES_TABLE, _LEAVES_DIGEST_SQL)):
-            for log_id, block_index, rows, distinct, lo, hi, digest_hex, mismatches, bad, block_hex in self.query(sql):
+        where, params = retained_rows_filter(clock)
+        for table, sql, args in (
+            (LOGS_TABLE, _logs_digest_sql(where), params),
+            (LEAVES_TABLE, _LEAVES_DIGEST_SQL, None),
+        ):
+            for log_id, block_index, rows, distinct, lo, hi, digest_hex, mismatches, bad, block_hex in self.query(
+                sql, args
+            ):
                 d = IndexDigest(
                     str(log_id),
                     int(block_index),
@@ -549,18 +585,64 @@ class ClickHouse:
                 f"ALTER TABLE {table} DELETE WHERE log_id = '{_sql_string(log_id)}' SETTINGS mutations_sync = 2"
             )
 
+    def blocks_of(self, tenant_id: str, subject_id: str = "") -> list[tuple[str, int]]:
+        """(log id, block index) of every block with an indexed event of the tenant (and subject), sorted."""
+        rows = self.query(
+            f"SELECT DISTINCT toString(log_id), block_index FROM {LOGS_TABLE} WHERE tenant_id = {{t:String}} "
+            "AND ({s:String} = '' OR actor_id = {s:String}) ORDER BY 1, 2",
+            {"t": tenant_id, "s": subject_id},
+        )
+        return [(str(log_id), int(index)) for log_id, index in rows]
+
+    def set_holds(self, tenant_id: str, holds: Sequence[LegalHold]) -> None:
+        """Makes the tenant's rows' `hold_until` what `holds` (the tenant's active holds) say, synchronously.
+
+        A row is held until the latest end of the holds that cover it and were placed before its
+        retention ended; every other row of the tenant gets no hold, so TTL may expire it.
+        """
+        tenant = _sql_string(tenant_id)
+        ends = ["toDateTime64(0, 3, 'UTC')"]
+        for hold in holds:
+            if hold.tenant_id != tenant_id:
+                raise ValueError(f"hold {hold.hold_id} is for tenant {hold.tenant_id}, not {tenant_id}")
+            covers = f"retain_until > parseDateTime64BestEffort('{_sql_string(hold.placed_at)}', 3, 'UTC')"
+            if hold.subject_id:
+                covers += f" AND actor_id = '{_sql_string(hold.subject_id)}'"
+            until = f"parseDateTime64BestEffort('{_sql_string(hold.until)}', 3, 'UTC')"
+            ends.append(f"if({covers}, {until}, toDateTime64(0, 3, 'UTC'))")
+        value = ends[0] if len(ends) == 1 else f"greatest({', '.join(ends)})"
+        self._conn.command(
+            f"ALTER TABLE {LOGS_TABLE} UPDATE hold_until = {value} WHERE tenant_id = '{tenant}' "
+            "SETTINGS mutations_sync = 2"
+        )
+
+    def expire_now(self) -> None:
+        """Applies the TTL now (ClickHouse otherwise expires rows in its background merges)."""
+        self._conn.command(f"ALTER TABLE {LOGS_TABLE} MATERIALIZE TTL SETTINGS mutations_sync = 2")
+
     def drop_tables(self) -> None:
         """Drops the auditlog tables (their deduplication windows with them), for a rebuild from the archive."""
         for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
             self._conn.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
 
+# Brings tables created before retention classes up to schemas/clickhouse.sql (no-ops on new ones).
+# A cluster runs the same with ON CLUSTER.
+MIGRATIONS = (
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS retention_class LowCardinality(String)",
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS retain_until DateTime64(3, 'UTC') "
+    "DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC')",
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS hold_until DateTime64(3, 'UTC') DEFAULT 0",
+    f"ALTER TABLE {LOGS_TABLE} MODIFY TTL retain_until DELETE WHERE hold_until <= now()",
+)
+
 # The search columns an audit_logs row derives from its canonical bytes (schemas/rows.py), each
 # recomputed by the database from `j` (the parsed canonical fields, bound in a subquery); the
 # array names the columns that disagree.
 _CANONICAL_FIELDS = (
     "JSONExtract(canonical, 'Tuple(tenant_id String, event_id String, actor Tuple(id String, type String), "
-    "action String, resource Tuple(id String, type String), result String, request_id String, occurred_at String)')"
+    "action String, resource Tuple(id String, type String), result String, request_id String, occurred_at String, "
+    "retention Tuple(class String, until String))')"
 )
 _BAD_COLUMNS_SQL = """arrayFilter(x -> x != '', [
     if(tenant_id != j.1, 'tenant_id', ''),
@@ -575,7 +657,11 @@ _BAD_COLUMNS_SQL = """arrayFilter(x -> x != '', [
     if(toUnixTimestamp64Milli(occurred_at)
        != toUnixTimestamp64Milli(parseDateTime64BestEffortOrZero(j.8, 3, 'UTC')), 'occurred_at', ''),
     if(metadata != if(JSONHas(canonical, 'metadata'), JSONExtractRaw(canonical, 'metadata'), '{}'), 'metadata', ''),
-    if(actor_email_hash != JSONExtractString(canonical, 'pii', 'actor.email', 'kh'), 'actor_email_hash', '')
+    if(actor_email_hash != JSONExtractString(canonical, 'pii', 'actor.email', 'kh'), 'actor_email_hash', ''),
+    if(retention_class != j.9.1, 'retention_class', ''),
+    if(toUnixTimestamp64Milli(retain_until) != toUnixTimestamp64Milli(if(j.9.2 = '' OR j.9.2 > '2299',
+       toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC'), parseDateTime64BestEffortOrZero(j.9.2, 3, 'UTC'))),
+       'retain_until', '')
   ])"""
 
 
@@ -598,14 +684,37 @@ def _digest_sql(table_sql: str, item: str, mismatches: str, bad: str, block_hash
     )
 
 
-# Must agree with transforms.verify.block_digest and IndexDigest.agrees_with.
-_LOGS_DIGEST_SQL = _digest_sql(
-    f"(SELECT *, SHA256(concat(char(0), canonical)) AS entry_hash, {_CANONICAL_FIELDS} AS j FROM {LOGS_TABLE})",
-    "entry_hash",
-    "countIf(leaf_hash != entry_hash)",
-    f"countIf(NOT empty({_BAD_COLUMNS_SQL}))",
-    "if(uniqExact(block_hash) = 1, hex(any(block_hash)), '')",
-)
+def retained_rows_filter(clock: RetentionClock | None) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause (and its parameters) keeping the audit_logs rows `clock` says must still exist.
+
+    The SQL twin of `transforms.retention.retained`: the retention has not ended, or an active hold
+    covers the row's tenant (and subject) and was placed before the retention ended.
+    """
+    if clock is None:
+        return "", {}
+    params: dict[str, Any] = {"now": clock.now}
+    terms = ["retain_until > parseDateTime64BestEffort({now:String}, 3, 'UTC')"]
+    for i, hold in enumerate(clock.holds):
+        params.update({f"ht{i}": hold.tenant_id, f"hs{i}": hold.subject_id, f"hp{i}": hold.placed_at})
+        terms.append(
+            f"(tenant_id = {{ht{i}:String}} AND ({{hs{i}:String}} = '' OR actor_id = {{hs{i}:String}}) "
+            f"AND retain_until > parseDateTime64BestEffort({{hp{i}:String}}, 3, 'UTC'))"
+        )
+    return "WHERE " + " OR ".join(terms), params
+
+
+def _logs_digest_sql(where: str = "") -> str:
+    """The audit_logs digest (rows filtered by `where`); must agree with transforms.verify.block_digest."""
+    return _digest_sql(
+        f"(SELECT *, SHA256(concat(char(0), canonical)) AS entry_hash, {_CANONICAL_FIELDS} AS j "
+        f"FROM {LOGS_TABLE} {where})",
+        "entry_hash",
+        "countIf(leaf_hash != entry_hash)",
+        f"countIf(NOT empty({_BAD_COLUMNS_SQL}))",
+        "if(uniqExact(block_hash) = 1, hex(any(block_hash)), '')",
+    )
+
+
 _LEAVES_DIGEST_SQL = _digest_sql(LEAVES_TABLE, "leaf_hash", "0", "0", "''")
 
 

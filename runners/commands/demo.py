@@ -14,8 +14,9 @@ from pathlib import Path
 from runners.commands.keys import key_paths, load_or_create_signer
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
 from runners.settings import Settings
-from schemas.events import canonical_bytes, parse_event, pii_subject, protect_event
-from schemas.samples import EventGenerator, to_record
+from schemas.events import canonical_entry, parse_event, pii_subject
+from schemas.retention import load_policy
+from schemas.samples import EventGenerator, start_of_today, to_record
 from transforms.merkle import inclusion_proof
 from transforms.note import Verifier
 from transforms.pii import SubjectKeys
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         checkpoints[header.log_id] = checkpoint_for(header, f"{args.origin}/{header.log_id}", signer)
         blocks += 1
 
-    generator = EventGenerator(seed=42, tenants=5)
+    generator = EventGenerator(seed=42, tenants=5, start=start_of_today())
+    policy = load_policy()
     for _ in range(args.events):
         key, value = to_record(generator.event())
         event = parse_event(value)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         keys = subject_keys.get(subject)
         if keys is None:
             keys = subject_keys[subject] = SubjectKeys(f"k{len(subject_keys)}", os.urandom(32), os.urandom(32))
-        canonical = canonical_bytes(protect_event(event, keys))
+        canonical = canonical_entry(event, keys, policy)
         state = logs[int.from_bytes(sha256(key).digest()[:4], "big") % len(logs)]
         block = append(state, Entry(canonical, event["occurred_at"]), args.block_size)
         if block is not None:

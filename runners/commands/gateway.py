@@ -73,6 +73,7 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
     from api.keys import ApiKeyStore
     from api.sdk.kafka import KafkaUnavailable
     from pipelines.io.keystore import KeyStoreError, open_keystore
+    from schemas.retention import load_policy
 
     topic = args.topic or settings.topic
     try:
@@ -88,7 +89,13 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
         print(f"error: {exc}", file=sys.stderr)
         return 2
     apikeys = None if args.no_auth else ApiKeyStore.open(settings)
-    intake = EventIntake(keystore, sink, max_in_flight=args.max_in_flight, recent_capacity=args.recent)
+    intake = EventIntake(
+        keystore,
+        sink,
+        max_in_flight=args.max_in_flight,
+        recent_capacity=args.recent,
+        retention=load_policy(settings.retention_policy_path),
+    )
     core = GatewayCore(intake, apikeys.authenticate if apikeys else None)
     options = GatewayOptions(address, server=args.server, threads=args.threads, reuse_port=args.reuse_port)
 

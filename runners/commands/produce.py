@@ -25,13 +25,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from runners.argtypes import positive_int, records_per_second
+from runners.argtypes import positive_int, records_per_second, utc_time
 from runners.sending import pace, produce_waiting, progress_bar
 from runners.settings import Settings
 from schemas.events import MAX_METADATA_BYTES
-from schemas.samples import EventGenerator, to_record
+from schemas.samples import EPOCH, EventGenerator, start_of_today, to_record
+from transforms.retention import parse_time
 
 MALFORMED_KINDS = (
     "not_json",
@@ -139,8 +141,11 @@ def generate_records(
     malformed: float = 0.0,
     seed: int = 42,
     actors_per_tenant: int = 20,
+    start: datetime = EPOCH,
 ) -> Iterator[Record]:
-    """Yields `n` records: new events, duplicates and malformed ones, the same for the same seed.
+    """Yields `n` records: new events, duplicates and malformed ones, the same for the same seed and start.
+
+    Events occur from `start` on, a fraction of a second apart.
 
     Each record is a duplicate with probability `duplicates` (once an event exists to repeat)
     and malformed with probability `malformed`; requires 0 <= duplicates + malformed < 1.
@@ -151,7 +156,7 @@ def generate_records(
         raise ValueError(
             f"duplicates {duplicates} and malformed {malformed} must be fractions >= 0 that add up to less than 1"
         )
-    events = EventGenerator(seed=seed, tenants=tenants, actors_per_tenant=actors_per_tenant)
+    events = EventGenerator(seed=seed, tenants=tenants, actors_per_tenant=actors_per_tenant, start=start)
     # A separate stream for the choices, so the events are the ones `EventGenerator(seed)` gives.
     rng = random.Random(f"auditlog.produce/{seed}")
     recent: deque[tuple[bytes, bytes]] = deque(maxlen=DUPLICATE_WINDOW)
@@ -347,7 +352,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         default=42,
         metavar="S",
-        help="the same seed writes the same records in the same order (default 42)",
+        help="the same seed and start write the same records in the same order (default 42)",
+    )
+    p.add_argument(
+        "--start",
+        type=utc_time,
+        metavar="TIME",
+        help="when the first event occurs, ISO-8601 (default: midnight UTC today, so events are recent and "
+        "no retention class has ended for them)",
     )
     p.add_argument(
         "--rate",
@@ -368,7 +380,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    records = generate_records(args.events, args.tenants, args.duplicates, args.malformed, args.seed)
+    start = parse_time(args.start) if args.start else start_of_today()
+    records = generate_records(args.events, args.tenants, args.duplicates, args.malformed, args.seed, start=start)
     try:
         summary = produce_records(
             settings, records, topic=args.topic, rate=args.rate, progress=not args.quiet, total=args.events

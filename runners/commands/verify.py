@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
@@ -45,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(default $AUDITLOG_HOME/verify/witness.<bucket>.json)",
     )
     p.add_argument("--no-witness", action="store_true", help="neither read nor update the witness file")
+    p.add_argument(
+        "--at",
+        type=utc_time,
+        metavar="TIME",
+        help="judge retention as of this time (default: now): events whose retention ended by then, and that "
+        "no legal hold keeps, are 'expired by policy', not 'deleted'",
+    )
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -57,8 +65,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import ArchiveError
     from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
     from transforms.errors import VerificationError
+    from transforms.retention import RetentionClock, parse_time
 
     if not settings.verifier_key_file.exists():
         print(
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             clickhouse.close()
         log_ids = sorted(archive_logs | indexed_logs | set(witnesses))
+        moment = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
+        clock = RetentionClock.at(moment, read_holds(archive_from_spec(spec)))
         if args.logs:
             unknown = sorted(set(args.logs) - set(log_ids))
             if unknown:
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             only_logs=log_ids,
             beam_args=beam_args(args.beam_args),
             progress=sys.stderr.isatty() and not args.json,
+            clock=clock,
         )
     except (ArchiveError, ClickHouseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -130,6 +143,13 @@ def print_report(report: VerifyReport, elapsed: float) -> None:
             f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks  checkpoint {r.checkpoint_size:>10}  {state}"
         )
     findings = report.findings
+    expired = report.expired_events
+    if expired:
+        blocks = sum(r.expired_blocks for r in report.logs)
+        print(
+            f"expired by policy: {expired} events whose retention ended (not expected in ClickHouse; "
+            f"{blocks} block objects replaced by their leaf hashes), every other proof intact"
+        )
     if not findings:
         print(
             f"verified: {report.events} events in {len(report.logs)} logs agree in the archive and ClickHouse "

@@ -88,6 +88,7 @@ def produce(settings: Settings, topic: str, records: int, seed: int) -> Produced
     from infra.stack import kafka_client_config, s3_client
     from pipelines.io.archive import ensure_bucket
     from runners.commands.produce import MALFORMED, generate_records, produce_records
+    from schemas.samples import start_of_today
 
     admin = AdminClient(kafka_client_config(settings))
     futures = admin.create_topics(
@@ -100,7 +101,9 @@ def produce(settings: Settings, topic: str, records: int, seed: int) -> Produced
         future.result(30)
     ensure_bucket(s3_client(settings), settings.bucket)
 
-    generated = list(generate_records(records, TENANTS, DUPLICATE_FRACTION, MALFORMED_FRACTION, seed=seed))
+    generated = list(
+        generate_records(records, TENANTS, DUPLICATE_FRACTION, MALFORMED_FRACTION, seed=seed, start=start_of_today())
+    )
     summary = produce_records(settings, generated, topic=topic, progress=False)
     assert summary.sent == records
     broken = {r.value for r in generated if r.kind.startswith(MALFORMED)}

@@ -102,6 +102,7 @@ def produce(settings: Settings, seed: int) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from runners.commands.produce import generate_records, produce_records
+    from schemas.samples import start_of_today
 
     admin = AdminClient(kafka_client_config(settings))
     futures = admin.create_topics(
@@ -113,7 +114,9 @@ def produce(settings: Settings, seed: int) -> int:
     for future in futures.values():
         future.result(30)
     ensure_bucket(s3_client(settings), settings.bucket)
-    records = generate_records(RECORDS, TENANTS, DUPLICATE_FRACTION, MALFORMED_FRACTION, seed=seed)
+    records = generate_records(
+        RECORDS, TENANTS, DUPLICATE_FRACTION, MALFORMED_FRACTION, seed=seed, start=start_of_today()
+    )
     summary = produce_records(settings, records, topic=settings.topic, progress=False)
     assert summary.sent == RECORDS and summary.duplicates and summary.malformed, summary.line()
     return summary.sent

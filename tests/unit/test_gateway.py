@@ -27,6 +27,7 @@ from api.sdk.gateway_client import GatewayClient, GatewayError
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.keystore import InMemoryKeyStore
 from schemas.events import EventValidationError
+from schemas.retention import load_policy
 from schemas.samples import EventGenerator
 from transforms.blocks import decode_block_object
 from transforms.merkle import leaf_hash
@@ -383,8 +384,9 @@ def test_out_of_range_millis_is_refused() -> None:
 def test_verification_hash_depends_on_the_subject_keys() -> None:
     event = wire_event(sample_events(1)[0])
     store_a, store_b = InMemoryKeyStore(), InMemoryKeyStore()
-    a = verification_hash(event, store_a.get_or_create(event["tenant_id"], event["actor"]["id"]))
-    b = verification_hash(event, store_b.get_or_create(event["tenant_id"], event["actor"]["id"]))
+    policy = load_policy()
+    a = verification_hash(event, store_a.get_or_create(event["tenant_id"], event["actor"]["id"]), policy)
+    b = verification_hash(event, store_b.get_or_create(event["tenant_id"], event["actor"]["id"]), policy)
     has_pii = any(k in event for k in ("client_ip", "user_agent")) or "email" in event["actor"]
     assert (a != b) == has_pii
 

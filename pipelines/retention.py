@@ -1,0 +1,316 @@
+"""Retention in the stores: legal holds and the expiry of archived blocks.
+
+The policy itself (classes, periods, what a hold covers) is the pure core's
+(transforms/retention.py); this module applies it to the WORM archive and ClickHouse.
+
+Legal holds live in the archive, the source of truth, as immutable records::
+
+    holds/{hold_id}.json             placed: tenant, subject (optional), until, reason, placed_at
+    holds/{hold_id}.released.json    released early: released_at, reason
+
+`place_hold` / `release_hold` write the record, then make both stores obey it: an Object Lock
+legal hold on every archived block with the covered events (nobody can delete those versions,
+whatever their retention), and `hold_until` on the covered ClickHouse rows (TTL skips them).
+`auditlog hold` records each as an audit event too.
+
+`expire_archive` deletes the block objects whose Object Lock retention ended (the longest class
+in the block) and that no active hold covers, after writing each block's header and leaf hashes
+to `expired/`: the chain, the tree and every retained event's proof still verify.
+
+    auditlog hold --tenant t_1000 --until 2027-06-30 --reason "case 4411"
+    auditlog hold --release --tenant t_1000 --reason "case closed"
+    auditlog expire [--dry-run]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipelines.io.archive import (
+    HOLDS_PREFIX,
+    Archive,
+    ArchiveLockedError,
+    ArchiveNotFoundError,
+    block_key,
+    expired_key,
+    log_prefix,
+    parse_key,
+)
+from transforms.blocks import decode_block_object, encode_expired_block
+from transforms.merkle import leaf_hash, root
+from transforms.retention import (
+    LegalHold,
+    Period,
+    active_holds,
+    entry_owner,
+    entry_until,
+    format_time,
+    parse_time,
+)
+
+log = logging.getLogger(__name__)
+
+HOLD_SUFFIX = ".json"
+RELEASE_SUFFIX = ".released.json"
+
+
+class HoldError(ValueError):
+    """A hold request that cannot be carried out: what was wrong, with the value, and what to do."""
+
+
+def new_hold_id(now: dt.datetime) -> str:
+    return f"hold_{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(4)}"
+
+
+def read_holds(archive: Archive, cache: dict[str, dict[str, Any]] | None = None) -> list[LegalHold]:
+    """Every legal hold ever placed (released ones with their `released_at`), oldest first.
+
+    Records are immutable, so `cache` (key → record) saves re-reading them on every call.
+    """
+    cache = {} if cache is None else cache
+    records: dict[str, dict[str, Any]] = {}
+    for key in archive.keys(HOLDS_PREFIX):
+        if key not in cache:
+            cache[key] = json.loads(archive.get(key))
+        records[key[len(HOLDS_PREFIX) :]] = cache[key]
+    released = {
+        name[: -len(RELEASE_SUFFIX)]: str(record["released_at"])
+        for name, record in records.items()
+        if name.endswith(RELEASE_SUFFIX)
+    }
+    placed = [
+        LegalHold(**record, released_at=released.get(record["hold_id"], ""))
+        for name, record in records.items()
+        if not name.endswith(RELEASE_SUFFIX)
+    ]
+    return sorted(placed, key=lambda h: (h.placed_at, h.hold_id))
+
+
+class HoldWatcher:
+    """Keeps ClickHouse and the archive's legal holds in step with the hold records.
+
+    It runs in the process that owns ClickHouse: the indexer calls `sync` on every pass. A hold
+    placed or released while that process runs (say, `auditlog serve` holds embedded chDB while
+    `auditlog hold` writes the record) is applied on its next pass; a hold that lapses lifts
+    itself (`hold_until` is the hold's end).
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._applied: dict[str, frozenset[str]] = {}
+
+    def sync(self, clickhouse: Any, now: dt.datetime | None = None) -> tuple[LegalHold, ...]:
+        """Applies what changed since the last call; returns the holds active now."""
+        now = now or dt.datetime.now(dt.UTC)
+        holds = read_holds(self.archive, self._cache)
+        active = active_holds(holds, format_time(now))
+        wanted: dict[str, frozenset[str]] = {}
+        for hold in active:
+            wanted[hold.tenant_id] = wanted.get(hold.tenant_id, frozenset()) | {hold.hold_id}
+        for tenant in sorted(set(wanted) | set(self._applied)):
+            ids = wanted.get(tenant, frozenset())
+            if ids == self._applied.get(tenant):
+                continue
+            gone = [h for h in holds if h.hold_id in self._applied.get(tenant, frozenset()) - ids]
+            result = apply_holds(self.archive, clickhouse, tenant, holds, now, gone)
+            log.info(
+                "holds of %s: %d active; %d blocks put on legal hold, %d released",
+                tenant,
+                len(ids),
+                result.blocks_held,
+                result.blocks_released,
+            )
+            self._applied[tenant] = ids
+        return active
+
+
+def _record_lock(until: str, evidence: Period, now: dt.datetime) -> dt.datetime:
+    """Hold records are evidence of their own: kept as long as the checkpoints, at least to the hold's end."""
+    return max(parse_time(until), evidence.after(now))
+
+
+def write_hold(archive: Archive, hold: LegalHold, evidence: Period, now: dt.datetime) -> None:
+    record = {k: v for k, v in asdict(hold).items() if k != "released_at"}
+    archive.put_immutable(
+        f"{HOLDS_PREFIX}{hold.hold_id}{HOLD_SUFFIX}",
+        json.dumps(record, sort_keys=True).encode(),
+        _record_lock(hold.until, evidence, now),
+    )
+
+
+def write_release(archive: Archive, hold: LegalHold, reason: str, evidence: Period, now: dt.datetime) -> LegalHold:
+    released_at = format_time(now)
+    record = {"hold_id": hold.hold_id, "released_at": released_at, "reason": reason}
+    archive.put_immutable(
+        f"{HOLDS_PREFIX}{hold.hold_id}{RELEASE_SUFFIX}",
+        json.dumps(record, sort_keys=True).encode(),
+        _record_lock(hold.until, evidence, now),
+    )
+    return LegalHold(**{**asdict(hold), "released_at": released_at})
+
+
+def original_version(archive: Archive, key: str) -> str | None:
+    """The version id of the locked original at `key` (its oldest version with data), if any."""
+    versions = [v for v in archive.object_versions(key) if not v.is_delete_marker]
+    return versions[-1].version_id if versions else None
+
+
+@dataclass
+class HoldResult:
+    """What applying the holds of one tenant did to the stores."""
+
+    blocks_held: int = 0
+    blocks_released: int = 0
+    rows_updated: bool = False
+
+
+def apply_holds(
+    archive: Archive,
+    clickhouse: Any,
+    tenant_id: str,
+    holds: Sequence[LegalHold],
+    now: dt.datetime,
+    previously_held: Iterable[LegalHold] = (),
+) -> HoldResult:
+    """Makes the archive's legal holds and ClickHouse's `hold_until` of one tenant match its active holds.
+
+    `holds` are every hold on record; `previously_held` holds just released or lapsed, whose blocks
+    lose their Object Lock legal hold unless an active hold still covers them. Blocks are found
+    through ClickHouse (the rows of the covered events); events that had already expired are not
+    brought back.
+    """
+    current = [h for h in active_holds(holds, format_time(now)) if h.tenant_id == tenant_id]
+    result = HoldResult()
+    if clickhouse is None:
+        return result
+    keep: set[tuple[str, int]] = set()
+    for hold in current:
+        keep.update(clickhouse.blocks_of(tenant_id, hold.subject_id))
+    for log_id, index in sorted(keep):
+        key = block_key(log_id, index)
+        version = original_version(archive, key)
+        if version is not None and not archive.legal_hold(key, version):
+            archive.set_legal_hold(key, version, True)
+            result.blocks_held += 1
+    lifted: set[tuple[str, int]] = set()
+    for hold in previously_held:
+        lifted.update(clickhouse.blocks_of(tenant_id, hold.subject_id))
+    for log_id, index in sorted(lifted - keep):
+        key = block_key(log_id, index)
+        version = original_version(archive, key)
+        if version is not None and archive.legal_hold(key, version):
+            archive.set_legal_hold(key, version, False)
+            result.blocks_released += 1
+    clickhouse.set_holds(tenant_id, current)
+    result.rows_updated = True
+    return result
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+@dataclass
+class ExpireReport:
+    """What `expire_archive` found and did, per outcome."""
+
+    blocks_checked: int = 0
+    expired_blocks: int = 0
+    expired_events: int = 0
+    locked: int = 0  # retention still running
+    held: int = 0  # retention ended, but an active legal hold covers an event of the block
+    refused: list[str] = field(default_factory=list)  # keys the store would not delete, and why
+    dry_run: bool = False
+
+    def line(self) -> str:
+        verb = "would expire" if self.dry_run else "expired"
+        text = (
+            f"{verb} {self.expired_blocks} blocks ({self.expired_events} events) of {self.blocks_checked}; "
+            f"{self.locked} still within retention, {self.held} kept by a legal hold"
+        )
+        if self.refused:
+            text += f"; {len(self.refused)} refused by the store (see above)"
+        return text
+
+
+def expire_archive(
+    archive: Archive,
+    holds: Sequence[LegalHold],
+    evidence: Period,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> ExpireReport:
+    """Deletes every archived block object whose retention ended and that no active hold covers.
+
+    Each such block's header and leaf hashes go to `expired_key` first (locked for `evidence`, the
+    policy's longest class), then every version at the block key is deleted. A block any active
+    hold covers gets an Object Lock legal hold instead. Blocks are read in full only once their
+    lock has passed, so a run over a young archive costs one HEAD per block.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    moment = format_time(now)
+    active = active_holds(holds, moment)
+    report = ExpireReport(dry_run=dry_run)
+    for log_id in archive.list_logs():
+        for key, versions in sorted(archive.versions_under(f"{log_prefix(log_id)}blocks/").items()):
+            parsed = parse_key(key)
+            if parsed is None or parsed[1] != "block":
+                continue
+            data_versions = [v for v in versions if not v.is_delete_marker]
+            if not data_versions:
+                continue
+            report.blocks_checked += 1
+            if progress:
+                progress(1)
+            original = data_versions[-1]
+            retention = archive.retention(key, original.version_id)
+            if retention is not None and retention.retain_until > now:
+                report.locked += 1
+                continue
+            header, entries = decode_block_object(archive.get(key, original.version_id))
+            ends = [entry_until(e) for e in entries]
+            if max(ends) > moment:
+                report.locked += 1  # an unlocked object whose events are still retained: keep it
+                continue
+            covered = [
+                h
+                for h in active
+                for entry, until in zip(entries, ends, strict=True)
+                if until > h.placed_at and h.covers(*entry_owner(entry))
+            ]
+            if covered:
+                report.held += 1
+                if not dry_run and not archive.legal_hold(key, original.version_id):
+                    archive.set_legal_hold(key, original.version_id, True)
+                continue
+            report.expired_blocks += 1
+            report.expired_events += header.leaf_count
+            if dry_run:
+                continue
+            hashes = [leaf_hash(e) for e in entries]
+            if root(hashes) != header.block_root:
+                report.refused.append(f"{key}: its entries do not give its block root; run `auditlog verify`")
+                report.expired_blocks -= 1
+                report.expired_events -= header.leaf_count
+                continue
+            archive.put_immutable(
+                expired_key(log_id, header.block_index),
+                encode_expired_block(header, hashes, max(ends)),
+                evidence.after(now),
+            )
+            for version in versions:
+                try:
+                    if not version.is_delete_marker and archive.legal_hold(key, version.version_id):
+                        archive.set_legal_hold(key, version.version_id, False)  # a lapsed or released hold
+                    archive.delete_version(key, version.version_id)
+                except (ArchiveLockedError, ArchiveNotFoundError) as exc:
+                    report.refused.append(f"{key} version {version.version_id}: {exc}")
+                    log.warning("expire: %s version %s not deleted: %s", key, version.version_id, exc)
+    return report

@@ -1,0 +1,200 @@
+"""`auditlog hold`: place, release and list legal holds, each recorded as an audit event.
+
+A legal hold suspends expiry for one tenant's events (or one subject's) until a time: their
+archived blocks get an Object Lock legal hold (nobody can delete those versions), their ClickHouse
+rows a `hold_until` that keeps TTL off them, and `auditlog expire` skips them. The hold record lives
+in the WORM archive (pipelines/retention.py); the process that owns ClickHouse applies it, so with
+embedded chDB held by `auditlog serve`, serve's indexer applies it within a pass.
+
+    auditlog hold --tenant t_1000 --until 2027-06-30 --reason "case 4411"
+    auditlog hold --tenant t_1000 --subject u_t_1000_3 --until 2027-06-30 --reason "case 4412"
+    auditlog hold --release --tenant t_1000 --reason "case 4411 closed"
+    auditlog hold --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import sys
+from typing import Any
+
+from runners.argtypes import utc_time
+from runners.settings import Settings
+
+PLACE_ACTION = "compliance.legal_hold.place"
+RELEASE_ACTION = "compliance.legal_hold.release"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "hold",
+        help="place, release or list legal holds (suspend expiry for a tenant or one subject)",
+        description="Places a legal hold on a tenant's events (or one subject's) until --until: they are not "
+        "expired in ClickHouse or the archive while it lasts, whatever their retention class. The hold is "
+        "recorded as an audit event (acknowledged by Kafka first) and in the WORM archive. --release ends "
+        "the tenant's (or subject's) active holds early, also as an audit event. --list shows every hold.",
+    )
+    p.add_argument("--tenant", help="the tenant whose events are held")
+    p.add_argument("--subject", default="", help="hold only this actor's events (default: the whole tenant)")
+    p.add_argument("--until", type=utc_time, metavar="TIME", help="when the hold ends, ISO-8601 (e.g. 2027-06-30)")
+    p.add_argument("--reason", help="why (kept in the hold's audit event and record), e.g. a case number")
+    p.add_argument("--release", action="store_true", help="end the active holds of --tenant (and --subject)")
+    p.add_argument("--list", action="store_true", help="list every hold and whether it is active")
+    p.add_argument("--operator", default=getpass.getuser(), help="who asks for it (default: the OS user)")
+    p.set_defaults(handler=run)
+
+
+def hold_event(action: str, tenant_id: str, hold_id: str, operator: str, **metadata: Any) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "actor": {"id": f"operator:{operator}", "type": "SYSTEM"},
+        "action": action,
+        "resource": {"type": "LEGAL_HOLD", "id": hold_id},
+        "result": "SUCCESS",
+        "metadata": {k: v for k, v in metadata.items() if v},
+    }
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import ArchiveError
+    from pipelines.retention import read_holds
+    from pipelines.verify import archive_from_spec
+
+    try:
+        archive = archive_from_spec(archive_spec(settings))
+        holds = read_holds(archive)
+    except ArchiveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    now = dt.datetime.now(dt.UTC)
+    if args.list:
+        return list_holds(holds, now, args.tenant)
+    if not args.tenant:
+        print("error: --tenant is required to place or release a hold", file=sys.stderr)
+        return 2
+    reason = (args.reason or "").strip()
+    if not reason:
+        print(
+            "error: --reason is missing; say why (a case number, the request): it is kept in the log", file=sys.stderr
+        )
+        return 2
+    if args.release:
+        return release(args, settings, archive, holds, now, reason)
+    return place(args, settings, archive, holds, now, reason)
+
+
+def list_holds(holds: list[Any], now: dt.datetime, tenant: str | None) -> int:
+    from transforms.retention import format_time
+
+    moment = format_time(now)
+    shown = [h for h in holds if not tenant or h.tenant_id == tenant]
+    if not shown:
+        print("no legal holds" + (f" for {tenant}" if tenant else ""))
+        return 0
+    for h in shown:
+        state = "active" if h.active(moment) else ("released " + h.released_at if h.released_at else "ended")
+        print(f"{h.hold_id}  {h.scope():<40} until {h.until}  placed {h.placed_at}  {state}  ({h.reason})")
+    return 0
+
+
+def place(
+    args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
+) -> int:
+    from pipelines.retention import new_hold_id, write_hold
+    from schemas.retention import load_policy
+    from transforms.retention import LegalHold, format_time
+
+    if not args.until:
+        print("error: --until is required: when the hold ends, e.g. --until 2027-06-30", file=sys.stderr)
+        return 2
+    placed_at = format_time(now)
+    if args.until <= placed_at:
+        print(f"error: --until {args.until} is not in the future; a hold must end after {placed_at}", file=sys.stderr)
+        return 2
+    hold = LegalHold(new_hold_id(now), args.tenant, args.subject, args.until, placed_at, reason)
+    event = hold_event(
+        PLACE_ACTION, args.tenant, hold.hold_id, args.operator, reason=reason, subject=args.subject, until=args.until
+    )
+    receipt = record(settings, event, "placed")
+    if receipt is None:
+        return 2
+    write_hold(archive, hold, load_policy(settings.retention_policy_path).longest(), now)
+    print(f"placed {hold.hold_id} on {hold.scope()} until {hold.until} (audit event {receipt.event_id})")
+    apply(settings, archive, args.tenant, [*holds, hold], now, [])
+    return 0
+
+
+def release(
+    args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
+) -> int:
+    from pipelines.retention import write_release
+    from schemas.retention import load_policy
+    from transforms.retention import format_time
+
+    moment = format_time(now)
+    ending = [h for h in holds if h.tenant_id == args.tenant and h.subject_id == args.subject and h.active(moment)]
+    if not ending:
+        scope = f"tenant {args.tenant}" + (f" subject {args.subject}" if args.subject else " (tenant-wide)")
+        print(f"no active hold on {scope}; `auditlog hold --list` shows every hold", file=sys.stderr)
+        return 1
+    evidence = load_policy(settings.retention_policy_path).longest()
+    released = []
+    for hold in ending:
+        event = hold_event(RELEASE_ACTION, args.tenant, hold.hold_id, args.operator, reason=reason)
+        receipt = record(settings, event, "released")
+        if receipt is None:
+            return 2
+        released.append(write_release(archive, hold, reason, evidence, now))
+        print(f"released {hold.hold_id} on {hold.scope()} (audit event {receipt.event_id})")
+    ids = {h.hold_id for h in released}
+    apply(settings, archive, args.tenant, [h for h in holds if h.hold_id not in ids] + released, now, released)
+    return 0
+
+
+def record(settings: Settings, event: dict[str, Any], what: str) -> Any:
+    """Records the hold's audit event, acknowledged by Kafka; None (after saying why) if it could not be."""
+    from api.sdk import AuditClient
+
+    client = AuditClient(kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic)
+    try:
+        return client.record(event, wait=True)
+    except Exception as exc:  # noqa: BLE001 - Kafka down: no hold changes without its record
+        print(
+            f"error: the hold could not be recorded in Kafka at {settings.kafka_bootstrap} ({exc}); nothing was "
+            f"{what}. Start Kafka (`auditlog stack up kafka`) and run this again.",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        client.close()
+
+
+def apply(
+    settings: Settings, archive: Any, tenant: str, holds: list[Any], now: dt.datetime, previously: list[Any]
+) -> None:
+    """Applies the tenant's holds to ClickHouse and the archive now, or leaves it to the process that owns chDB."""
+    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.retention import apply_holds
+
+    try:
+        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+    except ClickHouseError as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        print(
+            f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`); "
+            "its indexer applies the change to ClickHouse and the archive's blocks on its next pass"
+        )
+        return
+    try:
+        clickhouse.ensure_schema()
+        result = apply_holds(archive, clickhouse, tenant, holds, now, previously)
+    finally:
+        clickhouse.close()
+    print(
+        f"applied: {result.blocks_held} archived blocks put on legal hold, {result.blocks_released} released; "
+        "ClickHouse rows of the held events exempt from expiry"
+    )
