@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 
 from runners.settings import Settings
@@ -27,15 +28,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import ArchiveError
     from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, run_rebuild
     from runners.commands.verify import beam_args
+    from transforms.retention import active_holds, format_time
 
     if not settings.verifier_key_file.exists():
         print(f"error: no verifier key at {settings.verifier_key_file}; cannot check the archive", file=sys.stderr)
         return 2
     spec = archive_spec(settings)
     try:
-        log_ids = archive_from_spec(spec).list_logs()
+        archive = archive_from_spec(spec)
+        log_ids = archive.list_logs()
         if args.logs:
             unknown = sorted(set(args.logs) - set(log_ids))
             if unknown:
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 settings.origin,
                 fresh=not args.logs,
                 beam_args=beam_args(args.beam_args),
+                holds=active_holds(read_holds(archive), format_time(dt.datetime.now(dt.UTC))),
             )
         finally:
             clickhouse.close()

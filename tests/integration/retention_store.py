@@ -1,0 +1,92 @@
+"""A small deployment for the retention tests in real SeaweedFS + chDB (a child process: chDB serves one process).
+
+    python tests/integration/retention_store.py build     # AUDITLOG_* name the home, bucket, ports, policy
+    python tests/integration/retention_store.py state     # JSON: rows by tenant and class, blocks and holds
+    python tests/integration/retention_store.py delete-row TENANT EVENT_ID
+    python tests/integration/retention_store.py delete-block LOG INDEX   # try to delete a block's original
+
+`build` writes 60 events starting 15 s ago, as the ingest job would, under the policy of
+AUDITLOG_RETENTION_POLICY_FILE, so that a short class ends while the test runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipelines.io.archive import ArchiveLockedError, block_key  # noqa: E402
+from pipelines.io.keystore import open_keystore  # noqa: E402
+from pipelines.retention import original_version  # noqa: E402
+from runners.commands.ingest import with_master_key  # noqa: E402
+from runners.settings import Settings  # noqa: E402
+from schemas.retention import load_policy  # noqa: E402
+from tests.synthetic import build_logs, open_deployment  # noqa: E402
+
+EVENTS = 60
+
+
+def main(case: str, *args: str) -> None:
+    settings = Settings.from_env()
+    archive, clickhouse, signer = open_deployment(settings)
+    if case == "build":
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=15)
+        with open_keystore(with_master_key(settings)) as keys:
+            built = build_logs(
+                archive,
+                clickhouse,
+                events=EVENTS,
+                logs=2,
+                block_size=4,
+                signer=signer,
+                keys=keys,
+                retention=load_policy(settings.retention_policy_path),
+                start=start,
+            )
+        print(json.dumps({"events": built.events, "blocks": built.blocks, "logs": built.log_ids}))
+    elif case == "state":
+        rows = clickhouse.query(
+            "SELECT tenant_id, retention_class, event_id, log_id, block_index, hold_until > now() "
+            "FROM auditlog.audit_logs ORDER BY tenant_id, event_id"
+        )
+        blocks = {}
+        for log_id in archive.list_logs():
+            for key, versions in archive.versions_under(f"logs/{log_id}/").items():
+                data = [v for v in versions if not v.is_delete_marker]
+                held = bool(data) and "/blocks/" in key and archive.legal_hold(key, data[-1].version_id)
+                blocks[key] = {"versions": len(versions), "legal_hold": held}
+        print(
+            json.dumps(
+                {
+                    "rows": [
+                        {"tenant": t, "class": c, "event_id": e, "log_id": str(lg), "block": int(b), "held": bool(h)}
+                        for t, c, e, lg, b, h in rows
+                    ],
+                    "objects": blocks,
+                }
+            )
+        )
+    elif case == "delete-row":
+        tenant, event_id = args
+        clickhouse._conn.command(
+            f"ALTER TABLE auditlog.audit_logs DELETE WHERE tenant_id = '{tenant}' AND event_id = '{event_id}' "
+            "SETTINGS mutations_sync = 2"
+        )
+    elif case == "delete-block":
+        log_id, index = args[0], int(args[1])
+        key = block_key(log_id, index)
+        try:
+            archive.delete_version(key, str(original_version(archive, key)))
+            print("deleted")
+        except ArchiveLockedError as exc:
+            print(f"refused: {exc}")
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+    clickhouse.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], *sys.argv[2:])
