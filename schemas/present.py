@@ -40,6 +40,8 @@ FLAT_COLUMNS = (
     "leaf_hash",
     "block_index",
     "block_hash",
+    "retention_class",
+    "retain_until",
 )
 """Columns of CSV and Parquet exports (JSON Lines keeps the nested record)."""
 
@@ -100,6 +102,7 @@ def present_event(canonical: bytes, place: Mapping[str, Any], keys: KeyLookup | 
         "leaf_hash": _hex(place.get("leaf_hash")),
         "block_index": int(place["block_index"]),
         "block_hash": _hex(place.get("block_hash")),
+        "retention": doc.get("retention"),  # {"class", "until"}; None for events from before retention classes
     }
 
 
@@ -125,5 +128,7 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
         "request_id": record["request_id"],
         "metadata": json.dumps(record["metadata"], sort_keys=True, separators=(",", ":")),
         **{k: record[k] for k in ("log_id", "leaf_index", "leaf_hash", "block_index", "block_hash")},
+        "retention_class": (record.get("retention") or {}).get("class"),
+        "retain_until": (record.get("retention") or {}).get("until"),
     }
     return {c: row[c] for c in FLAT_COLUMNS}

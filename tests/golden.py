@@ -52,6 +52,7 @@ from transforms.blocks import BlockHeader, decode_block_object  # noqa: E402
 TESTDATA = REPO_ROOT / "tests" / "testdata" / "recording"
 RECORDING = TESTDATA / "audit-events.parquet"
 GOLDEN = TESTDATA / "golden.json"
+RETENTION_POLICY = TESTDATA / "retention.toml"  # the golden runs' policy, part of the heads' definition
 
 TOPIC = "ci.audit.events"
 """The recorded topic; logs are named `ci.audit.events.p<partition>`. Not the default topic, so a
@@ -245,9 +246,12 @@ def heads_by_sequencer(
     event id wins, the open block sealed at the end of the input.
     """
     from pipelines.io.keystore import InMemoryKeyStore
+    from schemas.retention import load_policy
     from transforms.note import Signer
 
-    options = IngestOptions(topic=topic, origin_prefix="auditlog.golden", block_size=block_size)
+    options = IngestOptions(
+        topic=topic, origin_prefix="auditlog.golden", block_size=block_size, retention=load_policy(RETENTION_POLICY)
+    )
     sequencer = LogSequencer(options, InMemoryKeyStore(key_seed=key_seed.encode()), Signer.generate("auditlog.golden"))
     cursors: dict[int, LogCursor] = {}
     dedupes: dict[int, MemoryDedupe] = {}
@@ -406,6 +410,7 @@ def golden_env(settings: Any, **extra: str) -> dict[str, str]:
         **settings.to_env(),
         "AUDITLOG_KEY_SEED": KEY_SEED,
         "AUDITLOG_BLOCK_SIZE": str(BLOCK_SIZE),
+        "AUDITLOG_RETENTION_POLICY_FILE": str(RETENTION_POLICY),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -102,6 +102,7 @@ def test_pages_cover_every_record_once_in_a_stable_newest_first_order(served):
         "log_id",
     }
     assert set(first["actor"]) >= {"id", "type", "email_hash"}
+    assert first["retention"]["class"] in {"billing", "security", "admin-view", "session", "standard"}
 
 
 def test_filters_and_time_window_are_applied_and_values_never_reach_the_sql(served):
