@@ -33,7 +33,7 @@ import calendar
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,6 +120,8 @@ class RetentionPolicy:
     classes: tuple[tuple[str, Period], ...]
     rules: tuple[RetentionRule, ...]
     default: str
+    # action → class; actions are few, and matching every glob per event costs microseconds.
+    _classified: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any], source: str = "retention policy") -> RetentionPolicy:
@@ -169,10 +171,13 @@ class RetentionPolicy:
 
     def classify(self, action: str) -> str:
         """The class of an action: the first rule that matches, else the default."""
-        for rule in self.rules:
-            if rule.matches(action):
-                return rule.retention_class
-        return self.default
+        known = self._classified.get(action)
+        if known is not None:
+            return known
+        found = next((rule.retention_class for rule in self.rules if rule.matches(action)), self.default)
+        if len(self._classified) < 100_000:
+            self._classified[action] = found
+        return found
 
     def period(self, retention_class: str) -> Period:
         for name, period in self.classes:

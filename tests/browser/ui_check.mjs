@@ -118,6 +118,7 @@ try {
   const verification = await page.waitForSelector('#verification[data-state]');
   report.state = await verification.getAttribute('data-state');
   report.text = (await verification.textContent()).trim();
+  report.fields = await page.$$eval('dl.fields', (lists) => lists.map((l) => l.textContent.trim()).join('\n'));
   const m = /^#\/event\/[^/]+\/([^/?]+)/.exec(new URL(page.url()).hash);
   if (m) report.event_id = decodeURIComponent(m[1]);
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });

@@ -25,6 +25,8 @@ from runners.commands.ingest import with_master_key  # noqa: E402
 from runners.settings import Settings  # noqa: E402
 from schemas.retention import load_policy  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
+from transforms.blocks import decode_block_object  # noqa: E402
+from transforms.retention import entry_until, format_time  # noqa: E402
 
 EVENTS = 60
 
@@ -56,8 +58,17 @@ def main(case: str, *args: str) -> None:
         for log_id in archive.list_logs():
             for key, versions in archive.versions_under(f"logs/{log_id}/").items():
                 data = [v for v in versions if not v.is_delete_marker]
-                held = bool(data) and "/blocks/" in key and archive.legal_hold(key, data[-1].version_id)
-                blocks[key] = {"versions": len(versions), "legal_hold": held}
+                facts = {"versions": len(versions), "legal_hold": False}
+                if data and "/blocks/" in key:
+                    original = data[-1].version_id
+                    _, entries = decode_block_object(archive.get(key, original))
+                    lock = archive.retention(key, original)
+                    facts.update(
+                        legal_hold=archive.legal_hold(key, original),
+                        retain_until=format_time(lock.retain_until) if lock else "",
+                        longest_event=max(entry_until(e) for e in entries),
+                    )
+                blocks[key] = facts
         print(
             json.dumps(
                 {

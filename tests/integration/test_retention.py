@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from runners.settings import REPO_ROOT, Settings
+from transforms.retention import parse_time
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +122,11 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     env, settings, built_at = deployment
     rc, report = verify(env)
     assert rc == 0 and report["ok"] and report["expired_by_policy"] == 0
+    # Each block object is locked exactly until its longest-kept event's retention ends.
+    locks = [o for k, o in state(env)["objects"].items() if "/blocks/" in k]
+    assert locks
+    for o in locks:  # S3 keeps retain-until dates to the second
+        assert abs((parse_time(o["retain_until"]) - parse_time(o["longest_event"])).total_seconds()) < 1, o
 
     # A hold on one tenant, placed while every event is still retained.
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

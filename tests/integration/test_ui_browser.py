@@ -105,6 +105,7 @@ def test_search_open_an_event_see_verified_then_tamper_and_see_not_verified(serv
     key = served.api_key("--tenant", tenant)
     seen = ui_check(served, key, tenant, event["event_id"], "verified")
     assert seen["state"] == "verified" and seen["event_id"] == event["event_id"]
+    assert f"{event['retention']['class']}, kept until {event['retention']['until']}" in seen["fields"]
 
     served.stop()  # the server holds embedded chDB; the tampering needs it
     served.tamper("rewrite_event")

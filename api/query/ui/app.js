@@ -584,7 +584,7 @@ async function renderEvent(tenant, eventId, gen) {
 function eventFields(ev, tenant) {
   const dl = el('dl', { class: 'fields' });
   const row = (k, v) => dl.append(el('dt', { text: k }), el('dd', {}, v));
-  const known = new Set(['event_id', 'tenant_id', 'occurred_at', 'action', 'result', 'actor', 'resource', 'request_id', 'metadata', 'pii', 'schema_version']);
+  const known = new Set(['event_id', 'tenant_id', 'occurred_at', 'action', 'result', 'actor', 'resource', 'request_id', 'metadata', 'pii', 'schema_version', 'retention']);
   row('event_id', show(ev.event_id));
   row('tenant_id', show(ev.tenant_id));
   row('occurred_at', show(ev.occurred_at));
@@ -598,6 +598,9 @@ function eventFields(ev, tenant) {
     ? el('a', { id: 'resource-link', href: historyHref(ev.tenant_id || tenant, res.type, res.id), text: `${res.type}/${res.id}`, title: 'resource history' })
     : show(null));
   if ('request_id' in ev) row('request_id', show(ev.request_id));
+  if (ev.retention && typeof ev.retention === 'object') {
+    row('retention', el('span', { text: `${ev.retention.class}, kept until ${ev.retention.until}` }));
+  }
   for (const [k, v] of Object.entries(ev)) if (!known.has(k)) row(k, show(v));
   if (ev.metadata !== undefined) row('metadata', show(ev.metadata));
   if (ev.pii && typeof ev.pii === 'object') {
