@@ -178,6 +178,7 @@ def apply(
     """Applies the tenant's holds to ClickHouse and the archive now, or leaves it to the process that owns chDB."""
     from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
     from pipelines.retention import apply_holds
+    from transforms.retention import active_holds, format_time
 
     try:
         clickhouse = open_clickhouse(settings.effective_clickhouse_url)
@@ -194,7 +195,8 @@ def apply(
         result = apply_holds(archive, clickhouse, tenant, holds, now, previously)
     finally:
         clickhouse.close()
+    active = len([h for h in active_holds(holds, format_time(now)) if h.tenant_id == tenant])
     print(
         f"applied: {result.blocks_held} archived blocks put on legal hold, {result.blocks_released} released; "
-        "ClickHouse rows of the held events exempt from expiry"
+        f"ClickHouse rows of {tenant} now follow its {active} active hold(s)"
     )
