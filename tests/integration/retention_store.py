@@ -51,7 +51,7 @@ def main(case: str, *args: str) -> None:
         print(json.dumps({"events": built.events, "blocks": built.blocks, "logs": built.log_ids}))
     elif case == "state":
         rows = clickhouse.query(
-            "SELECT tenant_id, retention_class, event_id, log_id, block_index, hold_until > now() "
+            "SELECT tenant_id, retention_class, event_id, log_id, block_index, hold_until > now(), actor_id "
             "FROM auditlog.audit_logs ORDER BY tenant_id, event_id"
         )
         blocks = {}
@@ -73,8 +73,16 @@ def main(case: str, *args: str) -> None:
             json.dumps(
                 {
                     "rows": [
-                        {"tenant": t, "class": c, "event_id": e, "log_id": str(lg), "block": int(b), "held": bool(h)}
-                        for t, c, e, lg, b, h in rows
+                        {
+                            "tenant": t,
+                            "class": c,
+                            "event_id": e,
+                            "log_id": str(lg),
+                            "block": int(b),
+                            "held": bool(h),
+                            "actor": a,
+                        }
+                        for t, c, e, lg, b, h, a in rows
                     ],
                     "objects": blocks,
                 }

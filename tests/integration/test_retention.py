@@ -45,6 +45,7 @@ actions = ["billing.plan.update"]
 class = "long"
 """
 HELD = "t_1000"
+OTHER = "t_1001"
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -132,10 +133,18 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     placed = ok([*AUDITLOG, "hold", "--tenant", HELD, "--until", until, "--reason", "case 7"], env)
     assert f"on tenant {HELD} until" in placed and "archived blocks put on legal hold" in placed
-    assert "active" in ok([*AUDITLOG, "hold", "--list"], env)
+    first = state(env)["rows"]
+    # ... and one on a single subject of another tenant.
+    subject = next(r for r in first if r["tenant"] == OTHER and r["class"] == "short")["actor"]
+    placed = ok(
+        [*AUDITLOG, "hold", "--tenant", OTHER, "--subject", subject, "--until", until, "--reason", "case 8"], env
+    )
+    assert f"on tenant {OTHER} subject {subject} until" in placed
+    listed = ok([*AUDITLOG, "hold", "--list"], env)
+    assert listed.count(" active ") == 2, listed
     before = state(env)
     rows = before["rows"]
-    assert rows and all(r["held"] == (r["tenant"] == HELD) for r in rows)
+    assert rows and all(r["held"] == (r["tenant"] == HELD or r["actor"] == subject) for r in rows)
     held_blocks = {(r["log_id"], r["block"]) for r in rows if r["tenant"] == HELD}
     for log_id, index in held_blocks:
         assert before["objects"][f"logs/{log_id}/blocks/{index:012d}.block"]["legal_hold"]
@@ -149,10 +158,9 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     assert "archive: expired" in expired and "expired rows removed" in expired
     after = state(env)
     by_class = {(r["tenant"], r["class"]) for r in after["rows"]}
-    assert {c for t, c in by_class if t != HELD} <= {"long"}, "unheld short events must be gone"
-    assert {(r["tenant"], r["event_id"]) for r in rows if r["tenant"] == HELD or r["class"] == "long"} == {
-        (r["tenant"], r["event_id"]) for r in after["rows"]
-    }
+    assert {c for t, c in by_class if t != HELD} == {"long", "short"}
+    kept = [r for r in rows if r["tenant"] == HELD or r["actor"] == subject or r["class"] == "long"]
+    assert {r["event_id"] for r in kept} == {r["event_id"] for r in after["rows"]}, "unheld short events must go"
     gone_blocks = [k for k in before["objects"] if "/blocks/" in k and k not in after["objects"]]
     assert gone_blocks, "some blocks held only expired, unheld events"
     for key in gone_blocks:
@@ -186,6 +194,10 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     # Releasing the hold lets the held tenant's expired events go too.
     released = ok([*AUDITLOG, "hold", "--release", "--tenant", HELD, "--reason", "case 7 closed"], env)
     assert "released hold_" in released
+    released = ok(
+        [*AUDITLOG, "hold", "--release", "--tenant", OTHER, "--subject", subject, "--reason", "case 8 closed"], env
+    )
+    assert "released hold_" in released
     ok([*AUDITLOG, "expire"], env)
     final = state(env)
     assert {r["class"] for r in final["rows"]} == {"long"}
@@ -197,7 +209,7 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
 
     # Both changes to the hold are audit events of their own.
     actions = [e["action"] for e in kafka_actions(settings, "compliance.legal_hold.")]
-    assert actions.count("compliance.legal_hold.place") >= 1 and actions.count("compliance.legal_hold.release") >= 1
+    assert actions.count("compliance.legal_hold.place") >= 2 and actions.count("compliance.legal_hold.release") >= 2
 
 
 def test_hold_refuses_bad_requests_with_the_value(deployment):
