@@ -45,7 +45,10 @@ _PERIOD = re.compile(r"(?P<amount>\d+)\s*(?P<unit>y|mo|d|h|m|s)")
 _UNIT_NAMES = {"y": "years", "mo": "months", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _RETENTION_HEAD = b'"retention":{"class":"'
-_CLASS_TAIL = re.compile(rb'[a-z0-9][a-z0-9._-]{0,62}",')
+_RETENTION_MEMBER = re.compile(
+    rb'"retention":\{"class":"[a-z0-9][a-z0-9._-]{0,62}","until":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z)"\},'
+    rb'"schema_version":'
+)
 
 
 class RetentionPolicyError(ValueError):
@@ -207,21 +210,12 @@ def entry_until(entry: bytes) -> str:
     """The `until` of a canonical entry's retention, or KEPT_FOREVER if it carries none.
 
     Reads the bytes without parsing the whole document: in RFC 8785 form the top-level
-    "retention" member sorts last but for "schema_version" and "tenant_id", so its `until` is the
-    last `"until":"` before `},"schema_version":`. An entry that does not have that shape (an
-    older one) is kept forever.
+    "retention" member comes after every nested object ("metadata" and "pii" sort before it) and
+    right before "schema_version", so it is the last `"retention":{"class":"` and is followed by
+    `},"schema_version":`. An entry without that shape (an older one) is kept forever.
     """
-    end = entry.rfind(b'"},"schema_version":')
-    if end < 0:
-        return KEPT_FOREVER
-    start = end - 33  # '"until":"' and a 24-character time
-    head = entry.rfind(_RETENTION_HEAD, 0, start)
-    if start < 0 or entry[start : start + 9] != b'"until":"' or head < 0:
-        return KEPT_FOREVER
-    name = entry[head + len(_RETENTION_HEAD) : start]
-    if not _CLASS_TAIL.fullmatch(name):
-        return KEPT_FOREVER
-    return entry[start + 9 : end].decode("ascii")
+    found = _RETENTION_MEMBER.match(entry, max(0, entry.rfind(_RETENTION_HEAD)))
+    return found.group(1).decode("ascii") if found else KEPT_FOREVER
 
 
 def entry_owner(entry: bytes) -> tuple[str, str]:
@@ -285,6 +279,21 @@ class RetentionClock:
     def at(cls, moment: datetime, holds: Iterable[LegalHold] = ()) -> RetentionClock:
         now = format_time(moment)
         return cls(now, active_holds(holds, now))
+
+    def kept(self, entries: Sequence[bytes]) -> list[int] | None:
+        """Indexes of the entries whose rows must still be in the index; None when that is all of them."""
+        untils = [entry_until(entry) for entry in entries]
+        if min(untils, default=KEPT_FOREVER) > self.now:
+            return None
+        return [i for i, (entry, until) in enumerate(zip(entries, untils, strict=True)) if self._keeps(entry, until)]
+
+    def _keeps(self, entry: bytes, until: str) -> bool:
+        if until > self.now:
+            return True
+        if not self.holds:
+            return False
+        tenant_id, actor_id = entry_owner(entry)
+        return retained(tenant_id, actor_id, until, self.now, self.holds)
 
     def keeps(self, entry: bytes) -> bool:
         """True if the archived entry's row must still be in the index."""

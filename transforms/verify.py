@@ -309,16 +309,15 @@ class ArchiveLogCheck:
             self._broken = True
             return None
         self._accept(header, hashes)
-        if self.clock is not None:
-            kept = [i for i, entry in enumerate(entries) if self.clock.keeps(entry)]
-            if len(kept) < len(entries):
-                self.log.expired_events += len(entries) - len(kept)
-                first = header.first_leaf_index
-                self.log.partial_rows[index] = (
-                    ExpectedRows(block_digest([hashes[i] for i in kept]), len(kept), first + kept[0], first + kept[-1])
-                    if kept
-                    else None
-                )
+        kept = self.clock.kept(entries) if self.clock is not None else None
+        if kept is not None:  # some events' retention ended: only the rest must have rows
+            self.log.expired_events += len(entries) - len(kept)
+            first = header.first_leaf_index
+            self.log.partial_rows[index] = (
+                ExpectedRows(block_digest([hashes[i] for i in kept]), len(kept), first + kept[0], first + kept[-1])
+                if kept
+                else None
+            )
         return header, entries
 
     def add_expired_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes]] | None:
