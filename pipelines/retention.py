@@ -77,8 +77,18 @@ def read_holds(archive: Archive, cache: dict[str, dict[str, Any]] | None = None)
     records: dict[str, dict[str, Any]] = {}
     for key in archive.keys(HOLDS_PREFIX):
         if key not in cache:
-            cache[key] = json.loads(archive.get(key))
-        records[key[len(HOLDS_PREFIX) :]] = cache[key]
+            try:
+                record = json.loads(archive.get(key))
+                if key.endswith(RELEASE_SUFFIX):
+                    str(record["hold_id"]), str(record["released_at"])
+                else:
+                    LegalHold(**record)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("holds: ignoring %s, not a hold record written by auditlog (%s)", key, exc)
+                record = {}
+            cache[key] = record
+        if cache[key]:
+            records[key[len(HOLDS_PREFIX) :]] = cache[key]
     released = {
         name[: -len(RELEASE_SUFFIX)]: str(record["released_at"])
         for name, record in records.items()
@@ -104,7 +114,7 @@ class HoldWatcher:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self._cache: dict[str, dict[str, Any]] = {}
-        self._applied: dict[str, frozenset[str]] = {}
+        self._applied: dict[str, frozenset[str]] | None = None  # tenant → hold ids applied; None before the first sync
 
     def sync(self, clickhouse: Any, now: dt.datetime | None = None) -> tuple[LegalHold, ...]:
         """Applies what changed since the last call; returns the holds active now."""
@@ -114,11 +124,18 @@ class HoldWatcher:
         wanted: dict[str, frozenset[str]] = {}
         for hold in active:
             wanted[hold.tenant_id] = wanted.get(hold.tenant_id, frozenset()) | {hold.hold_id}
-        for tenant in sorted(set(wanted) | set(self._applied)):
+        first = self._applied is None
+        applied_before: dict[str, frozenset[str]] = self._applied or {}
+        # A fresh process knows nothing of what an earlier one applied: it reconciles every tenant
+        # with a hold on record, lifting what released or lapsed holds left behind.
+        tenants = set(wanted) | set(applied_before) | ({h.tenant_id for h in holds} if first else set())
+        self._applied = dict(applied_before)
+        for tenant in sorted(tenants):
             ids = wanted.get(tenant, frozenset())
-            if ids == self._applied.get(tenant):
+            if not first and ids == applied_before.get(tenant):
                 continue
-            gone = [h for h in holds if h.hold_id in self._applied.get(tenant, frozenset()) - ids]
+            ended = [h for h in holds if h.tenant_id == tenant and h.hold_id not in ids]
+            gone = ended if first else [h for h in ended if h.hold_id in applied_before.get(tenant, frozenset())]
             result = apply_holds(self.archive, clickhouse, tenant, holds, now, gone)
             log.info(
                 "holds of %s: %d active; %d blocks put on legal hold, %d released",
@@ -186,13 +203,19 @@ def apply_holds(
     through ClickHouse (the rows of the covered events); events that had already expired are not
     brought back.
     """
-    current = [h for h in active_holds(holds, format_time(now)) if h.tenant_id == tenant_id]
+    active = active_holds(holds, format_time(now))
+    current = [h for h in active if h.tenant_id == tenant_id]
     result = HoldResult()
     if clickhouse is None:
         return result
     keep: set[tuple[str, int]] = set()
     for hold in current:
         keep.update(clickhouse.blocks_of(tenant_id, hold.subject_id))
+    held_now = set(keep)
+    if previously_held:  # a block holds several tenants' events: another tenant's hold may still need it
+        for hold in active:
+            if hold.tenant_id != tenant_id:
+                held_now.update(clickhouse.blocks_of(hold.tenant_id, hold.subject_id))
     for log_id, index in sorted(keep):
         key = block_key(log_id, index)
         version = original_version(archive, key)
@@ -202,7 +225,7 @@ def apply_holds(
     lifted: set[tuple[str, int]] = set()
     for hold in previously_held:
         lifted.update(clickhouse.blocks_of(tenant_id, hold.subject_id))
-    for log_id, index in sorted(lifted - keep):
+    for log_id, index in sorted(lifted - held_now):
         key = block_key(log_id, index)
         version = original_version(archive, key)
         if version is not None and archive.legal_hold(key, version):
@@ -270,6 +293,14 @@ def expire_archive(
             if progress:
                 progress(1)
             original = data_versions[-1]
+            if len(versions) > 1:
+                # A second version or a delete marker is evidence of tampering (verify names it):
+                # expiring would erase it along with the block.
+                report.refused.append(
+                    f"{key} has {len(versions)} versions (a rewrite or delete marker): not expired; "
+                    "run `auditlog verify` and treat it as an incident"
+                )
+                continue
             retention = archive.retention(key, original.version_id)
             if retention is not None and retention.retain_until > now:
                 report.locked += 1
@@ -290,6 +321,19 @@ def expire_archive(
                 if not dry_run and not archive.legal_hold(key, original.version_id):
                     archive.set_legal_hold(key, original.version_id, True)
                 continue
+            if archive.legal_hold(key, original.version_id):
+                # Lifted only when an ended hold of ours explains it; anyone else's legal hold stays.
+                ended = [h for h in holds if not h.active(moment)]
+                explained = any(
+                    h.covers(*entry_owner(entry)) and until > h.placed_at
+                    for h in ended
+                    for entry, until in zip(entries, ends, strict=True)
+                )
+                if not explained:
+                    report.held += 1
+                    continue
+                if not dry_run:
+                    archive.set_legal_hold(key, original.version_id, False)
             report.expired_blocks += 1
             report.expired_events += header.leaf_count
             if dry_run:
@@ -305,12 +349,9 @@ def expire_archive(
                 encode_expired_block(header, hashes, max(ends)),
                 evidence.after(now),
             )
-            for version in versions:
-                try:
-                    if not version.is_delete_marker and archive.legal_hold(key, version.version_id):
-                        archive.set_legal_hold(key, version.version_id, False)  # a lapsed or released hold
-                    archive.delete_version(key, version.version_id)
-                except (ArchiveLockedError, ArchiveNotFoundError) as exc:
-                    report.refused.append(f"{key} version {version.version_id}: {exc}")
-                    log.warning("expire: %s version %s not deleted: %s", key, version.version_id, exc)
+            try:
+                archive.delete_version(key, original.version_id)
+            except (ArchiveLockedError, ArchiveNotFoundError) as exc:
+                report.refused.append(f"{key} version {original.version_id}: {exc}")
+                log.warning("expire: %s version %s not deleted: %s", key, original.version_id, exc)
     return report

@@ -41,6 +41,7 @@ RETENTION_FIELD = "retention"
 KEPT_FOREVER = "9999-12-31T23:59:59.999Z"
 """The `until` of an entry that carries no retention (written before retention classes existed)."""
 
+MAX_PERIOD_DAYS = 200 * 366  # every retention end stays a real date, far below year 9999
 _PERIOD = re.compile(r"(?P<amount>\d+)\s*(?P<unit>y|mo|d|h|m|s)")
 _UNIT_NAMES = {"y": "years", "mo": "months", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -82,7 +83,12 @@ class Period:
                 f"retention period {text!r} is not a whole number followed by y, mo, d, h, m or s "
                 "(for example 7y, 18mo, 90d)"
             )
-        return cls(int(match["amount"]), match["unit"])
+        period = cls(int(match["amount"]), match["unit"])
+        if period.amount < 1 or period.approximate_days() > MAX_PERIOD_DAYS:
+            raise RetentionPolicyError(
+                f"retention period {text!r} must be at least 1 {_UNIT_NAMES[period.unit][:-1]} and at most 200 years"
+            )
+        return period
 
     def after(self, start: datetime) -> datetime:
         """`start` plus this period; calendar years and months keep the day, clamped to the month's end."""
@@ -150,11 +156,17 @@ class RetentionPolicy:
             )
         rules = []
         for number, rule in enumerate(spec.get("rules", []), 1):
-            actions = rule.get("actions") if isinstance(rule, Mapping) else None
+            if not isinstance(rule, Mapping):
+                raise RetentionPolicyError(
+                    f"{source}: rule {number} is {rule!r}; write it as a [[rules]] table with `actions` and `class`"
+                )
+            actions = rule.get("actions")
             if isinstance(actions, str):
                 actions = [actions]
             if not actions or not all(isinstance(a, str) and a for a in actions):
-                raise RetentionPolicyError(f"{source}: rule {number} needs `actions`, a list of action patterns")
+                raise RetentionPolicyError(
+                    f"{source}: rule {number} needs `actions`, a list of action patterns (got {actions!r})"
+                )
             name = rule.get("class")
             if name not in known:
                 raise RetentionPolicyError(
@@ -196,14 +208,8 @@ class RetentionPolicy:
 
     def longest(self) -> Period:
         """The longest period of any class: how long leaf hashes and checkpoints are locked."""
-        return max((period for _, period in self.classes), key=Period.approximate_days)
-
-    def describe(self) -> list[str]:
-        """One line per rule and class, for `auditlog retention show`."""
-        lines = [f"class {name}: {period}" for name, period in self.classes]
-        lines += [f"rule: {', '.join(rule.patterns)} -> {rule.retention_class}" for rule in self.rules]
-        lines.append(f"default: {self.default}")
-        return lines
+        start = datetime(2000, 1, 31, tzinfo=UTC)  # a month end: calendar periods are at their shortest
+        return max((period for _, period in self.classes), key=lambda p: p.after(start))
 
 
 def entry_until(entry: bytes) -> str:

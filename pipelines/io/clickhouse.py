@@ -659,8 +659,9 @@ _BAD_COLUMNS_SQL = """arrayFilter(x -> x != '', [
     if(metadata != if(JSONHas(canonical, 'metadata'), JSONExtractRaw(canonical, 'metadata'), '{}'), 'metadata', ''),
     if(actor_email_hash != JSONExtractString(canonical, 'pii', 'actor.email', 'kh'), 'actor_email_hash', ''),
     if(retention_class != j.9.1, 'retention_class', ''),
-    if(toUnixTimestamp64Milli(retain_until) != toUnixTimestamp64Milli(if(j.9.2 = '' OR j.9.2 > '2299',
-       toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC'), parseDateTime64BestEffortOrZero(j.9.2, 3, 'UTC'))),
+    if(toUnixTimestamp64Milli(retain_until) != toUnixTimestamp64Milli(
+       if(j.9.2 = '' OR j.9.2 > '2299-12-31T23:59:59.999Z', toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC'),
+          parseDateTime64BestEffortOrZero(j.9.2, 3, 'UTC'))),
        'retain_until', '')
   ])"""
 

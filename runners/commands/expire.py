@@ -40,8 +40,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.retention import expire_archive, read_holds
     from pipelines.verify import archive_from_spec
     from schemas.retention import load_policy
+    from transforms.retention import RetentionPolicyError
 
-    evidence = load_policy(settings.retention_policy_path).longest()
+    try:
+        evidence = load_policy(settings.retention_policy_path).longest()
+    except RetentionPolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         archive = archive_from_spec(archive_spec(settings))
         holds = read_holds(archive)

@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import getpass
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from runners.argtypes import utc_time
@@ -103,10 +104,14 @@ def list_holds(holds: list[Any], now: dt.datetime, tenant: str | None) -> int:
 def place(
     args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
 ) -> int:
-    from pipelines.retention import new_hold_id, write_hold
-    from schemas.retention import load_policy
+    import dataclasses
+
+    from pipelines.retention import new_hold_id, read_holds, write_hold
     from transforms.retention import LegalHold, format_time
 
+    evidence = _evidence(settings)
+    if evidence is None:
+        return 2
     if not args.until:
         print("error: --until is required: when the hold ends, e.g. --until 2027-06-30", file=sys.stderr)
         return 2
@@ -121,17 +126,32 @@ def place(
     receipt = record(settings, event, "placed")
     if receipt is None:
         return 2
-    write_hold(archive, hold, load_policy(settings.retention_policy_path).longest(), now)
+    # Exempt the rows first, then write the record that verify trusts, dated after the exemption:
+    # no row can expire between what the record promises and what ClickHouse keeps.
+    applied = apply(settings, archive, args.tenant, lambda: [*read_holds(archive), hold], now, [])
+    if applied:
+        hold = dataclasses.replace(hold, placed_at=format_time(dt.datetime.now(dt.UTC)))
+    write_hold(archive, hold, evidence, now)
     print(f"placed {hold.hold_id} on {hold.scope()} until {hold.until} (audit event {receipt.event_id})")
-    apply(settings, archive, args.tenant, [*holds, hold], now, [])
     return 0
+
+
+def _evidence(settings: Settings) -> Any:
+    """How long hold records are locked (the policy's longest class); None after saying what is wrong."""
+    from schemas.retention import load_policy
+    from transforms.retention import RetentionPolicyError
+
+    try:
+        return load_policy(settings.retention_policy_path).longest()
+    except RetentionPolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def release(
     args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
 ) -> int:
-    from pipelines.retention import write_release
-    from schemas.retention import load_policy
+    from pipelines.retention import read_holds, write_release
     from transforms.retention import format_time
 
     moment = format_time(now)
@@ -140,7 +160,9 @@ def release(
         scope = f"tenant {args.tenant}" + (f" subject {args.subject}" if args.subject else " (tenant-wide)")
         print(f"no active hold on {scope}; `auditlog hold --list` shows every hold", file=sys.stderr)
         return 1
-    evidence = load_policy(settings.retention_policy_path).longest()
+    evidence = _evidence(settings)
+    if evidence is None:
+        return 2
     released = []
     for hold in ending:
         event = hold_event(RELEASE_ACTION, args.tenant, hold.hold_id, args.operator, reason=reason)
@@ -149,8 +171,7 @@ def release(
             return 2
         released.append(write_release(archive, hold, reason, evidence, now))
         print(f"released {hold.hold_id} on {hold.scope()} (audit event {receipt.event_id})")
-    ids = {h.hold_id for h in released}
-    apply(settings, archive, args.tenant, [h for h in holds if h.hold_id not in ids] + released, now, released)
+    apply(settings, archive, args.tenant, lambda: read_holds(archive), now, released)
     return 0
 
 
@@ -173,9 +194,17 @@ def record(settings: Settings, event: dict[str, Any], what: str) -> Any:
 
 
 def apply(
-    settings: Settings, archive: Any, tenant: str, holds: list[Any], now: dt.datetime, previously: list[Any]
-) -> None:
-    """Applies the tenant's holds to ClickHouse and the archive now, or leaves it to the process that owns chDB."""
+    settings: Settings,
+    archive: Any,
+    tenant: str,
+    holds: Callable[[], list[Any]],
+    now: dt.datetime,
+    previously: list[Any],
+) -> bool:
+    """Applies the tenant's holds to ClickHouse and the archive now; False when the process that owns chDB will.
+
+    `holds` is read once ClickHouse is open, so a hold another command placed meanwhile is kept.
+    """
     from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
     from pipelines.retention import apply_holds
     from transforms.retention import active_holds, format_time
@@ -189,14 +218,16 @@ def apply(
             f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`); "
             "its indexer applies the change to ClickHouse and the archive's blocks on its next pass"
         )
-        return
+        return False
     try:
         clickhouse.ensure_schema()
-        result = apply_holds(archive, clickhouse, tenant, holds, now, previously)
+        on_record = holds()
+        result = apply_holds(archive, clickhouse, tenant, on_record, now, previously)
     finally:
         clickhouse.close()
-    active = len([h for h in active_holds(holds, format_time(now)) if h.tenant_id == tenant])
+    active = len([h for h in active_holds(on_record, format_time(now)) if h.tenant_id == tenant])
     print(
         f"applied: {result.blocks_held} archived blocks put on legal hold, {result.blocks_released} released; "
         f"ClickHouse rows of {tenant} now follow its {active} active hold(s)"
     )
+    return True

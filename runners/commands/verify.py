@@ -46,13 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(default $AUDITLOG_HOME/verify/witness.<bucket>.json)",
     )
     p.add_argument("--no-witness", action="store_true", help="neither read nor update the witness file")
-    p.add_argument(
-        "--at",
-        type=utc_time,
-        metavar="TIME",
-        help="judge retention as of this time (default: now): events whose retention ended by then, and that "
-        "no legal hold keeps, are 'expired by policy', not 'deleted'",
-    )
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -68,7 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
     from transforms.errors import VerificationError
-    from transforms.retention import RetentionClock, parse_time
+    from transforms.retention import RetentionClock
 
     if not settings.verifier_key_file.exists():
         print(
@@ -95,8 +88,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             clickhouse.close()
         log_ids = sorted(archive_logs | indexed_logs | set(witnesses))
-        moment = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
-        clock = RetentionClock.at(moment, read_holds(archive_from_spec(spec)))
+        # Retention is judged now: an event whose retention ended and that no legal hold keeps is
+        # expired by policy; anything else missing is deleted.
+        clock = RetentionClock.at(dt.datetime.now(dt.UTC), read_holds(archive_from_spec(spec)))
         if args.logs:
             unknown = sorted(set(args.logs) - set(log_ids))
             if unknown:

@@ -69,6 +69,17 @@ def test_a_bad_period_is_refused_with_the_value(text: str) -> None:
         Period.parse(text)
 
 
+@pytest.mark.parametrize("text", ["0s", "0y", "201y", "4000000d"])
+def test_a_period_must_end_within_two_hundred_years(text: str) -> None:
+    with pytest.raises(RetentionPolicyError, match=f"period '{text}' must be at least 1 .* at most 200 years"):
+        Period.parse(text)
+
+
+def test_the_longest_class_is_compared_on_the_calendar() -> None:
+    policy = RetentionPolicy.parse({"default": "a", "classes": {"a": "12mo", "b": "370d", "c": "1y"}})
+    assert str(policy.longest()) == "370d"
+
+
 def test_the_first_matching_rule_wins_and_others_get_the_default() -> None:
     assert POLICY.classify("billing.plan.update") == "billing"
     assert POLICY.classify("admin.view") == "admin-view"
@@ -90,6 +101,7 @@ def test_the_first_matching_rule_wins_and_others_get_the_default() -> None:
         ({"default": "a", "classes": {"A": "1d"}}, "class name 'A' must be lower-case"),
         ({"default": "a", "classes": {"a": "1 day"}}, "class 'a': retention period '1 day'"),
         ({"default": "a", "classes": {"a": "1d"}, "rules": [{"class": "a"}]}, "rule 1 needs `actions`"),
+        ({"default": "a", "classes": {"a": "1d"}, "rules": ["billing.*"]}, "rule 1 is 'billing.*'; write it as"),
         (
             {"default": "a", "classes": {"a": "1d"}, "rules": [{"actions": ["x.*"], "class": "b"}]},
             r"rule 1 \(x.\*\) names class 'b', which is not one of the classes \(a\)",
