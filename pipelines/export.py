@@ -26,7 +26,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.clickhouse import LOGS_TABLE, open_clickhouse
+from pipelines.io.clickhouse import LOGS_TABLE, NOT_EXPIRED, open_clickhouse
 from schemas.present import FLAT_COLUMNS, flatten, present_event
 from transforms.jcs import canonicalize
 from transforms.note import Signer, Verifier, open_note, sign_note
@@ -71,6 +71,7 @@ class ExportQuery:
         for name, value in sorted(self.filters.items()):
             clauses.append(f"toString({FILTER_COLUMNS[name]}) = {{f_{name}:String}}")
             params[f"f_{name}"] = value
+        clauses.append(NOT_EXPIRED)
         return " AND ".join(clauses), params
 
     def to_json(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from transforms.verify import (
     IndexSnapshot,
     Kind,
     Store,
+    check_leftover_rows,
     compare_index,
     compare_rows,
 )
@@ -389,13 +390,16 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
     def _drill_down(self, archived: ArchiveLog, suspects: set[int], extra: list[tuple[int, int]]) -> list[Finding]:
         entries: dict[int, bytes] = {}
         ranges = list(extra)
+        expired: list[tuple[int, int]] = []  # blocks replaced by their leaf hashes: rows checked against those
         for block_index in sorted(suspects):
             header = archived.headers.get(block_index)
             if header is None:
                 continue
             key = block_key(archived.log_id, block_index)
             original = _original(self.archive, key, self.archive.object_versions(key)).original
-            if original is None:  # expired: no entries left to compare rows with
+            if original is None:
+                expired.append((header.first_leaf_index, header.tree_size - 1))
+                ranges.append(expired[-1])
                 continue
             _, block_entries = decode_block_object(original)
             for i, entry in enumerate(block_entries):
@@ -406,8 +410,12 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
             rows = clickhouse.indexed_rows(archived.log_id, ranges, sorted(suspects))
         finally:
             clickhouse.close()
+        in_expired = [r for r in rows if any(lo <= r.leaf_index <= hi for lo, hi in expired)]
+        rows = [r for r in rows if not any(lo <= r.leaf_index <= hi for lo, hi in expired)]
         leaf_index_of = {archived.tree.leaf(i): i for i in range(archived.size)}
-        return compare_rows(archived, entries, rows, leaf_index_of, self.clock)
+        return check_leftover_rows(archived, in_expired) + compare_rows(
+            archived, entries, rows, leaf_index_of, self.clock
+        )
 
 
 class VerifyLogs(beam.PTransform):  # type: ignore[misc]

@@ -603,6 +603,54 @@ def compare_rows(
     return found
 
 
+def check_leftover_rows(log: ArchiveLog, rows: Iterable[IndexedRow]) -> list[Finding]:
+    """Checks rows the archive does not require (their events' retention ended, or their block expired).
+
+    Such a row may be missing, but one that is there must be a true copy of the archived event at
+    its leaf (the leaf hash the archive proves), with columns that agree with its bytes: otherwise
+    expiry would be a hiding place for forged or edited rows.
+    """
+    found: list[Finding] = []
+    seen: set[int] = set()
+    for row in rows:
+        header = log.header_of_leaf(row.leaf_index) if row.leaf_index < log.size else None
+
+        def add(kind: Kind, detail: str, row: IndexedRow = row, header: BlockHeader | None = header) -> None:
+            block = header.block_index if header else None
+            found.append(
+                Finding(
+                    Store.CLICKHOUSE,
+                    kind,
+                    log.log_id,
+                    detail,
+                    row.leaf_index,
+                    row.event_id,
+                    block,
+                    row.tenant_id,
+                    row.occurred_at or None,
+                )
+            )
+
+        if header is None:
+            add(Kind.INSERTED, f"a row at leaf {row.leaf_index}, beyond the archive's {log.size} leaves")
+            continue
+        if row.canonical_hash != log.tree.leaf(row.leaf_index):
+            add(Kind.MODIFIED, "a row whose retention ended, but whose bytes are not the archived event's")
+            continue
+        if row.leaf_index in seen:
+            add(Kind.INSERTED, "a second row repeats this archived event")
+            continue
+        seen.add(row.leaf_index)
+        wrong = list(row.bad_columns)
+        if row.leaf_hash != row.canonical_hash:
+            wrong.append("leaf_hash")
+        if (row.block_index, row.block_hash) != (header.block_index, header.hash()):
+            wrong.append("block_index/block_hash")
+        if wrong:
+            add(Kind.MODIFIED, f"column(s) {', '.join(wrong)} disagree with the archived event")
+    return found
+
+
 @dataclass
 class IndexSnapshot:
     """What ClickHouse holds for one log, in the compact form the first pass compares."""
@@ -611,6 +659,7 @@ class IndexSnapshot:
     leaf_digests: list[IndexDigest] = field(default_factory=list)
     headers: dict[int, list[str]] = field(default_factory=dict)
     checkpoints: dict[int, list[str]] = field(default_factory=dict)
+    leftover: list[IndexedRow] = field(default_factory=list)  # rows whose retention ended, not yet deleted
 
 
 def compare_index(
@@ -619,7 +668,9 @@ def compare_index(
     """Holds one log's ClickHouse tables against its archive, block by block.
 
     Returns (findings, archive blocks whose rows need a row-level look, extra leaf ranges to look
-    at). Blocks the archive has not yet checkpointed are not expected in ClickHouse.
+    at). Blocks the archive has not yet checkpointed are not expected in ClickHouse. Rows whose
+    retention ended (`index.leftover`) may be gone; those still there must be true copies of
+    their archived events (`check_leftover_rows`).
     """
     found: list[Finding] = []
     committed = log.committed.size if log.committed else 0
@@ -630,6 +681,7 @@ def compare_index(
     def add(kind: Kind, detail: str, **where: Any) -> None:
         found.append(Finding(Store.CLICKHOUSE, kind, log.log_id, detail, **where))
 
+    found.extend(check_leftover_rows(log, index.leftover))
     for table, digests in (("audit_logs", index.log_digests), ("audit_leaves", index.leaf_digests)):
         seen: set[int] = set()
         for d in digests:

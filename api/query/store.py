@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.io.clickhouse import LOGS_TABLE
+from pipelines.io.clickhouse import LOGS_TABLE, NOT_EXPIRED
 from schemas.events import EventValidationError, normalize_time
 from schemas.present import KeyLookup, present_event
 from transforms.pii import lookup_hash
@@ -76,7 +76,7 @@ class Search:
 
     def where(self, with_cursor: bool = True, email_hashes: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its bound parameters; `email_hashes` are the actor_email's keyed hashes."""
-        clauses = ["tenant_id = {tenant:String}"]
+        clauses = ["tenant_id = {tenant:String}", NOT_EXPIRED]
         params: dict[str, Any] = {"tenant": self.tenant_id}
         if self.actor_email is not None:
             clauses.append("actor_email_hash IN {email_hashes:Array(String)}")
@@ -208,7 +208,7 @@ class QueryStore:
     def event(self, tenant_id: str, event_id: str) -> dict[str, Any] | None:
         rows = self.clickhouse.query(
             f"SELECT {_COLUMNS} FROM {LOGS_TABLE} WHERE tenant_id = {{t:String}} AND event_id = {{e:String}} "
-            "ORDER BY log_id, leaf_index LIMIT 1",
+            f"AND {NOT_EXPIRED} ORDER BY log_id, leaf_index LIMIT 1",
             {"t": tenant_id, "e": event_id},
         )
         return self._present(rows[0]) if rows else None

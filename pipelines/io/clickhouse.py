@@ -517,9 +517,14 @@ class ClickHouse:
         def snap(log_id: Any) -> IndexSnapshot:
             return snapshots.setdefault(str(log_id), IndexSnapshot())
 
-        where, params = retained_rows_filter(clock)
+        retained, params = retained_rows_filter(clock)
+        if retained:
+            # Rows whose retention ended are not expected, but while ClickHouse still holds them
+            # each must be a true copy of its archived event: they are checked one by one.
+            for log_id, row in self._rows(f"WHERE NOT ({retained})", params):
+                snap(log_id).leftover.append(row)
         for table, sql, args in (
-            (LOGS_TABLE, _logs_digest_sql(where), params),
+            (LOGS_TABLE, _logs_digest_sql(f"WHERE {retained}" if retained else ""), params),
             (LEAVES_TABLE, _LEAVES_DIGEST_SQL, None),
         ):
             for log_id, block_index, rows, distinct, lo, hi, digest_hex, mismatches, bad, block_hex in self.query(
@@ -555,27 +560,36 @@ class ClickHouse:
         if block_indexes:
             conditions.append(f"block_index IN ({', '.join(str(int(b)) for b in block_indexes)})")
         where = f"WHERE log_id = {{log:String}} AND ({' OR '.join(conditions)})"
+        return [row for _, row in self._rows(where, {"log": log_id})]
+
+    def _rows(self, where: str, params: Mapping[str, Any]) -> list[tuple[str, IndexedRow]]:
+        """(log id, row) of the audit_logs rows `where` selects, in log and leaf order, for a row-level look."""
         rows = self.query(
-            f"SELECT leaf_index, tenant_id, event_id, hex(leaf_hash), hex(SHA256(concat(char(0), canonical))), "
-            f"block_index, hex(block_hash), {_BAD_COLUMNS_SQL}, canonical, "
+            f"SELECT toString(log_id), leaf_index, tenant_id, event_id, hex(leaf_hash), "
+            f"hex(SHA256(concat(char(0), canonical))), block_index, hex(block_hash), {_BAD_COLUMNS_SQL}, canonical, "
             f"formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ') FROM {_with_fields(where)} "
-            f"ORDER BY leaf_index",
-            {"log": log_id},
+            f"ORDER BY log_id, leaf_index",
+            params,
         )
         return [
-            IndexedRow(
-                int(index),
-                str(tenant),
-                str(event),
-                bytes.fromhex(leaf_hex),
-                bytes.fromhex(canonical_hex),
-                int(block),
-                bytes.fromhex(block_hex),
-                tuple(str(c) for c in bad),
-                _to_bytes(canonical),
-                str(occurred),
+            (
+                str(log_id),
+                IndexedRow(
+                    int(index),
+                    str(tenant),
+                    str(event),
+                    bytes.fromhex(leaf_hex),
+                    bytes.fromhex(canonical_hex),
+                    int(block),
+                    bytes.fromhex(block_hex),
+                    tuple(str(c) for c in bad),
+                    _to_bytes(canonical),
+                    str(occurred),
+                ),
             )
-            for index, tenant, event, leaf_hex, canonical_hex, block, block_hex, bad, canonical, occurred in rows
+            for log_id, index, tenant, event, leaf_hex, canonical_hex, block, block_hex, bad, canonical, occurred in (
+                rows
+            )
         ]
 
     def delete_log(self, log_id: str) -> None:
@@ -625,6 +639,10 @@ class ClickHouse:
         for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
             self._conn.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
+
+# Rows whose retention ended wait for ClickHouse's next merge to be deleted (TTL); searches and
+# exports no longer show them meanwhile. A legal hold keeps them.
+NOT_EXPIRED = "(retain_until > now64(3) OR hold_until > now64(3))"
 
 # Brings tables created before retention classes up to schemas/clickhouse.sql (no-ops on new ones).
 # A cluster runs the same with ON CLUSTER.
@@ -686,7 +704,7 @@ def _digest_sql(table_sql: str, item: str, mismatches: str, bad: str, block_hash
 
 
 def retained_rows_filter(clock: RetentionClock | None) -> tuple[str, dict[str, Any]]:
-    """A WHERE clause (and its parameters) keeping the audit_logs rows `clock` says must still exist.
+    """A condition (and its parameters) true for the audit_logs rows `clock` says must still exist ("" without one).
 
     The SQL twin of `transforms.retention.retained`: the retention has not ended, or an active hold
     covers the row's tenant (and subject) and was placed before the retention ended.
@@ -701,7 +719,7 @@ def retained_rows_filter(clock: RetentionClock | None) -> tuple[str, dict[str, A
             f"(tenant_id = {{ht{i}:String}} AND ({{hs{i}:String}} = '' OR actor_id = {{hs{i}:String}}) "
             f"AND retain_until > parseDateTime64BestEffort({{hp{i}:String}}, 3, 'UTC'))"
         )
-    return "WHERE " + " OR ".join(terms), params
+    return "(" + " OR ".join(terms) + ")", params
 
 
 def _logs_digest_sql(where: str = "") -> str:

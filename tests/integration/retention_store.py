@@ -26,6 +26,7 @@ from runners.settings import Settings  # noqa: E402
 from schemas.retention import load_policy  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.blocks import decode_block_object  # noqa: E402
+from transforms.merkle import leaf_hash  # noqa: E402
 from transforms.retention import entry_until, format_time  # noqa: E402
 
 EVENTS = 60
@@ -93,6 +94,26 @@ def main(case: str, *args: str) -> None:
         clickhouse._conn.command(
             f"ALTER TABLE auditlog.audit_logs DELETE WHERE tenant_id = '{tenant}' AND event_id = '{event_id}' "
             "SETTINGS mutations_sync = 2"
+        )
+    elif case == "forge-expired":
+        # A forger hides an edited copy of an event among rows whose retention ended, and keeps
+        # TTL off it with a hold_until no hold record explains.
+        tenant, event_id = args
+        (canonical,) = clickhouse.query(
+            "SELECT canonical FROM auditlog.audit_logs WHERE tenant_id = {t:String} AND event_id = {e:String}",
+            {"t": tenant, "e": event_id},
+        )[0]
+        doc = json.loads(canonical)
+        doc["result"] = "FAILURE" if doc["result"] == "SUCCESS" else "SUCCESS"
+        doc["retention"]["until"] = "2001-01-01T00:00:00.000Z"
+        forged = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        clickhouse._conn.command(
+            "INSERT INTO auditlog.audit_logs SELECT * REPLACE ("
+            f"'{forged}' AS canonical, '{doc['result']}' AS result, "
+            "toDateTime64('2001-01-01 00:00:00', 3, 'UTC') AS retain_until, "
+            "toDateTime64('2100-01-01 00:00:00', 3, 'UTC') AS hold_until, "
+            f"unhex('{leaf_hash(forged.encode()).hex()}') AS leaf_hash) "
+            f"FROM auditlog.audit_logs WHERE tenant_id = '{tenant}' AND event_id = '{event_id}'"
         )
     elif case == "delete-block":
         log_id, index = args[0], int(args[1])

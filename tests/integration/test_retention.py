@@ -180,11 +180,14 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     # A held row that disappears is tampering, not expiry.
     victim = next(r for r in after["rows"] if r["tenant"] == HELD and r["class"] == "short")
     ok([sys.executable, str(SCRIPT), "delete-row", HELD, victim["event_id"]], env)
+    # ... and an edited copy hidden among expired rows (TTL kept off it) is not a hiding place.
+    forged = next(r for r in after["rows"] if r["class"] == "long")
+    ok([sys.executable, str(SCRIPT), "forge-expired", forged["tenant"], forged["event_id"]], env)
     rc, report = verify(env)
-    found = [f for log in report["logs"] for f in log["findings"]]
-    assert rc == 1 and [(f["store"], f["kind"], f["event_id"]) for f in found] == [
-        ("clickhouse", "deleted", victim["event_id"])
-    ]
+    found = sorted((f["store"], f["kind"], f["event_id"]) for log in report["logs"] for f in log["findings"])
+    assert rc == 1 and found == sorted(
+        [("clickhouse", "deleted", victim["event_id"]), ("clickhouse", "modified", forged["event_id"])]
+    ), found
     rebuilt = ok([*AUDITLOG, "rebuild"], env)
     assert "rebuilt: 60 events" in rebuilt
     rc, report = verify(env)

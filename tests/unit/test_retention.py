@@ -324,3 +324,50 @@ def test_an_expired_block_with_a_wrong_leaf_breaks_the_chain() -> None:
         assert check.add_block(i, ArchivedObject(block_key("audit.events.p0", i), data, 1, False, data))
     assert check.add_expired_block(index, ArchivedObject(keys[0], forged, 1, False, forged)) is None
     assert [f.kind for f in check.log.findings] == [Kind.CHAIN_BROKEN]
+
+
+def test_rows_left_after_their_retention_must_still_be_true_copies() -> None:
+    from transforms.verify import IndexedRow, check_leftover_rows
+
+    now = dt.datetime.now(dt.UTC)
+    archive, built = _archive(12, now - dt.timedelta(days=400))
+    log = _replay(archive, built.signer.verifier(), RetentionClock.at(now))
+    _, entries = decode_block_object(archive.get(block_key("audit.events.p0", 0)))
+    header = log.headers[0]
+
+    def row(index: int, canonical: bytes, **changes: object) -> IndexedRow:
+        doc = json.loads(canonical)
+        base = IndexedRow(
+            index,
+            doc["tenant_id"],
+            doc["event_id"],
+            leaf_hash(canonical),
+            leaf_hash(canonical),
+            header.block_index,
+            header.hash(),
+            (),
+            canonical,
+            doc["occurred_at"],
+        )
+        return dataclasses.replace(base, **changes)
+
+    genuine = row(1, entries[1])
+    assert check_leftover_rows(log, [genuine]) == []
+    from transforms.jcs import canonicalize
+
+    doc = json.loads(entries[1])
+    doc["result"] = "FAILURE" if doc["result"] == "SUCCESS" else "SUCCESS"
+    edited = canonicalize(doc)
+    kinds = [
+        f.kind
+        for f in check_leftover_rows(
+            log,
+            [
+                row(1, edited),  # edited bytes
+                row(2, entries[2], bad_columns=("retain_until",)),  # a column that disagrees
+                row(2, entries[2]),  # a second copy of the same event
+                row(log.size + 5, entries[3]),  # beyond the archive
+            ],
+        )
+    ]
+    assert kinds == [Kind.MODIFIED, Kind.MODIFIED, Kind.INSERTED, Kind.INSERTED]
