@@ -185,7 +185,6 @@ class HoldResult:
 
     blocks_held: int = 0
     blocks_released: int = 0
-    rows_updated: bool = False
 
 
 def apply_holds(
@@ -232,7 +231,6 @@ def apply_holds(
             archive.set_legal_hold(key, version, False)
             result.blocks_released += 1
     clickhouse.set_holds(tenant_id, current)
-    result.rows_updated = True
     return result
 
 

@@ -303,10 +303,4 @@ class RetentionClock:
 
     def keeps(self, entry: bytes) -> bool:
         """True if the archived entry's row must still be in the index."""
-        until = entry_until(entry)
-        if until > self.now:
-            return True
-        if not self.holds:
-            return False
-        tenant_id, actor_id = entry_owner(entry)
-        return retained(tenant_id, actor_id, until, self.now, self.holds)
+        return self._keeps(entry, entry_until(entry))

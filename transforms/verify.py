@@ -20,11 +20,11 @@ while its retention runs is "deleted".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from hashlib import sha256
-from typing import Any
+from typing import Any, TypeVar
 
 from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
 from transforms.checkpoint import Checkpoint, open_checkpoint
@@ -32,6 +32,8 @@ from transforms.errors import VerificationError
 from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
+
+T = TypeVar("T")
 
 
 class Kind(StrEnum):
@@ -281,34 +283,15 @@ class ArchiveLogCheck:
 
         Returns the block's header and entries when it verifies and follows on, else None.
         """
-        self._object_history(obj, "block", block_index=index)
-        if self._broken:
+
+        def decode(data: bytes) -> tuple[BlockHeader, list[bytes], list[bytes]]:
+            header, entries = decode_block_object(data)
+            return header, [sha256(LEAF_PREFIX + e).digest() for e in entries], entries
+
+        followed = self._follow(index, obj, "block", decode)
+        if followed is None:
             return None
-        if index != self._next_index:
-            self._gap(index)
-            return None
-        if obj.original is None:
-            self._find(Store.ARCHIVE, Kind.DELETED, f"no version of {obj.key} holds data", block_index=index)
-            self._broken = True
-            return None
-        try:
-            header, entries = decode_block_object(obj.original)
-            if header.log_id != self.log.log_id or header.block_index != index:
-                raise VerificationError(f"the object at {obj.key} holds block {header.log_id}/{header.block_index}")
-            hashes = [sha256(LEAF_PREFIX + e).digest() for e in entries]
-            verify_block(header, self._prev, hashes)
-            if header.first_leaf_index != self.log.tree.size:
-                raise VerificationError(
-                    f"block starts at leaf {header.first_leaf_index}, the log holds {self.log.tree.size} leaves"
-                )
-            self.log.tree.extend(hashes)
-            if self.log.tree.root() != header.tree_root:
-                raise VerificationError(f"tree root after the block is not {header.tree_root.hex()}")
-        except (VerificationError, ValueError, KeyError) as exc:
-            self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
-            self._broken = True
-            return None
-        self._accept(header, hashes)
+        header, hashes, entries = followed
         kept = self.clock.kept(entries) if self.clock is not None else None
         if kept is not None:  # some events' retention ended: only the rest must have rows
             self.log.expired_events += len(entries) - len(kept)
@@ -326,7 +309,32 @@ class ArchiveLogCheck:
         Call in the block order of `add_block`, for an index whose block object no longer exists.
         Returns (header, leaf hashes) when they verify and follow on, else None.
         """
-        self._object_history(obj, "expired block", block_index=index)
+        followed = self._follow(index, obj, "expired block", decode_expired_block)
+        if followed is None:
+            return None
+        header, hashes, retain_until = followed
+        if self.clock is not None and retain_until > self.clock.now:
+            self._find(
+                Store.ARCHIVE,
+                Kind.DELETED,
+                f"the block object was removed before its retention ended ({retain_until}); its leaf hashes "
+                "still verify, its events are gone",
+                block_index=index,
+            )
+        self.log.partial_rows[index] = None
+        self.log.expired_events += header.leaf_count
+        self.log.expired_blocks += 1
+        return header, hashes
+
+    def _follow(
+        self, index: int, obj: ArchivedObject, what: str, decode: Callable[[bytes], tuple[BlockHeader, list[bytes], T]]
+    ) -> tuple[BlockHeader, list[bytes], T] | None:
+        """Extends the log by the block at `index` if it follows on and its leaf hashes give its roots.
+
+        `decode` turns the object into (header, leaf hashes, what else it holds). Anything that does
+        not check out is a finding, and the rest of the log cannot be checked.
+        """
+        self._object_history(obj, what, block_index=index)
         if self._broken:
             return None
         if index != self._next_index:
@@ -337,7 +345,7 @@ class ArchiveLogCheck:
             self._broken = True
             return None
         try:
-            header, hashes, retain_until = decode_expired_block(obj.original)
+            header, hashes, rest = decode(obj.original)
             if header.log_id != self.log.log_id or header.block_index != index:
                 raise VerificationError(f"the object at {obj.key} holds block {header.log_id}/{header.block_index}")
             verify_block(header, self._prev, hashes)
@@ -352,19 +360,12 @@ class ArchiveLogCheck:
             self._find(Store.ARCHIVE, Kind.CHAIN_BROKEN, str(exc), block_index=index)
             self._broken = True
             return None
-        if self.clock is not None and retain_until > self.clock.now:
-            self._find(
-                Store.ARCHIVE,
-                Kind.DELETED,
-                f"the block object was removed before its retention ended ({retain_until}); its leaf hashes "
-                "still verify, its events are gone",
-                block_index=index,
-            )
-        self._accept(header, hashes)
-        self.log.partial_rows[index] = None
-        self.log.expired_events += header.leaf_count
-        self.log.expired_blocks += 1
-        return header, hashes
+        self.log.headers[index] = header
+        self.log.digests[index] = block_digest(hashes)
+        self.log.events += header.leaf_count
+        self._prev = header
+        self._next_index = index + 1
+        return header, hashes, rest
 
     def _gap(self, index: int) -> None:
         """Reports blocks missing before `index`; the rest of the log cannot be checked."""
@@ -376,13 +377,6 @@ class ArchiveLogCheck:
             block_index=self._next_index,
         )
         self._broken = True
-
-    def _accept(self, header: BlockHeader, hashes: list[bytes]) -> None:
-        self.log.headers[header.block_index] = header
-        self.log.digests[header.block_index] = block_digest(hashes)
-        self.log.events += header.leaf_count
-        self._prev = header
-        self._next_index = header.block_index + 1
 
     def add_checkpoint(self, size: int, obj: ArchivedObject) -> None:
         """Checks the archived checkpoint at tree size `size`; call after every block, ascending."""

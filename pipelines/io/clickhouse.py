@@ -77,6 +77,10 @@ class ClickHouseError(RuntimeError):
     """ClickHouse could not be opened or refused a statement."""
 
 
+class ChdbHeldError(ClickHouseError):
+    """Another process holds the embedded chDB directory (chDB serves one process per directory)."""
+
+
 class IndexIntegrityError(ClickHouseError, VerificationError):
     """The index disagrees with itself (a missing or conflicting leaf); rebuild it from the archive.
 
@@ -765,6 +769,33 @@ _REGISTRY_LOCK = threading.RLock()
 _CHDB_OPEN: dict[str, ClickHouse] = {}
 
 
+def _held_elsewhere(path: str) -> bool:
+    """True if another process holds the chDB directory: ClickHouse flocks its `status` file while open."""
+    import fcntl
+
+    try:
+        with open(os.path.join(path, "status"), "rb") as status:
+            try:
+                fcntl.flock(status, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(status, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    return False
+
+
+def open_clickhouse_unless_held(url: str) -> ClickHouse | None:
+    """Opens the index at `url`, or returns None when another process holds its chDB directory.
+
+    For commands whose work on ClickHouse that process (normally `auditlog serve`) does itself.
+    """
+    try:
+        return open_clickhouse(url)
+    except ChdbHeldError:
+        return None
+
+
 def open_clickhouse(url: str) -> ClickHouse:
     """Opens the index at `url` (`chdb:///abs/path`, `clickhouse://host:port[/auditlog]`, `clickhouses://...`).
 
@@ -799,7 +830,8 @@ def open_clickhouse(url: str) -> ClickHouse:
         try:
             connection = _ChdbConnection(path)
         except Exception as exc:
-            raise ClickHouseError(
+            kind = ChdbHeldError if _held_elsewhere(path) else ClickHouseError
+            raise kind(
                 f"cannot open chDB at {path}: {exc}. A chDB directory is locked by one process at a time: "
                 "is another auditlog process (ingest job, query API, a shell) using it? Stop it, or point "
                 "AUDITLOG_CLICKHOUSE_URL at another directory."

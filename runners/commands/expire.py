@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import ArchiveError
-    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import expire_archive, read_holds
     from pipelines.verify import archive_from_spec
     from schemas.retention import load_policy
@@ -60,11 +60,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"archive: {report.line()}")
     if args.dry_run:
         return 0
-    try:
-        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-    except ClickHouseError as exc:
-        if "lock" not in str(exc).lower():
-            raise
+    clickhouse = open_clickhouse_unless_held(settings.effective_clickhouse_url)
+    if clickhouse is None:
         print(
             "clickhouse: held by another process (normally `auditlog serve`); its background merges apply the "
             "retention TTL"

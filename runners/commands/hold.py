@@ -205,15 +205,12 @@ def apply(
 
     `holds` is read once ClickHouse is open, so a hold another command placed meanwhile is kept.
     """
-    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import apply_holds
     from transforms.retention import active_holds, format_time
 
-    try:
-        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-    except ClickHouseError as exc:
-        if "lock" not in str(exc).lower():
-            raise
+    clickhouse = open_clickhouse_unless_held(settings.effective_clickhouse_url)
+    if clickhouse is None:
         print(
             f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`); "
             "its indexer applies the change to ClickHouse and the archive's blocks on its next pass"

@@ -146,30 +146,28 @@ def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
 
     That process follows the archive itself, so the events still reach ClickHouse (and the UI).
     """
-    from pipelines.io.clickhouse import ClickHouseError
+    from pipelines.io.clickhouse import open_clickhouse_unless_held
 
-    try:
-        return open_indexer(settings)
-    except ClickHouseError as exc:
-        if not settings.effective_clickhouse_url.startswith("chdb:") or "lock" not in str(exc).lower():
-            raise
+    clickhouse = open_clickhouse_unless_held(settings.effective_clickhouse_url)
+    if clickhouse is None:
         print(
             f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`, "
             "which indexes the archive itself); this run writes the archive and leaves ClickHouse to it",
             file=sys.stderr,
         )
         return None
+    return open_indexer(settings, clickhouse)
 
 
-def open_indexer(settings: Settings) -> ArchiveIndexer:
-    """The archive → ClickHouse indexer of this deployment (it owns the ClickHouse connection)."""
+def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
+    """The archive → ClickHouse indexer of this deployment; it owns `clickhouse` (opened here if not given)."""
     from pipelines.indexer import ArchiveIndexer
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
     from transforms.note import Verifier
 
-    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
+    clickhouse = clickhouse or open_clickhouse(settings.effective_clickhouse_url)
     clickhouse.ensure_schema()
     verifier = Verifier.from_key(settings.verifier_key_file.read_text())
     return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)

@@ -271,15 +271,25 @@ def test_one_chdb_directory_per_process(ch: ClickHouse, written: Written, tmp_pa
         open_clickhouse("chdb://relative/dir")
 
 
-def test_another_process_is_told_the_directory_is_in_use(ch: ClickHouse, written: Written) -> None:
+def test_another_process_is_told_the_directory_is_in_use(ch: ClickHouse, written: Written, tmp_path: Path) -> None:
     code = (
-        "from pipelines.io.clickhouse import open_clickhouse, ClickHouseError\n"
-        f"try:\n    open_clickhouse('chdb://{written.path}')\n"
-        "except ClickHouseError as exc:\n    print(exc)\n"
+        "import sys\n"
+        "from pipelines.io.clickhouse import open_clickhouse, open_clickhouse_unless_held, ChdbHeldError\n"
+        "try:\n    open_clickhouse(sys.argv[1])\n"
+        "except ChdbHeldError as exc:\n    print('HELD', exc)\n"
+        "print('OPENED', open_clickhouse_unless_held(sys.argv[1]) is not None)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
 
-    assert "locked by one process at a time" in done.stdout, done.stdout + done.stderr
+    def run(url: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+        )
+        return done.stdout + done.stderr
+
+    held = run(f"chdb://{written.path}")
+    assert "HELD" in held and "locked by one process at a time" in held and "OPENED False" in held, held
+    free = run(f"chdb://{tmp_path / 'free'}")
+    assert "HELD" not in free and "OPENED True" in free, free
 
 
 def test_server_urls_use_the_native_protocol_with_the_same_code() -> None:
