@@ -25,8 +25,9 @@ $(INSTALLED): pyproject.toml | tools
 jars: $(INSTALLED) ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
 	$(PY) -m infra.jars
 
-go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle)
+go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle) and the load generator (grpc-go)
 	go -C tests/interop/go mod download
+	go -C tests/bench/loadgen mod download
 
 browser-deps: tests/browser/node_modules/.installed ## playwright-core (npm) for the UI's browser tests; Chromium is Debian's
 

@@ -26,6 +26,7 @@ NONCE_SIZE = 12
 # the per-event path. The personalisation strings separate the two uses of the subject's MAC key.
 _NONCE_PERSON = b"auditlog/nonce/1"
 _LOOKUP_PERSON = b"auditlog/lookup1"
+LOOKUP_MEMO_SIZE = 64  # lookup hashes remembered per subject
 
 
 class SealError(ValueError):
@@ -40,12 +41,16 @@ class SubjectKeys:
     enc_key: bytes
     mac_key: bytes
     cipher: AESGCMSIV = field(init=False, repr=False, compare=False)
+    # (field, value) -> lookup hash: a subject sends the same email and address again and again.
+    # It lives and dies with these keys, so a key store that forgets an erased subject forgets it.
+    lookups: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.enc_key) != KEY_SIZE or len(self.mac_key) != KEY_SIZE:
             raise ValueError(f"subject keys must be {KEY_SIZE} bytes each")
         # The key schedule is the costly part of sealing: build it once per subject.
         object.__setattr__(self, "cipher", AESGCMSIV(self.enc_key))
+        object.__setattr__(self, "lookups", {})
 
     def __repr__(self) -> str:  # never print key material
         return f"SubjectKeys(key_id={self.key_id!r})"
@@ -62,8 +67,15 @@ def normalize_for_lookup(field: str, value: str) -> str:
 
 def lookup_hash(keys: SubjectKeys, field: str, value: str) -> str:
     """Returns the hex keyed hash that finds events by a PII value (the seed's email_hash)."""
+    known = keys.lookups.get((field, value))
+    if known is not None:
+        return known
     msg = field.encode() + b"\n" + normalize_for_lookup(field, value).encode()
-    return blake2b(msg, key=keys.mac_key, digest_size=32, person=_LOOKUP_PERSON).hexdigest()
+    digest = blake2b(msg, key=keys.mac_key, digest_size=32, person=_LOOKUP_PERSON).hexdigest()
+    if len(keys.lookups) >= LOOKUP_MEMO_SIZE:
+        keys.lookups.clear()
+    keys.lookups[(field, value)] = digest
+    return digest
 
 
 def seal(keys: SubjectKeys, tenant_id: str, event_id: str, field: str, value: str) -> dict[str, str]:

@@ -14,13 +14,14 @@ the tenant id.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from schemas.events import EventValidationError, canonical_entry, pii_subject, validate_event
 from transforms.merkle import leaf_hash
@@ -118,7 +119,13 @@ def wire_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON of a wire event: the Kafka record value."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(event, default=_as_dict)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):  # orjson writes dicts; other mappings are handed over as one
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def kafka_record(event: Mapping[str, Any]) -> tuple[bytes, bytes]:

@@ -3,7 +3,8 @@
 Not a test: it prints tables. It starts what it needs — Kafka through `Stack` on the configured
 settings (`auditlog stack up kafka`; left running, like `make run`), a fresh topic, a throwaway
 key store and API key, the gateway in a subprocess, and load generators in other processes
-(grpc.aio, many concurrent calls, requests pre-serialised so the client spends little CPU) —
+(tests/bench/loadgen in Go: many concurrent calls over a few HTTP/2 connections, requests
+pre-serialised and patched with fresh event ids, so the client spends little CPU) —
 and stops all of it except Kafka. Every event is ~500 bytes of JSON with a unique event_id.
 
 Scenarios:
@@ -18,7 +19,7 @@ Then, with BENCH_PROFILE=1, a cProfile of the gateway under unary load, and alwa
 cost of each step of the gateway's own work in this process (where the time goes).
 
     make bench-gateway
-    BENCH_SECONDS=20 BENCH_CLIENTS=2 make bench-gateway
+    BENCH_SECONDS=20 BENCH_CONCURRENCY=128 make bench-gateway
     BENCH_ONLY=outbox make bench-gateway       # parts: baseline, unary, rate, batch, outbox, costs
 """
 
@@ -27,10 +28,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import multiprocessing
 import os
 import pstats
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +39,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from runners.settings import REPO_ROOT, Settings  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
-CLIENTS = int(os.environ.get("BENCH_CLIENTS", "1"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 RATE = float(os.environ.get("BENCH_RATE", "1000"))
 BATCH = int(os.environ.get("BENCH_BATCH", "500"))
@@ -63,6 +63,7 @@ ID_PLACEHOLDER = "bench-" + "X" * 26  # fixed width: replaced in the serialised 
 SERVICE = "auditlog.v1.AuditLogService"
 RECORD_EVENT = f"/{SERVICE}/RecordEvent"
 RECORD_EVENTS = f"/{SERVICE}/RecordEvents"
+LOADGEN: Path | None = None  # the built load generator, once main() has built it
 
 
 def wanted(part: str) -> bool:
@@ -134,72 +135,14 @@ class RequestMaker:
 
 # --------------------------------------------------------------------------- load generation
 
+LOADGEN_SOURCE = REPO_ROOT / "tests" / "bench" / "loadgen"
 
-def load_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One load-generator process; returns counts and latencies of calls started in the window."""
-    import grpc
 
-    maker = RequestMaker(spec["templates"], f"b{spec['run']}p{spec['proc']}-")
-    batch = spec["batch"]
-    method_name = RECORD_EVENTS if batch else RECORD_EVENT
-    metadata = (("authorization", f"Bearer {spec['api_key']}"),)
-
-    async def main() -> dict[str, Any]:
-        channel = grpc.aio.insecure_channel(
-            spec["target"],
-            options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
-        )
-        await channel.channel_ready()
-        call = channel.unary_unary(method_name)
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
-        clock = time.perf_counter
-        window_start = clock() + spec["warmup"]
-        window_end = window_start + spec["seconds"]
-        done = 0
-        total = 0
-        cpu_began = time.process_time()
-
-        async def one() -> None:
-            nonlocal done, total
-            request = maker.batch(batch) if batch else maker.event()
-            began = clock()
-            try:
-                await call(request, metadata=metadata, timeout=60)
-            except grpc.aio.AioRpcError as error:
-                if began >= window_start:
-                    errors[error.code().name] += 1
-                return
-            total += 1
-            if window_start <= began < window_end:
-                latencies.append(clock() - began)
-                done += 1
-
-        if spec["rate"]:
-            interval = spec["procs"] / spec["rate"]
-            tasks = set()
-            next_at = clock()
-            while clock() < window_end:
-                now = clock()
-                if now < next_at:
-                    await asyncio.sleep(next_at - now)
-                next_at += interval
-                task = asyncio.ensure_future(one())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await asyncio.gather(*tasks)
-        else:
-
-            async def loop() -> None:
-                while clock() < window_end:
-                    await one()
-
-            await asyncio.gather(*(loop() for _ in range(spec["concurrency"])))
-        cpu_s = time.process_time() - cpu_began
-        await channel.close()
-        return {"done": done, "total": total, "cpu_s": cpu_s, "latencies": latencies, "errors": dict(errors)}
-
-    return asyncio.run(main())
+def build_loadgen(folder: Path) -> Path:
+    """Builds the Go load generator (tests/bench/loadgen): a client that costs little CPU per call."""
+    binary = folder / "loadgen"
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=LOADGEN_SOURCE, check=True)
+    return binary
 
 
 def run_load(
@@ -210,46 +153,48 @@ def run_load(
     batch: int = 0,
     concurrency: int,
     rate: float = 0,
-    procs: int = CLIENTS,
     watch: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """Runs the load; `watch` names processes (gateway, kafka) whose CPU time per call to report."""
-    run = uuid.uuid4().hex[:6]
-    specs = [
-        {
-            "target": target,
-            "api_key": api_key,
-            "templates": templates,
-            "batch": batch,
-            "concurrency": concurrency,
-            "rate": rate,
-            "procs": procs,
-            "proc": i,
-            "run": run,
-            "seconds": SECONDS,
-            "warmup": WARMUP,
-        }
-        for i in range(procs)
-    ]
-    watch = watch or {}
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+    """Runs the Go load generator; `watch` names processes (gateway, kafka) whose CPU per call to report."""
+    folder = Path(tempfile.mkdtemp(prefix="auditlog-bench-load-"))
+    try:
+        binary = LOADGEN or build_loadgen(folder)
+        template_file = folder / "templates.b64"
+        template_file.write_text("\n".join(base64.b64encode(t).decode() for t in templates) + "\n")
+        argv = [
+            str(binary),
+            "-grpc", target,
+            "-method", RECORD_EVENTS if batch else RECORD_EVENT,
+            "-templates", str(template_file),
+            "-placeholder", ID_PLACEHOLDER,
+            "-prefix", f"b{uuid.uuid4().hex[:6]}",
+            "-batch", str(batch),
+            "-c", str(max(1, concurrency)),
+            "-rate", str(rate),
+            "-conns", str(CONNECTIONS),
+            "-d", f"{SECONDS}s",
+            "-warmup", f"{WARMUP}s",
+            "-H", f"authorization: Bearer {api_key}",
+        ]  # fmt: skip
+        watch = watch or {}
         before = {name: cpu_seconds(pids) for name, pids in watch.items()}
-        results = pool.map(load_worker, specs)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
         spent = {name: cpu_seconds(pids) - before[name] for name, pids in watch.items()}
-    calls = max(1, sum(r["total"] for r in results))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if done.returncode != 0:
+        sys.exit(f"the load generator failed ({done.returncode}): {done.stderr.strip()}")
+    result = json.loads(done.stdout)
+    calls = max(1, result["total_calls"])
     cpu_us = {name: 1e6 * seconds / calls for name, seconds in spent.items()}
-    cpu_us["client"] = 1e6 * sum(r["cpu_s"] for r in results) / calls
-    latencies = sorted(x for r in results for x in r["latencies"])
-    errors: Counter[str] = Counter()
-    for r in results:
-        errors.update(r["errors"])
-    requests = sum(r["done"] for r in results)
+    cpu_us["client"] = 1e6 * result["cpu_s"] / calls
+    requests = result["requests"]
     return {
         "requests_per_s": requests / SECONDS,
         "events_per_s": requests * (batch or 1) / SECONDS,
-        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
-        "errors": dict(errors),
+        "p50_ms": result["p50_ms"] if requests else float("nan"),
+        "p99_ms": result["p99_ms"] if requests else float("nan"),
+        "errors": result["errors"],
         "cpu_us": cpu_us,
     }
 
@@ -340,7 +285,7 @@ class GatewayProcess:
             line = self.process.stdout.readline()
             if not line:
                 sys.exit(f"the gateway did not start (exit {self.process.wait()})")
-            ready += "gateway listening on" in line
+            ready += line.count("gateway listening on")  # workers share the pipe: lines may merge
         self.target = f"127.0.0.1:{self.settings.gateway_port}"
 
     def stop(self) -> str:
@@ -618,8 +563,8 @@ def main() -> int:
     cores = os.cpu_count()
     print(
         f"gateway benchmark: {cores} cores, Kafka at {settings.kafka_bootstrap} ({PARTITIONS} partitions), "
-        f"{SECONDS:.0f} s per scenario after {WARMUP:.0f} s warm-up, {CLIENTS} load process(es), ~{TARGET_BYTES}-byte "
-        f"events; load average now {os.getloadavg()[0]:.1f}"
+        f"{SECONDS:.0f} s per scenario after {WARMUP:.0f} s warm-up, Go load generator over {CONNECTIONS} "
+        f"connections, ~{TARGET_BYTES}-byte events; load average now {os.getloadavg()[0]:.1f}"
     )
     with tempfile.TemporaryDirectory(prefix="auditlog-bench-gw-") as home:
         bench = bench_settings(Path(home))
@@ -627,11 +572,12 @@ def main() -> int:
 
         with ApiKeyStore.open(bench) as keys:
             api_key = keys.create(admin=True, label="bench")[1]
+        global LOADGEN
+        LOADGEN = build_loadgen(Path(home))
         templates = serialised_templates(template_events())
         print(f"\n{'scenario':<42}{'requests/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}  {'target':<21}errors")
-        rows = (
-            gateway_scenarios(bench, api_key, templates) if wanted("unary") or wanted("rate") or wanted("batch") else []
-        )
+        served = {"baseline", "unary", "rate", "batch"} & (ONLY or {"unary"})
+        rows = gateway_scenarios(bench, api_key, templates) if served else []
         if wanted("outbox"):
             row = outbox_scenario(bench)
             if row:

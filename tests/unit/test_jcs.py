@@ -6,9 +6,11 @@ import json
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms.errors import CanonicalizationError
-from transforms.jcs import canonicalize, format_number
+from transforms.jcs import _write, canonicalize, format_number
 
 # RFC 8785 Appendix B: IEEE-754 bit patterns and their ECMAScript text.
 NUMBERS = [
@@ -103,3 +105,33 @@ def test_out_of_range_integer_and_lone_surrogate_are_rejected():
         canonicalize({"s": "\ud800"})
     with pytest.raises(CanonicalizationError):
         canonicalize({1: "non-string key"})
+
+
+# Plain values: strings (any code point but lone surrogates, control characters included), safe
+# integers, booleans, null, lists and objects with ASCII keys. These take the orjson fast path.
+_plain_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | _plain_text
+    | st.sampled_from(["\u2028\u2029", "\x7f", "\ufeff", "😀", "\x00\x1f\b\f\n\r\t\"\\/"]),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_plain_values)
+def test_the_fast_path_writes_exactly_what_the_rfc_8785_writer_writes(value):
+    slow: list[str] = []
+    _write(value, slow)
+    assert canonicalize(value) == "".join(slow).encode("utf-8")
+
+
+def test_nesting_deeper_than_orjson_goes_still_canonicalizes():
+    value: object = "leaf"
+    for _ in range(300):
+        value = [value]
+    assert canonicalize(value) == b"[" * 300 + b'"leaf"' + b"]" * 300

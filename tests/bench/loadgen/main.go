@@ -1,4 +1,5 @@
-// loadgen: a closed-loop HTTP load generator for `make bench-query` (Go standard library only).
+// loadgen: a closed-loop load generator for `make bench-query` (HTTP) and `make bench-gateway`
+// (gRPC, see grpc.go).
 //
 //	go run ./tests/bench/loadgen -urls FILE -c 50 -d 20s -H "Authorization: Bearer KEY"
 //
@@ -33,7 +34,27 @@ func main() {
 	duration := flag.Duration("d", 20*time.Second, "how long to send")
 	var hdrs headers
 	flag.Var(&hdrs, "H", "header 'Name: value' (repeatable)")
+	grpcTarget := flag.String("grpc", "", "gRPC mode: host:port of the server")
+	method := flag.String("method", "", "gRPC mode: full method name, /package.Service/Method")
+	templates := flag.String("templates", "", "gRPC mode: file of base64 serialised requests, one per line")
+	placeholder := flag.String("placeholder", "", "gRPC mode: the fixed-width event_id replaced per event")
+	prefix := flag.String("prefix", "", "gRPC mode: prefix of generated event ids")
+	batch := flag.Int("batch", 0, "gRPC mode: events per call (a RecordEventsRequest); 0 = one request per call")
+	conns := flag.Int("conns", 4, "gRPC mode: HTTP/2 connections to spread the calls over")
+	rate := flag.Float64("rate", 0, "gRPC mode: open loop, this many calls per second (instead of -c closed loops)")
+	warmup := flag.Duration("warmup", 3*time.Second, "gRPC mode: calls before this are not measured")
 	flag.Parse()
+	if *grpcTarget != "" {
+		err := runGRPC(grpcOptions{
+			target: *grpcTarget, method: *method, templates: *templates, placeholder: *placeholder, prefix: *prefix,
+			workers: *workers, conns: *conns, batch: *batch, rate: *rate, duration: *duration, warmup: *warmup, headers: hdrs,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	f, err := os.Open(*urlsFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -104,7 +125,7 @@ func main() {
 	}
 	out := map[string]any{
 		"requests": len(latencies), "errors": errors, "seconds": duration.Seconds(),
-		"rps": float64(len(latencies)) / duration.Seconds(),
+		"rps":    float64(len(latencies)) / duration.Seconds(),
 		"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0),
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
