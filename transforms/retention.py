@@ -44,6 +44,7 @@ KEPT_FOREVER = "9999-12-31T23:59:59.999Z"
 MAX_PERIOD_DAYS = 200 * 366  # every retention end stays a real date, far below year 9999
 _PERIOD = re.compile(r"(?P<amount>\d+)\s*(?P<unit>y|mo|d|h|m|s)")
 _UNIT_NAMES = {"y": "years", "mo": "months", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_DATE_UNITS = frozenset({"y", "mo", "d"})
 _CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _RETENTION_HEAD = b'"retention":{"class":"'
 _RETENTION_MEMBER = re.compile(
@@ -131,6 +132,11 @@ class RetentionPolicy:
     default: str
     # action → class; actions are few, and matching every glob per event costs microseconds.
     _classified: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    # (class, occurred_at's date) → the date its retention ends, for classes counted in years,
+    # months or days: in UTC such a period moves the date and keeps the time of day.
+    _until_days: dict[tuple[str, str], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any], source: str = "retention policy") -> RetentionPolicy:
@@ -201,10 +207,21 @@ class RetentionPolicy:
         raise KeyError(retention_class)
 
     def stamp(self, action: str, occurred_at: str) -> dict[str, str]:
-        """The `retention` member of an event's canonical form."""
+        """The `retention` member of an event's canonical form (`occurred_at` in canonical form)."""
         name = self.classify(action)
-        until = self.period(name).after(parse_time(occurred_at))
-        return {"class": name, "until": format_time(until)}
+        period = self.period(name)
+        if period.unit not in _DATE_UNITS or len(occurred_at) != 24 or occurred_at[10] != "T":
+            return {"class": name, "until": format_time(period.after(parse_time(occurred_at)))}
+        key = (name, occurred_at[:10])
+        day = self._until_days.get(key)
+        if day is None:
+            until = format_time(period.after(parse_time(occurred_at)))
+            if until[10:] != occurred_at[10:]:  # beyond year 9999: kept forever, not a date shift
+                return {"class": name, "until": until}
+            day = until[:10]
+            if len(self._until_days) < 100_000:
+                self._until_days[key] = day
+        return {"class": name, "until": day + occurred_at[10:]}
 
     def longest(self) -> Period:
         """The longest period of any class: how long leaf hashes and checkpoints are locked."""
