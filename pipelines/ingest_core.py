@@ -100,6 +100,9 @@ class LogCursor:
     tree: CompactRange = field(default_factory=CompactRange)
     last_block: BlockHeader | None = None
     pending: list[bytes] = field(default_factory=list)
+    # occurred_at of each pending entry, as the step saw it (not persisted: after a restore the
+    # seal reads them from the entries, which costs a JSON parse each).
+    pending_times: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         """The sealed part of the cursor (the open block is kept separately, record by record)."""
@@ -182,6 +185,7 @@ class LogSequencer:
             return []
         keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
         log.pending.append(canonical_entry(event, keys, self.options.retention, self.options.pii_fields))
+        log.pending_times.append(event["occurred_at"])
         self.counters.accepted += 1
         if len(log.pending) >= self.options.block_size:
             block = self.seal(log)
@@ -193,6 +197,7 @@ class LogSequencer:
         if not log.pending:
             return None
         entries, log.pending = log.pending, []
+        times, log.pending_times = log.pending_times, []
         retain_until = max(entry_until(e) for e in entries)
         if not self.options.verifiable:
             last = log.last_block
@@ -201,7 +206,8 @@ class LogSequencer:
             self.counters.blocks += 1
             return SealedBlockRecord(log.log_id, index, 0, b"\n".join(entries) + b"\n", "", retain_until)
         hashes = [leaf_hash(e) for e in entries]
-        times = [json.loads(e)["occurred_at"] for e in entries]
+        if len(times) != len(entries):  # restored from a checkpoint: the open block's times were not kept
+            times = [json.loads(e)["occurred_at"] for e in entries]
         header = seal_block(log.log_id, log.last_block, log.tree, hashes, times)
         log.last_block = header
         note = sign_checkpoint(

@@ -46,17 +46,26 @@ def canonicalize(value: Any) -> bytes:
 def _plain(value: Any) -> bool:
     """True if `value` holds only strings, booleans, None, safe integers and ASCII-keyed objects."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not key.isascii() or not _plain(item):
+            if type(key) is not str or not key.isascii():
+                return False
+            # Leaves inline: most members are strings, and a call per member is most of the cost.
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    return False
+            elif not _plain(item):
                 return False
         return True
     if kind is list:
         return all(_plain(item) for item in value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
     return False
 
 
