@@ -31,12 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.ingest_core import (
+    MAX_PARALLELISM,
     DeadLetter,
     IngestOptions,
     LogCursor,
     LogSequencer,
     SealedBlockRecord,
     SourceRecord,
+    key_group,
+    partition_key,
+    partition_of_key,
 )
 from schemas.retention import load_policy
 from transforms.retention import RetentionPolicy
@@ -95,7 +99,7 @@ def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
     # Each row is (partition, record): the key first, so the JVM keys the stream (see keyed_by_partition).
     stream = t_env.to_data_stream(
         t_env.sql_query(
-            "SELECT `partition`, ROW(`partition`, `offset`,"
+            f"SELECT {_partition_key_sql()}, ROW(`partition`, `offset`,"
             " CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000 + EXTRACT(MILLISECOND FROM `ts`),"
             " `k`, `v`) FROM audit_source"
         )
@@ -104,6 +108,12 @@ def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
     # ExternalTypeInfo) is what PyFlink's keyed operator reads its input fields from.
     stream._j_data_stream.getTransformation().setOutputType(keyed_record_type().get_java_type_info())
     return stream
+
+
+def _partition_key_sql() -> str:
+    """The SQL of each record's state key: `partition_key(partition)`, from a table of the first 128."""
+    keys = ", ".join(str(partition_key(p)) for p in range(MAX_PARALLELISM))
+    return f"COALESCE(ARRAY[{keys}][`partition` + 1], `partition`)"
 
 
 def recording_records(env: Any, path: str) -> Any:
@@ -120,7 +130,10 @@ def recording_records(env: Any, path: str) -> Any:
 
     from pipelines.recording import iter_records
 
-    rows = [Row(r.partition, Row(r.partition, r.offset, r.timestamp_ms, r.key, r.value)) for r in iter_records(path)]
+    rows = [
+        Row(partition_key(r.partition), Row(r.partition, r.offset, r.timestamp_ms, r.key, r.value))
+        for r in iter_records(path)
+    ]
     if not rows:
         raise ValueError(f"recording {path} holds no records")
     row_type = keyed_record_type()
@@ -153,7 +166,7 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
         keyed_by_partition(records)
         .process(SequenceFunction(config, dlq_tag), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("sequence: dedupe, seal PII, append, cut blocks, sign")
-        .uid("auditlog-sequence-v1")
+        .uid("auditlog-sequence-v2")  # v2: state keyed by partition_key
     )
     sequenced.get_side_output(dlq_tag).sink_to(dlq if dlq is not None else dlq_sink(config)).name("dead letters").uid(
         "auditlog-dlq-sink-v1"
@@ -192,9 +205,36 @@ def keyed_by_partition(records: Any) -> Any:
     from pyflink.datastream.data_stream import KeyedStream
     from pyflink.java_gateway import get_gateway
 
+    _check_key_groups()
     selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
     j_keyed = records._j_data_stream.keyBy(selector, Types.ROW([Types.INT()]).get_java_type_info())
     return KeyedStream(j_keyed, record_type(), records)
+
+
+def _check_key_groups() -> None:
+    """Warns if this Flink assigns state keys to key groups otherwise than `key_group` computes."""
+    import logging
+
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    jvm = gateway.jvm
+    for partition in (0, 1, 2, 3):
+        key = partition_key(partition)
+        fields = gateway.new_array(jvm.java.lang.Object, 1)
+        fields[0] = jvm.java.lang.Integer.valueOf(key)
+        group = jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignToKeyGroup(
+            jvm.org.apache.flink.types.Row.of(fields), MAX_PARALLELISM
+        )
+        if group != key_group(key):
+            logging.getLogger(__name__).warning(
+                "Flink puts state key %d in key group %d, not %d: the logs may not spread evenly over the "
+                "subtasks (they stay correct); update pipelines.ingest_core.key_group",
+                key,
+                group,
+                key_group(key),
+            )
+            return
 
 
 def dlq_sink(config: JobConfig) -> Any:
@@ -308,7 +348,7 @@ class SequenceFunction(KeyedProcessFunction):
         yield from self._emit(cursor, outputs)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        cursor = self._cursor(ctx.get_current_key())
+        cursor = self._cursor(partition_of_key(ctx.get_current_key()))
         block = self.sequencer.seal(cursor)
         yield from self._emit(cursor, [("block", block)] if block else [])
 
@@ -475,6 +515,7 @@ def create_environment(
         conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(parallelism)
+    env.set_max_parallelism(MAX_PARALLELISM)  # the key groups partition_key spreads the logs over
     env.enable_checkpointing(checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     return env, StreamTableEnvironment.create(env)
 

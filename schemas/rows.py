@@ -6,10 +6,11 @@ always be rebuilt from the WORM archive alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from transforms.blocks import BlockHeader
 from transforms.jcs import canonicalize
@@ -79,7 +80,7 @@ def audit_log_row(
     `holds` are the legal holds active now: a row they cover gets the latest of their ends as
     `hold_until`, which keeps ClickHouse's TTL from deleting it (see `auditlog hold`).
     """
-    doc = json.loads(canonical)
+    doc = orjson.loads(canonical)
     actor = doc["actor"]
     email = doc.get("pii", {}).get("actor.email")
     retention = doc.get("retention") or {}

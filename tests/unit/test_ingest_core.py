@@ -113,3 +113,24 @@ def test_cut_marker_closes_the_open_block():
 def test_null_value_is_a_dead_letter():
     _, _, outputs = run([SourceRecord(2, 7, 0, b"t", None)])
     assert outputs[0][0] == "dlq" and "null Kafka value" in outputs[0][1].reason
+
+
+def test_partition_keys_spread_consecutive_partitions_over_the_subtasks():
+    from pipelines.ingest_core import MAX_PARALLELISM, key_group, partition_key, partition_of_key
+
+    keys = [partition_key(p) for p in range(MAX_PARALLELISM)]
+    assert [partition_of_key(k) for k in keys] == list(range(MAX_PARALLELISM))
+    assert all(k < 2**31 for k in keys)  # a Java int
+    # Each key group once; at parallelism 2, 4 and 8 consecutive partitions take turns.
+    assert sorted(key_group(k) for k in keys) == list(range(MAX_PARALLELISM))
+    for parallelism in (2, 4, 8):
+        subtasks = [key_group(k) * parallelism // MAX_PARALLELISM for k in keys[:parallelism]]
+        assert sorted(subtasks) == list(range(parallelism))
+    assert partition_key(MAX_PARALLELISM + 5) == MAX_PARALLELISM + 5
+
+
+def test_key_group_is_flinks_for_known_keys():
+    # Values read from the JVM: KeyGroupRangeAssignment.assignToKeyGroup(Row.of(k), 128).
+    from pipelines.ingest_core import key_group
+
+    assert [key_group(k) for k in (0, 1, 2, 3, 1_000_000)] == [33, 44, 97, 104, 85]
