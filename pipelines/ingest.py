@@ -14,6 +14,12 @@ The graph (every stateful operator has a stable uid, so savepoints survive upgra
           └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts)
     archive → indexer (pipelines/indexer.py, its own process) → ClickHouse (per-block dedup tokens)
 
+Upgrades: the sequence operator's state is keyed by `partition_key` since its uid became
+`auditlog-sequence-v2`; a savepoint of a v1 job (keyed by the partition number) does not restore
+into it. Flink refuses it, and must not be told to skip it (`--allowNonRestoredState` would
+restart every log at size 0 beside its archived blocks): drain the v1 job to a final block, then
+start the new job on a new topic or origin.
+
 Exactly-once (DESIGN.md contract 6, option a): a log's leaves are a function of its partition's
 records, blocks are cut by count or by cut markers written into the partition, so a restore from
 a checkpoint re-creates byte-identical blocks; S3 re-puts of identical bytes are no-ops, and the
@@ -26,6 +32,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,7 @@ from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
 METRICS_EVERY = 500  # records between updates of the accepted and duplicate counters
+METRICS_EVERY_S = 1.0  # and seconds, so a quiet stream's counters stay current
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -311,6 +319,7 @@ class SequenceFunction(KeyedProcessFunction):
         self.m_blocks = metrics.counter("blocks_sealed")
         self.tree_sizes: dict[str, tuple[Any, int]] = {}  # log id -> (its counter, the size it reports)
         self.unreported = 0  # records whose counts have not reached the Flink counters yet
+        self.report_by = time.monotonic() + METRICS_EVERY_S
 
     def close(self) -> None:
         self._report_counts()
@@ -363,15 +372,16 @@ class SequenceFunction(KeyedProcessFunction):
                 self.m_blocks.inc()
                 self._report_tree_size(cursor)
                 yield item
-        # From the sequencer's counters, handed to Flink at most every METRICS_EVERY records and
-        # at every block: each inc() is a call into the JVM, which per record cost ~14% of the
-        # job's Python time. A sealed block's counts are always current.
+        # From the sequencer's counters, handed to Flink at every block, every METRICS_EVERY
+        # records and at least every METRICS_EVERY_S: each inc() is a call into the JVM, which per
+        # record cost ~14% of the job's Python time.
         self.unreported += 1
-        if outputs or self.unreported >= METRICS_EVERY:
+        if outputs or self.unreported >= METRICS_EVERY or time.monotonic() >= self.report_by:
             self._report_counts()
 
     def _report_counts(self) -> None:
         self.unreported = 0
+        self.report_by = time.monotonic() + METRICS_EVERY_S
         counters = self.sequencer.counters
         if counters.accepted:
             self.m_accepted.inc(counters.accepted)

@@ -273,7 +273,9 @@ def partition_key(partition: int) -> int:
     subtasks at every power-of-two parallelism. It depends on the partition alone, not on the
     parallelism, so a rescaled job finds its state. Partitions from 128 on keep their number.
     """
-    if not 0 <= partition < MAX_PARALLELISM:
+    if not 0 <= partition < KEY_STRIDE:
+        raise ValueError(f"Kafka partition {partition} is outside 0..{KEY_STRIDE - 1}, which the state keys cover")
+    if partition >= MAX_PARALLELISM:
         return partition
     target = int(f"{partition:07b}"[::-1], 2)
     for j in range(2048):

@@ -216,7 +216,7 @@ class RetentionPolicy:
         day = self._until_days.get(key)
         if day is None:
             until = format_time(period.after(parse_time(occurred_at)))
-            if until[10:] != occurred_at[10:]:  # beyond year 9999: kept forever, not a date shift
+            if until == KEPT_FOREVER or until[10:] != occurred_at[10:]:  # beyond 9999: not a date shift
                 return {"class": name, "until": until}
             day = until[:10]
             if len(self._until_days) < 100_000:

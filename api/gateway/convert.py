@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
-
 from api.gateway import audit_pb2
 from api.sdk.events import Receipt, time_from_millis
-from schemas.events import MISSING, EventValidationError
+from schemas.events import MISSING, EventValidationError, loads_json
 
 PROTO_FIELD = {"metadata": "metadata_json"}
 """Schema paths whose name differs in the request message."""
@@ -58,8 +56,8 @@ def event_from_request(request: audit_pb2.RecordEventRequest) -> dict[str, Any]:
         event["request_id"] = request.request_id
     if request.metadata_json:
         try:
-            metadata = orjson.loads(request.metadata_json)
-        except orjson.JSONDecodeError as exc:
+            metadata = loads_json(request.metadata_json)
+        except json.JSONDecodeError as exc:
             raise EventValidationError(
                 "metadata_json",
                 request.metadata_json[:40],

@@ -14,6 +14,7 @@ the tenant id.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -119,13 +120,10 @@ def wire_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON of a wire event: the Kafka record value."""
-    return orjson.dumps(event, default=_as_dict)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):  # orjson writes dicts; other mappings are handed over as one
-        return dict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:  # what orjson does not write (other mappings, subclasses): json does
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def kafka_record(event: Mapping[str, Any]) -> tuple[bytes, bytes]:

@@ -114,3 +114,19 @@ def test_generated_events_are_valid_and_reproducible():
     assert a == b
     for _, value in a:
         parse_event(value)
+
+
+def test_integers_beyond_64_bits_are_refused_not_rounded():
+    # orjson would read this as a float; the parser falls back to json and canonical JSON refuses it.
+    raw = json.dumps({**EVENT, "metadata": {"n": 123456789012345678901234567890}}).encode()
+    with pytest.raises(EventValidationError, match="metadata"):
+        parse_event(raw)
+
+
+def test_metadata_nested_too_deeply_is_a_validation_error_not_a_crash():
+    nested: object = 1
+    for _ in range(700):
+        nested = [nested]
+    raw = json.dumps({**EVENT, "metadata": {"deep": nested}}).encode()
+    with pytest.raises(EventValidationError, match="nested too deeply"):
+        parse_event(raw)

@@ -109,6 +109,18 @@ def test_a_stamp_is_its_period_after_occurred_at_whatever_the_memo_holds(moment,
     # Another time of the same day comes from the memo too, and keeps its own time of day.
     later = moment.replace(hour=23, minute=59, second=59, microsecond=999000)
     assert policy.stamp("a.b", format_time(later))["until"] == format_time(Period.parse(period).after(later))
+    # The memo never depends on which time of a day came first (kept-forever ends included).
+    fresh = RetentionPolicy.parse({"default": "c", "classes": {"c": period}})
+    earlier = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    for first in (later, earlier):
+        fresh.stamp("a.b", format_time(first))
+    assert fresh.stamp("a.b", format_time(earlier))["until"] == format_time(Period.parse(period).after(earlier))
+
+
+def test_a_kept_forever_stamp_is_not_memoised_as_a_date() -> None:
+    policy = RetentionPolicy.parse({"default": "c", "classes": {"c": "200y"}})
+    assert policy.stamp("a.b", "9900-06-01T23:59:59.999Z")["until"] == KEPT_FOREVER
+    assert policy.stamp("a.b", "9900-06-01T10:00:00.000Z")["until"] == KEPT_FOREVER
 
 
 @pytest.mark.parametrize(
