@@ -9,7 +9,8 @@ Run it with the CLI (a local mini-cluster by default, or a Flink cluster)::
 The graph (every stateful operator has a stable uid, so savepoints survive upgrades)::
 
     kafka source (SQL connector: value bytes + partition/offset/timestamp metadata)
-      → key by partition → sequence (one log per partition: dedupe state, open block, tree)
+      → key by partition_key(partition), in the JVM (the record enters Python once)
+      → sequence (one log per partition: dedupe state, open block, tree)
           ├─ side output: dead letters → Kafka DLQ topic (exactly-once, transactional)
           └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts)
     archive → indexer (pipelines/indexer.py, its own process) → ClickHouse (per-block dedup tokens)
