@@ -42,10 +42,10 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "50"))
 CHUNK = 1_000_000
 
 _ROWS_SQL = """
-INSERT INTO auditlog.audit_logs
+INSERT INTO auditlog.audit_logs ({columns})
 SELECT tenant_id, event_id, occurred_at, actor_id, 'USER', '', action, resource_id, resource_type, result,
        request_id, '{{}}', log_id, leaf_index, SHA256(concat(char(0), canonical)), intDiv(leaf_index, 1000),
-       unhex(repeat('00', 32)), canonical
+       unhex(repeat('00', 32)), canonical, 'standard', retain_until, toDateTime64(0, 3, 'UTC')
 FROM (
   SELECT number AS n, sipHash64(n) AS h,
     concat('t_', toString(1000 + n % {tenants})) AS tenant_id,
@@ -60,10 +60,12 @@ FROM (
     concat('req_', lower(hex(sipHash64(n, 1)))) AS request_id,
     concat('bench.p', toString(n % {logs})) AS log_id,
     intDiv(n, {logs}) AS leaf_index,
+    occurred_at + toIntervalYear(1) AS retain_until,
     concat('{{"action":"', action, '","actor":{{"id":"', actor_id, '","type":"USER"}},"event_id":"', event_id,
            '","metadata":{{}},"occurred_at":"', formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ'),
            '","request_id":"', request_id, '","resource":{{"id":"', resource_id, '","type":"', resource_type,
-           '"}},"result":"', result, '","tenant_id":"', tenant_id, '"}}') AS canonical
+           '"}},"result":"', result, '","retention":{{"class":"standard","until":"',
+           formatDateTime(retain_until, '%Y-%m-%dT%H:%i:%S.%fZ'), '"}},"tenant_id":"', tenant_id, '"}}') AS canonical
   FROM numbers({start}, {count})
 )
 """
@@ -76,6 +78,7 @@ def bench_settings(settings: Settings) -> Settings:
 
 def build() -> None:
     """Child process: rows, leaves, signed tree heads (chDB is opened by one process at a time)."""
+    from schemas.rows import AUDIT_LOG_COLUMNS
     from tests.synthetic import open_deployment
     from transforms.checkpoint import Checkpoint, sign_checkpoint
     from transforms.merkle import MerkleTree
@@ -86,7 +89,14 @@ def build() -> None:
     for start in range(0, EVENTS, CHUNK):
         count = min(CHUNK, EVENTS - start)
         sql = _ROWS_SQL.format(
-            tenants=TENANTS, span_ms=span_ms, events=EVENTS, actors=ACTORS, logs=LOGS, start=start, count=count
+            columns=", ".join(AUDIT_LOG_COLUMNS),
+            tenants=TENANTS,
+            span_ms=span_ms,
+            events=EVENTS,
+            actors=ACTORS,
+            logs=LOGS,
+            start=start,
+            count=count,
         )
         ch._conn.command(sql)
         print(f"  rows {start + count:,}/{EVENTS:,}", file=sys.stderr, flush=True)
