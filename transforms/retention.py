@@ -210,18 +210,15 @@ class RetentionPolicy:
         """The `retention` member of an event's canonical form (`occurred_at` in canonical form)."""
         name = self.classify(action)
         period = self.period(name)
-        if period.unit not in _DATE_UNITS or len(occurred_at) != 24 or occurred_at[10] != "T":
-            return {"class": name, "until": format_time(period.after(parse_time(occurred_at)))}
-        key = (name, occurred_at[:10])
-        day = self._until_days.get(key)
-        if day is None:
-            until = format_time(period.after(parse_time(occurred_at)))
-            if until == KEPT_FOREVER or until[10:] != occurred_at[10:]:  # beyond 9999: not a date shift
-                return {"class": name, "until": until}
-            day = until[:10]
-            if len(self._until_days) < 100_000:
-                self._until_days[key] = day
-        return {"class": name, "until": day + occurred_at[10:]}
+        day_key = (name, occurred_at[:10])
+        memo = period.unit in _DATE_UNITS and len(occurred_at) == 24 and occurred_at[10] == "T"
+        if memo and (day := self._until_days.get(day_key)) is not None:
+            return {"class": name, "until": day + occurred_at[10:]}
+        until = format_time(period.after(parse_time(occurred_at)))
+        # Kept forever (beyond year 9999) is no date shift: never remember it as one.
+        if memo and until != KEPT_FOREVER and until[10:] == occurred_at[10:] and len(self._until_days) < 100_000:
+            self._until_days[day_key] = until[:10]
+        return {"class": name, "until": until}
 
     def longest(self) -> Period:
         """The longest period of any class: how long leaf hashes and checkpoints are locked."""

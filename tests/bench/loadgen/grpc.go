@@ -107,6 +107,35 @@ func (m *maker) request(batch int) []byte {
 	return buf
 }
 
+// tally counts calls, and the latencies and error codes of those started in the measured window.
+type tally struct {
+	latencies []float64
+	errs      map[string]int
+	calls     int
+}
+
+func newTally() *tally { return &tally{errs: map[string]int{}} }
+
+func (t *tally) add(started, windowStart time.Time, ms float64, err error) {
+	t.calls++
+	if started.Before(windowStart) {
+		return
+	}
+	if err != nil {
+		t.errs[status.Code(err).String()]++
+	} else {
+		t.latencies = append(t.latencies, ms)
+	}
+}
+
+func (t *tally) merge(other *tally) {
+	t.latencies = append(t.latencies, other.latencies...)
+	for code, n := range other.errs {
+		t.errs[code] += n
+	}
+	t.calls += other.calls
+}
+
 func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -142,45 +171,37 @@ func runGRPC(o grpcOptions) error {
 	begin := time.Now()
 	windowStart := begin.Add(o.warmup)
 	windowEnd := windowStart.Add(o.duration)
+	// call sends one request; it returns when it started, how long it took (ms) and its error.
+	call := func(conn *grpc.ClientConn, req []byte) (time.Time, float64, error) {
+		started := time.Now()
+		var reply []byte
+		callCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		err := conn.Invoke(callCtx, o.method, &req, &reply)
+		return started, float64(time.Since(started).Microseconds()) / 1000, err
+	}
 	var mu sync.Mutex
-	var latencies []float64
-	errs := map[string]int{}
-	total := 0
+	all := newTally()
 	var wg sync.WaitGroup
 	if o.rate > 0 {
 		// Open loop: a call starts every 1/rate s whatever the earlier ones are doing.
 		m := &maker{templates: templates, placeholder: []byte(o.placeholder), prefix: o.prefix + "r-"}
 		interval := time.Duration(float64(time.Second) / o.rate)
 		next := time.Now()
-		calls := 0
-		for time.Now().Before(windowEnd) {
+		for calls := 0; time.Now().Before(windowEnd); calls++ {
 			if wait := time.Until(next); wait > 0 {
 				time.Sleep(wait)
 			}
 			next = next.Add(interval)
-			req := m.request(o.batch)
-			conn := conns[calls%len(conns)]
-			calls++
+			req, conn := m.request(o.batch), conns[calls%len(conns)]
 			wg.Add(1)
-			go func(req []byte) {
+			go func() {
 				defer wg.Done()
-				started := time.Now()
-				var reply []byte
-				callCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-				err := conn.Invoke(callCtx, o.method, &req, &reply)
-				cancel()
+				started, ms, err := call(conn, req)
 				mu.Lock()
-				defer mu.Unlock()
-				total++
-				if started.Before(windowStart) {
-					return
-				}
-				if err != nil {
-					errs[status.Code(err).String()]++
-				} else {
-					latencies = append(latencies, float64(time.Since(started).Microseconds())/1000)
-				}
-			}(req)
+				all.add(started, windowStart, ms, err)
+				mu.Unlock()
+			}()
 		}
 	}
 	for w := 0; w < o.workers && o.rate == 0; w++ {
@@ -189,40 +210,19 @@ func runGRPC(o grpcOptions) error {
 			defer wg.Done()
 			m := &maker{templates: templates, placeholder: []byte(o.placeholder), prefix: fmt.Sprintf("%sw%d-", o.prefix, w)}
 			conn := conns[w%len(conns)]
-			var mine []float64
-			bad := map[string]int{}
-			calls := 0
-			var reply []byte
-			for {
-				started := time.Now()
-				if !started.Before(windowEnd) {
-					break
-				}
-				req := m.request(o.batch)
-				callCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-				err := conn.Invoke(callCtx, o.method, &req, &reply)
-				cancel()
-				calls++
-				if started.Before(windowStart) {
-					continue
-				}
-				if err != nil {
-					bad[status.Code(err).String()]++
-					continue
-				}
-				mine = append(mine, float64(time.Since(started).Microseconds())/1000)
+			mine := newTally() // merged once at the end: no lock per call
+			for time.Now().Before(windowEnd) {
+				started, ms, err := call(conn, m.request(o.batch))
+				mine.add(started, windowStart, ms, err)
 			}
 			mu.Lock()
-			latencies = append(latencies, mine...)
-			for k, v := range bad {
-				errs[k] += v
-			}
-			total += calls
+			all.merge(mine)
 			mu.Unlock()
 		}(w)
 	}
 	wg.Wait()
 	cpu := cpuSeconds()
+	latencies, errs, total := all.latencies, all.errs, all.calls
 	sort.Float64s(latencies)
 	pct := func(p float64) float64 {
 		if len(latencies) == 0 {
