@@ -334,11 +334,22 @@ def serve(core: GatewayCore, options: GatewayOptions, ready: Callable[[int], Non
     `ready(port)` is called once it listens. The caller closes the intake (drains acks) afterwards.
     """
     if options.server == "aio":
-        asyncio.run(_serve_aio(core, options, ready))
+        run_event_loop(_serve_aio(core, options, ready))
     elif options.server == "threads":
         _serve_threads(core, options, ready)
     else:
         raise ValueError(f"server {options.server!r} is not one of {', '.join(SERVER_KINDS)}")
+
+
+def run_event_loop(main: Any) -> Any:
+    """Runs `main` on uvloop, the libuv event loop.
+
+    Measured by `make bench-gateway` against asyncio's loop: grpc.aio's empty handler 6,598 →
+    7,079-7,345 calls/s, the gateway's unary RecordEvent 3,063 → 3,747-4,227 requests/s.
+    """
+    import uvloop
+
+    return uvloop.run(main)
 
 
 async def _serve_aio(core: GatewayCore, options: GatewayOptions, ready: Callable[[int], None] | None) -> None:
