@@ -7,7 +7,10 @@ configured ports), preloads a fresh topic with ~500-byte events, and runs the re
    from the job, ClickHouse through the indexer), checkpoints every 10 s; events/s over the
    job's net runtime, and over the wall time until ClickHouse holds every event;
 2. the same with hashing, chaining and signing switched off (`--unverifiable`), and the ratio;
-3. latency: the job streaming (cut ticker at the block latency) while events are produced at a
+3. the framework's floor on the same topic: the job's Kafka source and JVM keying with nothing
+   after it, and with a Python function that does nothing — what PyFlink itself costs here,
+   the ceiling no work in Python can beat;
+4. latency: the job streaming (cut ticker at the block latency) while events are produced at a
    fixed rate with occurred_at = now; for every event, the time until a signed checkpoint that
    covers it is in the archive (p50/p99).
 
@@ -149,6 +152,52 @@ def latency(settings: Settings, env: dict[str, str]) -> list[float]:
     return latencies
 
 
+def floor_job(topic: str, variant: str) -> None:
+    """Child process: the ingest job's source and keying, then nothing (`jvm`) or an empty Python function."""
+    from dataclasses import replace
+
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction
+    from pyflink.java_gateway import get_gateway
+
+    from infra.jars import ensure_jars
+    from pipelines.ingest import create_environment, job_config, kafka_records, keyed_by_partition
+
+    class Nothing(KeyedProcessFunction):
+        def process_element(self, value: object, ctx: object) -> None:
+            return None
+
+    settings = Settings.from_env()
+    config = replace(job_config(settings, topic=topic), group_id=f"auditlog-bench-floor-{variant}")
+    env, t_env = create_environment(
+        config,
+        parallelism=settings.parallelism,
+        checkpoint_interval_ms=10_000,
+        checkpoint_dir=(settings.home / "bench" / "floor-checkpoints").as_uri(),
+        connector_jar=str(ensure_jars(settings).kafka_connector),
+        local=True,
+    )
+    keyed = keyed_by_partition(kafka_records(t_env, config, bounded=True))
+    if variant == "jvm":
+        sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
+        keyed._j_data_stream.sinkTo(sink)
+    else:
+        keyed.process(Nothing(), output_type=Types.PICKLED_BYTE_ARRAY())
+    result = env.execute(f"auditlog bench floor {variant}")
+    print(f"net runtime {result.get_net_runtime()} ms", file=sys.stderr)
+
+
+def run_floor(env: dict[str, str], topic: str, variant: str) -> float:
+    """Net seconds of `floor_job` in a child process (one mini-cluster per process)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--floor", topic, variant], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    match = re.search(r"net runtime (\d+) ms", proc.stderr)
+    if proc.returncode != 0 or not match:
+        sys.exit(f"the floor job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return int(match.group(1)) / 1000
+
+
 def main() -> None:
     settings = Settings.from_env()
     Stack(settings).up(["kafka", "s3"])
@@ -179,6 +228,11 @@ def main() -> None:
             flush=True,
         )
     print(f"\n  cost of the verifiable log: {rows[1][1] / rows[0][1]:.2f}x the rate without it\n")
+    on_topic = f"bench.ingest.{run_id}.on"
+    for label, variant in (("floor: source + keying only", "jvm"), ("floor: + an empty Python function", "python")):
+        net = run_floor(env, on_topic, variant)
+        print(f"  {label:<34} {EVENTS / net:>10,.0f} ev/s over net runtime {net:6.1f} s", flush=True)
+    print()
     env_latency = {**env, "AUDITLOG_BLOCK_LATENCY_MS": "1000", "AUDITLOG_BUCKET": f"auditlog-bench-{run_id}-latency"}
     ensure_bucket(s3_client(settings), env_latency["AUDITLOG_BUCKET"])
     lat = latency(settings.replace(bucket=env_latency["AUDITLOG_BUCKET"]), env_latency)
@@ -193,4 +247,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--floor"]:
+        floor_job(sys.argv[2], sys.argv[3])
+    else:
+        main()
