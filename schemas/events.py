@@ -17,7 +17,6 @@ plaintext, and carries the sealed values under "pii", keyed by field path::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
@@ -79,16 +78,21 @@ def _pii_paths(schema: dict[str, Any], prefix: str = "") -> Iterable[str]:
 DEFAULT_PII_FIELDS: tuple[str, ...] = tuple(_pii_paths(load_schema()))
 
 
-_LONG_DIGITS = re.compile(r"\d{20}")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 20
 
 
-def loads_json(text: str) -> Any:
-    """json.loads, twice as fast through orjson; raises json.JSONDecodeError.
+def loads_json(text: str, utf8: bytes | None = None) -> Any:
+    r"""json.loads, twice as fast through orjson; raises json.JSONDecodeError.
 
     orjson turns an integer beyond 64 bits into a float, so text with a run of 20 digits is read
-    by json, which keeps the integer (and canonical JSON then refuses it beyond 2**53).
+    by json, which keeps the integer (and canonical JSON then refuses it beyond 2**53). The run is
+    found by mapping every digit to 0 and searching for twenty of them: 0.6 µs for a 500-byte
+    event, where the regular expression `\d{20}` took 6.3, three times orjson's parse itself.
+    `utf8` is the text's UTF-8 bytes when the caller has them, so they are not encoded again.
     """
-    if _LONG_DIGITS.search(text):
+    raw = utf8 if utf8 is not None else text.encode("utf-8", "surrogatepass")
+    if _LONG_DIGIT_RUN in raw.translate(_DIGITS_TO_ZERO):
         return json.loads(text)
     return orjson.loads(text)
 
@@ -98,7 +102,7 @@ def parse_event(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_RECORD_BYTES:
         raise EventValidationError("record", f"<{len(raw)} bytes>", f"is larger than {MAX_RECORD_BYTES} bytes")
     try:
-        obj = loads_json(raw.decode("utf-8"))
+        obj = loads_json(raw.decode("utf-8"), raw)
     except UnicodeDecodeError as exc:
         raise EventValidationError("record", raw[:40], f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:  # orjson's error is a subclass

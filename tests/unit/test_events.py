@@ -10,6 +10,7 @@ from schemas.events import (
     DEFAULT_PII_FIELDS,
     EventValidationError,
     canonical_bytes,
+    loads_json,
     parse_event,
     protect_event,
     validate_event,
@@ -121,6 +122,18 @@ def test_integers_beyond_64_bits_are_refused_not_rounded():
     raw = json.dumps({**EVENT, "metadata": {"n": 123456789012345678901234567890}}).encode()
     with pytest.raises(EventValidationError, match="metadata"):
         parse_event(raw)
+
+
+@pytest.mark.parametrize("digits", [1, 18, 19, 20, 21, 30])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_loads_json_keeps_every_integer_exact(digits: int, sign: str):
+    # Runs of every digit, as bytes and as text: the fast check must send each run of 20 or more
+    # to json, which keeps the integer (orjson would round it to a float).
+    number = sign + "".join(str((7 + i * 3) % 10) for i in range(digits)).lstrip("0")
+    text = f'{{"a": [{number}, "{number}"], "b": {{"c": {number}}}}}'
+    for parsed in (loads_json(text), loads_json(text, text.encode())):
+        assert parsed == json.loads(text)
+        assert type(parsed["a"][0]) is int and type(parsed["b"]["c"]) is int
 
 
 def test_metadata_nested_too_deeply_is_a_validation_error_not_a_crash():
