@@ -173,7 +173,7 @@ def floor_job(topic: str, variant: str) -> None:
     env, t_env = create_environment(
         config,
         parallelism=settings.parallelism,
-        checkpoint_interval_ms=10_000,
+        checkpoint_interval_ms=settings.checkpoint_interval_ms,  # the measured job's (main() sets 10 s)
         checkpoint_dir=(settings.home / "bench" / f"floor-checkpoints-{variant}").as_uri(),
         connector_jar=str(ensure_jars(settings).kafka_connector),
         local=True,
