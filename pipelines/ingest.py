@@ -49,8 +49,11 @@ from pipelines.ingest_core import (
     key_group,
     partition_key,
     partition_of_key,
+    service_sig,
 )
+from schemas.reserved import SERVICE_SIG_HEADER
 from schemas.retention import load_policy
+from transforms.blocks import decode_block_object
 from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
@@ -81,7 +84,8 @@ def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") ->
             `v` BYTES,
             `partition` INT METADATA VIRTUAL,
             `offset` BIGINT METADATA VIRTUAL,
-            `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+            `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+            `headers` MAP<STRING, BYTES> METADATA VIRTUAL
         ) WITH (
             'connector' = 'kafka',
             'topic' = '{config.options.topic}',
@@ -99,7 +103,10 @@ def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") ->
 
 
 def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
-    """The source: Kafka records as (partition, (partition, offset, timestamp ms, key bytes, value bytes)) rows."""
+    """The source: Kafka records as (partition, (partition, offset, timestamp ms, key, value, service sig)) rows.
+
+    The service signature is the record's SERVICE_SIG_HEADER (schemas/reserved.py), or null.
+    """
     # EXTRACT reads a TIMESTAMP_LTZ in the session's time zone: pinned to UTC, EPOCH is the
     # record's epoch second on every machine, and MILLISECOND adds back what EPOCH drops.
     t_env.get_config().set("table.local-time-zone", "UTC")
@@ -109,7 +116,7 @@ def kafka_records(t_env: Any, config: JobConfig, bounded: bool) -> Any:
         t_env.sql_query(
             f"SELECT {_partition_key_sql()}, ROW(`partition`, `offset`,"
             " CAST(EXTRACT(EPOCH FROM `ts`) AS BIGINT) * 1000 + EXTRACT(MILLISECOND FROM `ts`),"
-            " `k`, `v`) FROM audit_source"
+            f" `k`, `v`, `headers`['{SERVICE_SIG_HEADER}']) FROM audit_source"
         )
     )
     # The rows are plain Rows; declaring their RowTypeInfo (the Table API's own is an
@@ -139,7 +146,10 @@ def recording_records(env: Any, path: str) -> Any:
     from pipelines.recording import iter_records
 
     rows = [
-        Row(partition_key(r.partition), Row(r.partition, r.offset, r.timestamp_ms, r.key, r.value))
+        Row(
+            partition_key(r.partition),
+            Row(r.partition, r.offset, r.timestamp_ms, r.key, r.value, service_sig(r.headers)),
+        )
         for r in iter_records(path)
     ]
     if not rows:
@@ -187,11 +197,11 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
 
 
 def record_type() -> Any:
-    """The type of one source record: (partition, offset, timestamp ms, key bytes, value bytes)."""
+    """The type of one source record: (partition, offset, timestamp ms, key, value, service signature)."""
     from pyflink.common import Types
 
     raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    return Types.ROW([Types.INT(), Types.LONG(), Types.LONG(), raw, raw])
+    return Types.ROW([Types.INT(), Types.LONG(), Types.LONG(), raw, raw, raw])
 
 
 def keyed_record_type() -> Any:
@@ -287,6 +297,7 @@ class SequenceFunction(KeyedProcessFunction):
             ValueStateDescriptor,
         )
 
+        from pipelines.io.archive import open_archive
         from pipelines.io.keystore import open_keystore
         from runners.settings import Settings
         from transforms.note import Signer
@@ -310,13 +321,16 @@ class SequenceFunction(KeyedProcessFunction):
         self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
         signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
         self.keystore = open_keystore(Settings().replace(**self.config.keystore))
-        self.sequencer = LogSequencer(self.config.options, self.keystore, signer)
+        self.sequencer = LogSequencer(
+            self.config.options, self.keystore, signer, ArchivedEntries(open_archive(**self.config.archive))
+        )
         self.cursors: dict[int, LogCursor] = {}
         metrics = self.metrics = runtime_context.get_metrics_group()
         self.m_accepted = metrics.counter("events_accepted")
         self.m_duplicates = metrics.counter("duplicates_dropped")
         self.m_dlq = metrics.counter("dead_letters")
         self.m_blocks = metrics.counter("blocks_sealed")
+        self.m_erased = metrics.counter("erased_subject_events")
         self.tree_sizes: dict[str, tuple[Any, int]] = {}  # log id -> (its counter, the size it reports)
         self.report_by = time.monotonic() + METRICS_EVERY_S
 
@@ -348,7 +362,7 @@ class SequenceFunction(KeyedProcessFunction):
         if cursor.last_block is None and not cursor.pending and cursor.tree.size == 0:
             # Seal whatever is open when a bounded input ends (its final watermark fires this).
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
-        record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]))
+        record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]), _bytes(value[5]))
         before = len(cursor.pending)
         outputs = self.sequencer.step(cursor, self.dedupe, record)
         if len(cursor.pending) > before:
@@ -386,6 +400,9 @@ class SequenceFunction(KeyedProcessFunction):
         if counters.duplicates:
             self.m_duplicates.inc(counters.duplicates)
             counters.duplicates = 0
+        if counters.erased_subject_events:
+            self.m_erased.inc(counters.erased_subject_events)
+            counters.erased_subject_events = 0
 
     def _report_tree_size(self, cursor: LogCursor) -> None:
         counter, reported = self.tree_sizes[cursor.log_id]
@@ -405,6 +422,22 @@ class _MapStateDedupe:
             return True
         self.state.put(key, True)
         return False
+
+
+class ArchivedEntries:
+    """The archive's blocks as the sequencer asks for them (only for blocks with erased subjects)."""
+
+    def __init__(self, archive: Any) -> None:
+        self.archive = archive
+
+    def entries(self, log_id: str, block_index: int) -> list[bytes] | None:
+        from pipelines.io.archive import ArchiveNotFoundError
+
+        try:
+            data = self.archive.get_block(log_id, block_index)
+        except ArchiveNotFoundError:
+            return None
+        return list(decode_block_object(data)[1])
 
 
 def _bytes(value: Any) -> bytes | None:

@@ -9,6 +9,14 @@ Outputs are plain tuples so Flink can carry them:
     ("dlq", DeadLetter)            a record that is not a valid event, with the reason
     ("block", SealedBlockRecord)   a sealed block: archive object, signed checkpoint
 Duplicates produce no output; they are counted.
+
+The rule for hostile input: every record becomes a leaf, a counted duplicate or a dead letter
+whose reason names what was wrong; no record's content can make `step` raise, so none can stop
+(and crash-loop) the job. Only the key store and the archive being unreachable raise, and a
+restart retries those. An event of an erased subject is still logged, with that subject's PII
+marked erased and no key re-created (`Counters.erased_subject_events`); when a replay meets it in
+a block the archive already holds, the archived bytes (sealed before the erasure) are kept, so
+re-running a topic after an erasure derives the same log.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+import orjson
+
 from schemas.events import (
     DEFAULT_PII_FIELDS,
     EventValidationError,
@@ -27,12 +37,13 @@ from schemas.events import (
     parse_event,
     pii_subject,
 )
+from schemas.reserved import SERVICE_SIG_HEADER, is_service_record, reserved_name, reserved_rule
 from schemas.retention import load_policy
 from transforms.blocks import BlockHeader, encode_block_object, seal_block
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Signer
-from transforms.pii import SubjectKeys
+from transforms.pii import ERASED_MARK, SubjectErased, SubjectKeys, erased_value, is_erased_value
 from transforms.retention import RetentionPolicy, entry_until
 
 # A record whose value is exactly this closes the open block of its partition. The cut ticker
@@ -42,7 +53,15 @@ CUT_MARKER = b"\x00auditlog:cut\x00"
 
 
 class SubjectKeySource(Protocol):
-    def get_or_create(self, tenant_id: str, subject_id: str) -> SubjectKeys: ...
+    def get_or_create(self, tenant_id: str, subject_id: str) -> SubjectKeys:
+        """The subject's keys; raises transforms.pii.SubjectErased for an erased subject."""
+        ...
+
+
+class ArchivedBlocks(Protocol):
+    def entries(self, log_id: str, block_index: int) -> list[bytes] | None:
+        """The entries of an archived block, or None if the archive has no such block."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,8 @@ class SourceRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    # The record's SERVICE_SIG_HEADER (schemas/reserved.py), if any: marks the query service's records.
+    service_sig: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,11 @@ class Counters:
     dead_letters: int = 0
     blocks: int = 0
     cut_markers: int = 0
+    erased_subject_events: int = 0  # accepted events whose subject was erased: PII marked, not sealed
+
+    def records(self) -> int:
+        """Records stepped so far: each is exactly one of these outcomes."""
+        return self.accepted + self.duplicates + self.dead_letters + self.cut_markers
 
 
 class DedupeIndex(Protocol):
@@ -161,37 +187,75 @@ class DedupeIndex(Protocol):
 class LogSequencer:
     """Turns one partition's records into blocks; the caller owns and persists the state."""
 
-    def __init__(self, options: IngestOptions, keys: SubjectKeySource, signer: Signer) -> None:
+    def __init__(
+        self,
+        options: IngestOptions,
+        keys: SubjectKeySource,
+        signer: Signer,
+        archived: ArchivedBlocks | None = None,
+    ) -> None:
         self.options = options
         self.keys = keys
         self.signer = signer
+        self.service = signer.verifier()  # the query service signs its records with the same key
+        self.archived = archived
         self.counters = Counters()
 
     def step(self, log: LogCursor, dedupe: DedupeIndex, record: SourceRecord) -> list[tuple[str, Any]]:
-        """Processes one record; returns the outputs (dead letters and sealed blocks)."""
+        """Processes one record; returns the outputs (dead letters and sealed blocks).
+
+        Never raises because of the record's content (see the module docstring); raises only when
+        the key store or the archive fails, which is no fault of the record.
+        """
         value = record.value
         if value == CUT_MARKER:
             self.counters.cut_markers += 1
             block = self.seal(log)
             return [("block", block)] if block else []
         try:
-            if value is None:
-                raise EventValidationError("record", None, "is empty (a null Kafka value)")
-            event = parse_event(value)
+            event = self._admit(record)
         except EventValidationError as exc:
-            self.counters.dead_letters += 1
-            return [("dlq", self._dead_letter(record, exc.field, str(exc)))]
+            return self._reject(record, exc.field, str(exc))
+        except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
+            return self._reject(record, "record", f"event rejected: record could not be read ({_said(exc)})")
+        try:
+            keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
+        except SubjectErased:
+            keys = None
+        try:
+            entry = canonical_entry(event, keys, self.options.retention, self.options.pii_fields)
+        except Exception as exc:  # noqa: BLE001 - as above: a dead letter, before dedupe remembers the id
+            return self._reject(
+                record,
+                "event",
+                f"event {event['event_id']} rejected: its canonical form could not be made ({_said(exc)})",
+            )
         if dedupe.seen(f"{event['tenant_id']}\x00{event['event_id']}"):
             self.counters.duplicates += 1
             return []
-        keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
-        log.pending.append(canonical_entry(event, keys, self.options.retention, self.options.pii_fields))
+        log.pending.append(entry)
         log.pending_times.append(event["occurred_at"])
         self.counters.accepted += 1
+        if keys is None:
+            self.counters.erased_subject_events += 1
         if len(log.pending) >= self.options.block_size:
             block = self.seal(log)
             return [("block", block)] if block else []
         return []
+
+    def _admit(self, record: SourceRecord) -> dict[str, Any]:
+        """The record's validated event; EventValidationError names what was wrong."""
+        if record.value is None:
+            raise EventValidationError("record", None, "is empty (a null Kafka value)")
+        event = parse_event(record.value)
+        reserved = reserved_name(event)
+        if reserved and not is_service_record(self.service, record.value, record.service_sig):
+            raise EventValidationError(*reserved, reserved_rule(*reserved), event["event_id"])
+        return event
+
+    def _reject(self, record: SourceRecord, field_name: str, reason: str) -> list[tuple[str, Any]]:
+        self.counters.dead_letters += 1
+        return [("dlq", self._dead_letter(record, field_name, reason))]
 
     def seal(self, log: LogCursor) -> SealedBlockRecord | None:
         """Seals the open block of `log`, if any: header, archive object, signed checkpoint."""
@@ -199,6 +263,8 @@ class LogSequencer:
             return None
         entries, log.pending = log.pending, []
         times, log.pending_times = log.pending_times, []
+        if self.archived is not None and any(ERASED_MARK in e for e in entries):
+            entries = self._as_archived(log, entries)
         retain_until = max(entry_until(e) for e in entries)
         if not self.options.verifiable:
             last = log.last_block
@@ -224,6 +290,23 @@ class LogSequencer:
             retain_until,
         )
 
+    def _as_archived(self, log: LogCursor, entries: list[bytes]) -> list[bytes]:
+        """The block's entries, with each erased-marked one the archive holds sealed put back.
+
+        A replay that meets events logged before their subject was erased cannot seal them
+        again (the keys are gone); the archive holds the bytes the first run derived from the
+        same records, so those are the block's bytes. An entry the archive does not hold, or
+        holds with other content, stays as it is (a different block is then the archive's alarm).
+        """
+        index = log.last_block.block_index + 1 if log.last_block else 0
+        archived = self.archived.entries(log.log_id, index) if self.archived else None
+        if archived is None or len(archived) != len(entries):
+            return entries
+        return [
+            archived[i] if ERASED_MARK in entry and _same_but_erased(archived[i], entry) else entry
+            for i, entry in enumerate(entries)
+        ]
+
     def _dead_letter(self, record: SourceRecord, field_name: str, reason: str) -> DeadLetter:
         return DeadLetter(
             self.options.topic,
@@ -235,6 +318,32 @@ class LogSequencer:
             field_name,
             reason,
         )
+
+
+def service_sig(headers: Iterable[tuple[str, bytes | None]]) -> bytes | None:
+    """The SERVICE_SIG_HEADER among a record's headers, or None."""
+    return next((value for name, value in headers if name == SERVICE_SIG_HEADER), None)
+
+
+def _said(exc: BaseException) -> str:
+    """An unexpected error as a dead letter's reason: its kind and its first 200 characters."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _same_but_erased(original: bytes, marked: bytes) -> bool:
+    """True if `marked` is `original` with some of its sealed PII values marked erased."""
+    try:
+        was, now = orjson.loads(original), orjson.loads(marked)
+        sealed, erased = was.get("pii", {}), now.get("pii", {})
+        if set(sealed) != set(erased):
+            return False
+        for path, value in erased.items():
+            if is_erased_value(value) and isinstance(sealed[path], dict) and "ct" in sealed[path]:
+                sealed[path] = erased_value()
+        return bool(was == now)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return False
 
 
 def _unverified_header(log_id: str, index: int, size: int, count: int) -> BlockHeader:

@@ -28,13 +28,14 @@ import orjson
 
 from transforms.errors import CanonicalizationError
 from transforms.jcs import canonicalize
-from transforms.pii import SubjectKeys, seal
+from transforms.pii import SubjectKeys, erased_value, seal
 from transforms.retention import RETENTION_FIELD, RetentionPolicy
 
 SCHEMA_PATH = Path(__file__).with_name("audit_event.schema.json")
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 1024  # orjson's own limit: records read the same on its path and json's
 
 
 MISSING = object()
@@ -93,8 +94,42 @@ def loads_json(text: str, utf8: bytes | None = None) -> Any:
     """
     raw = utf8 if utf8 is not None else text.encode("utf-8", "surrogatepass")
     if _LONG_DIGIT_RUN in raw.translate(_DIGITS_TO_ZERO):
-        return json.loads(text)
+        return _loads_exact(text)
     return orjson.loads(text)
+
+
+def _loads_exact(text: str) -> Any:
+    """json.loads held to what orjson refuses: nesting beyond its depth and lone surrogates.
+
+    Both are JSON errors here, as they are to orjson, so a record reads the same on either path.
+    """
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0) from None
+    _check_unicode(obj, text)  # the slow path is rare (20-digit runs): check every string
+    return obj
+
+
+def _check_unicode(obj: Any, text: str) -> None:
+    """Raises JSONDecodeError for a string holding a lone surrogate (an escape such as backslash-ud800)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0)
+        if isinstance(node, dict):
+            stack.extend((item, depth + 1) for pair in node.items() for item in pair)
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = node[exc.start]
+                raise json.JSONDecodeError(
+                    f"lone surrogate \\u{ord(bad):04x} in a string (not valid Unicode)", text, 0
+                ) from None
 
 
 def parse_event(raw: bytes) -> dict[str, Any]:
@@ -118,6 +153,11 @@ def validate_event(obj: Any) -> dict[str, Any]:
         _validator()(obj)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise _schema_error(exc, event_id) from None
+    if "schema_version" in obj and type(obj["schema_version"]) is not int:
+        # JSON Schema's const compares as Python does, where True == 1; the schema means the number.
+        raise EventValidationError(
+            "schema_version", obj["schema_version"], f"must be the number {SCHEMA_VERSION}", event_id
+        )
     event = dict(obj)
     event["occurred_at"] = normalize_time(obj["occurred_at"], event_id)
     event["schema_version"] = SCHEMA_VERSION
@@ -182,7 +222,12 @@ def normalize_time(text: str, event_id: str | None = None) -> str:
     except ValueError as exc:
         raise EventValidationError("occurred_at", text, f"is not a valid ISO-8601 time ({exc})", event_id) from None
     micro = int((frac + "000000")[:6]) if frac else 0
-    utc = parsed.replace(microsecond=micro).astimezone(UTC)
+    try:
+        utc = parsed.replace(microsecond=micro).astimezone(UTC)
+    except OverflowError:
+        raise EventValidationError(
+            "occurred_at", text, "is outside the years 0001-9999 once converted to UTC", event_id
+        ) from None
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -209,9 +254,13 @@ def pii_subject(event: dict[str, Any]) -> str:
 
 
 def protect_event(
-    event: dict[str, Any], keys: SubjectKeys, pii_fields: Iterable[str] = DEFAULT_PII_FIELDS
+    event: dict[str, Any], keys: SubjectKeys | None, pii_fields: Iterable[str] = DEFAULT_PII_FIELDS
 ) -> dict[str, Any]:
-    """Returns the canonical document: PII plaintext removed, sealed values under "pii"."""
+    """Returns the canonical document: PII plaintext removed, sealed values under "pii".
+
+    `keys` None means the subject was erased: each PII value present is replaced by
+    `{"erased": true}` (transforms.pii.erased_value), the same bytes on every replay.
+    """
     doc = dict(event)
     copied: set[str] = set()
     sealed: dict[str, Any] = {}
@@ -219,7 +268,7 @@ def protect_event(
         value = _get_path(event, path)
         if value is None:
             continue
-        sealed[path] = seal(keys, event["tenant_id"], event["event_id"], path, str(value))
+        sealed[path] = seal(keys, event["tenant_id"], event["event_id"], path, str(value)) if keys else erased_value()
         parent = path.rpartition(".")[0]
         if parent and parent not in copied:
             # Copy only the objects that lose a field; the event itself stays untouched.
@@ -241,13 +290,14 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
 
 def canonical_entry(
     event: dict[str, Any],
-    keys: SubjectKeys,
+    keys: SubjectKeys | None,
     policy: RetentionPolicy,
     pii_fields: Iterable[str] = DEFAULT_PII_FIELDS,
 ) -> bytes:
     """The bytes a log stores and hashes for a validated event: PII sealed, retention stamped, RFC 8785.
 
-    `keys` must be the subject keys of (tenant, `pii_subject(event)`); `policy` gives the event's
+    `keys` must be the subject keys of (tenant, `pii_subject(event)`), or None when that subject was
+    erased (its PII is then marked erased, see `protect_event`); `policy` gives the event's
     retention class and end (transforms/retention.py), which the leaf hash then covers.
     """
     document = protect_event(event, keys, pii_fields)

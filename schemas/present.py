@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from transforms.pii import SealError, SubjectKeys, unseal
+from transforms.pii import SealError, SubjectKeys, is_erased_value, unseal
 
 ERASED = "[erased]"
 """Shown instead of PII whose subject's keys were destroyed (GDPR erasure)."""
@@ -58,6 +58,8 @@ def _open(doc: dict[str, Any], field: str, keys: KeyLookup | None) -> str | None
     sealed = doc.get("pii", {}).get(field)
     if sealed is None:
         return None
+    if is_erased_value(sealed):  # logged after its subject was erased: never sealed
+        return ERASED
     if keys is None:
         return SEALED
     tenant, subject = doc["tenant_id"], str(doc["actor"]["id"])
@@ -85,7 +87,7 @@ def present_event(canonical: bytes, place: Mapping[str, Any], keys: KeyLookup | 
         "actor": {
             "id": actor["id"],
             "type": actor["type"],
-            "email_hash": email["kh"] if email else None,
+            "email_hash": email.get("kh") if email else None,
             "email": _open(doc, "actor.email", keys),
             "name": _open(doc, "actor.name", keys),
         },

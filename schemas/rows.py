@@ -93,7 +93,7 @@ def audit_log_row(
         parse_time(doc["occurred_at"]),
         actor["id"],
         actor["type"],
-        email["kh"] if email else "",
+        email.get("kh", "") if email else "",
         doc["action"],
         doc["resource"]["id"],
         doc["resource"]["type"],

@@ -45,6 +45,7 @@ from pipelines.ingest_core import (  # noqa: E402
     LogSequencer,
     MemoryDedupe,
     SourceRecord,
+    service_sig,
 )
 from pipelines.recording import CREATE_TIME, RecordedRecord, iter_records, read_info  # noqa: E402
 from transforms.blocks import BlockHeader, decode_block_object  # noqa: E402
@@ -269,7 +270,8 @@ def heads_by_sequencer(
     for r in records:
         cursor = cursors.setdefault(r.partition, LogCursor(options.log_id(r.partition)))
         dedupe = dedupes.setdefault(r.partition, MemoryDedupe())
-        collect(sequencer.step(cursor, dedupe, SourceRecord(r.partition, r.offset, r.timestamp_ms, r.key, r.value)))
+        record = SourceRecord(r.partition, r.offset, r.timestamp_ms, r.key, r.value, service_sig(r.headers))
+        collect(sequencer.step(cursor, dedupe, record))
     for partition in sorted(cursors):
         block = sequencer.seal(cursors[partition])
         collect([("block", block)] if block else [])

@@ -29,6 +29,27 @@ _LOOKUP_PERSON = b"auditlog/lookup1"
 LOOKUP_MEMO_SIZE = 64  # lookup hashes remembered per subject
 
 
+ERASED_MARK = b'{"erased":true}'
+"""The canonical bytes of an erased value: what a PII field of an erased subject becomes in a leaf."""
+
+
+def erased_value() -> dict[str, bool]:
+    """The sealed form of a value whose subject was erased before the event was logged.
+
+    The subject has no keys and must not get new ones (that would re-link the person), so the
+    value is left out and only marked: the event stays in the log, complete but for the person.
+    """
+    return {"erased": True}
+
+
+def is_erased_value(sealed: object) -> bool:
+    return isinstance(sealed, dict) and sealed.get("erased") is True
+
+
+class SubjectErased(Exception):  # noqa: N818 - a base the key store's SubjectErasedError extends
+    """Base of the error a key source raises for an erased subject, which must not get keys again."""
+
+
 class SealError(ValueError):
     """A sealed value cannot be opened: wrong key, or the ciphertext was altered."""
 

@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from transforms.pii import KEY_SIZE, SubjectKeys
+from transforms.pii import KEY_SIZE, SubjectErased, SubjectKeys
 
 if TYPE_CHECKING:
     from runners.settings import Settings
@@ -152,12 +152,13 @@ class MasterKeyError(KeyStoreError):
     """The master key is missing, malformed, or not the one the key store was created with."""
 
 
-class SubjectErasedError(KeyStoreError):
+class SubjectErasedError(KeyStoreError, SubjectErased):
     """A subject was erased, so it must not get keys again.
 
     A new key would seal the person's future events under a fresh identity that the same
     actor id links straight back to their erased history: the erasure would be silently undone.
-    Callers decide what an event of an erased subject becomes (dead-letter it, or drop its PII).
+    Callers decide what an event of an erased subject becomes: the ingest job logs it with its PII
+    marked erased (schemas.events.protect_event with no keys).
     """
 
     def __init__(self, tenant_id: str, subject_id: str) -> None:

@@ -605,6 +605,10 @@ function eventFields(ev, tenant) {
   if (ev.metadata !== undefined) row('metadata', show(ev.metadata));
   if (ev.pii && typeof ev.pii === 'object') {
     for (const [k, v] of Object.entries(ev.pii)) {
+      if (v && typeof v === 'object' && v.erased === true) {
+        row(k, el('span', { class: 'sealed', text: 'erased (its subject was erased before the event was logged)' }));
+        continue;
+      }
       const kid = v && typeof v === 'object' && v.kid ? ` with key ${v.kid}` : '';
       row(k, el('span', { class: 'sealed', text: `sealed (AES-GCM-SIV ciphertext${kid})` }));
     }
