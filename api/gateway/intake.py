@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from api.sdk.events import Receipt, encode_event, verification_hash
 from schemas.events import EventValidationError, pii_subject, validate_event
 from schemas.retention import load_policy
-from transforms.pii import SubjectKeys
+from transforms.pii import SubjectErased, SubjectKeys
 from transforms.retention import RetentionPolicy
 
 __all__ = [
@@ -205,12 +205,15 @@ class EventIntake:
         Raises (before anything is sent, and without calling `on_done`):
             EventConflict: an event id already recorded or in flight with other content.
             Backpressure: over `max_in_flight`.
-            SubjectErasedError: an actor was erased; its events cannot be sealed.
+        An erased actor's events are logged as the job logs them: PII marked erased, no key made.
         """
         prepared = []
         for valid in events:
             event = valid.event
-            keys = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
+            try:
+                keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
+            except SubjectErased:
+                keys = None
             digest = verification_hash(event, keys, self.retention).hex()
             prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, event))
         waiter = _Waiter(len(prepared), on_done)

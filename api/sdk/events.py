@@ -131,12 +131,13 @@ def kafka_record(event: Mapping[str, Any]) -> tuple[bytes, bytes]:
     return str(event["tenant_id"]).encode(), encode_event(event)
 
 
-def verification_hash(event: dict[str, Any], keys: SubjectKeys, policy: RetentionPolicy) -> bytes:
+def verification_hash(event: dict[str, Any], keys: SubjectKeys | None, policy: RetentionPolicy) -> bytes:
     """The leaf hash the log stores for a validated event, sealed with its actor's keys.
 
     The ingest job's own steps (`pipelines.ingest_core.LogSequencer.step`): `canonical_entry`
     (PII sealed, retention stamped by `policy`, RFC 8785), hashed as an RFC 9162 leaf. `keys` must
-    be the key store's keys of (tenant, `pii_subject(event)`); `policy` the job's retention policy.
+    be the key store's keys of (tenant, `pii_subject(event)`), or None for an erased subject (its
+    PII is then marked erased, as the job does); `policy` the job's retention policy.
     """
     return leaf_hash(canonical_entry(event, keys, policy))
 
