@@ -1,9 +1,10 @@
-"""API keys: who may call the gateway (and the query API), scoped to one tenant or admin.
+"""API keys: who may call the gateway (and the query API), for one tenant or admin, with scopes.
 
 A key is shown once, when it is made, and stored only as SHA-256 of its secret::
 
-    auditlog apikeys create --tenant t_1000 --label billing-service   # prints alk_<id>_<secret>
-    auditlog apikeys create --admin --label ops
+    auditlog apikeys create --tenant t_1000 --scope write --label billing-service   # prints alk_<id>_<secret>
+    auditlog apikeys create --tenant t_1000 --label auditor                         # --scope read, the default
+    auditlog apikeys create --scope admin --label ops                               # (or --admin)
     auditlog apikeys list
     auditlog apikeys revoke <key id>
 
@@ -15,7 +16,14 @@ are not), and it is compared in constant time. Callers present a key as `authori
 
     store = ApiKeyStore.open(settings)              # settings.apikeys_path, SQLite
     principal = store.authenticate(header_value)    # AuthenticationError -> UNAUTHENTICATED / 401
+    principal.require("write")                      # MissingScopeError -> PERMISSION_DENIED / 403
     principal.authorize(event["tenant_id"])         # PermissionDeniedError -> PERMISSION_DENIED / 403
+
+Scopes. `read` lets a key read its tenant through the query API, `write` lets it record its
+tenant's events through the gateway; a key may hold both (`--scope read --scope write`). `admin`
+is a key of no tenant that reads and writes every tenant (what admin keys always did). Keys made
+before scopes existed have none stored (NULL) and keep working as they did: a tenant key reads
+and writes its tenant (read+write), an admin key is admin.
 
 The store is one small SQLite file (WAL, busy timeout): several gateway processes and the
 command line share it. Successful authentications are cached for `cache_ttl_s` seconds (by the
@@ -47,8 +55,11 @@ __all__ = [
     "ApiKeyError",
     "ApiKeyStore",
     "AuthenticationError",
+    "MissingScopeError",
     "PermissionDeniedError",
     "Principal",
+    "SCOPES",
+    "presented_key_id",
 ]
 
 KEY_PREFIX = "alk"
@@ -58,6 +69,9 @@ DEFAULT_CACHE_TTL_S = 5.0
 CACHE_CAPACITY = 10_000
 BUSY_TIMEOUT_S = 10.0
 _TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the event schema's tenant_id
+SCOPES = ("read", "write", "admin")
+LEGACY_TENANT_SCOPES = frozenset({"read", "write"})
+"""What a tenant key made before scopes existed may do: read and write, as it always could."""
 _TOKEN_PATTERN = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{{2 * KEY_ID_BYTES}}})_([A-Za-z0-9_-]{{43}})$")
 
 _SCHEMA = """
@@ -69,6 +83,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     label TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     revoked_at TEXT,
+    scopes TEXT,                         -- space-separated; NULL: made before scopes (see the docstring)
     CHECK ((admin = 1 AND tenant_id IS NULL) OR (admin = 0 AND tenant_id IS NOT NULL))
 ) WITHOUT ROWID;
 """
@@ -83,16 +98,53 @@ class AuthenticationError(ApiKeyError):
 
 
 class PermissionDeniedError(ApiKeyError):
-    """A valid key asked for another tenant's data (gRPC PERMISSION_DENIED, HTTP 403)."""
+    """A valid key asked for another tenant's data, or lacks a scope (gRPC PERMISSION_DENIED, HTTP 403)."""
+
+
+class MissingScopeError(PermissionDeniedError):
+    """A valid key without the scope a call needs (`scope`: read or write)."""
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+def effective_scopes(stored: str | None, admin: bool) -> frozenset[str]:
+    """The scopes of a stored key; NULL (a key made before scopes) reads as it always worked."""
+    if stored is None:
+        return frozenset({"admin"}) if admin else LEGACY_TENANT_SCOPES
+    return frozenset(stored.split())
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as: one tenant's key, or an admin key (tenant_id None)."""
+    """Who a request acts as: one tenant's key, or an admin key (tenant_id None), and its scopes.
+
+    `scopes` defaults to what a key made before scopes could do (admin, or read+write).
+    """
 
     key_id: str
     tenant_id: str | None
     admin: bool
+    scopes: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scopes is None:
+            object.__setattr__(self, "scopes", effective_scopes(None, self.admin))
+
+    def has_scope(self, scope: str) -> bool:
+        """An admin key holds every scope; a tenant key what it was made with."""
+        return self.admin or scope in (self.scopes or ())
+
+    def require(self, scope: str) -> None:
+        """Returns if this key holds `scope` (read or write); raises MissingScopeError otherwise."""
+        if not self.has_scope(scope):
+            held = " ".join(sorted(self.scopes or ())) or "none"
+            raise MissingScopeError(
+                f"API key {self.key_id} lacks the {scope} scope (it has: {held}); make a key with "
+                f"`auditlog apikeys create --tenant {self.tenant_id} --scope {scope}`",
+                scope,
+            )
 
     def may_access(self, tenant_id: str) -> bool:
         return self.admin or self.tenant_id == tenant_id
@@ -116,6 +168,7 @@ class ApiKey:
     label: str
     created_at: str
     revoked_at: str | None
+    scopes: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:
@@ -123,7 +176,9 @@ class ApiKey:
 
     @property
     def scope(self) -> str:
-        return "admin" if self.admin else f"tenant {self.tenant_id}"
+        if self.admin:
+            return "admin"
+        return f"tenant {self.tenant_id} {'+'.join(s for s in SCOPES if s in self.scopes)}"
 
 
 def _now() -> str:
@@ -156,6 +211,19 @@ def parse_authorization(header: str | None) -> str:
     return token
 
 
+def presented_key_id(header: str | None) -> str | None:
+    """The key id of a presented key of the right form (known or not), else None; never raises.
+
+    For records of refused requests: the id says which key was tried, the secret is never kept.
+    """
+    try:
+        token = parse_authorization(header)
+    except AuthenticationError:
+        return None
+    match = _TOKEN_PATTERN.match(token)
+    return match.group(1) if match else None
+
+
 class ApiKeyStore:
     """API keys in one SQLite file; safe to share between threads and processes."""
 
@@ -172,6 +240,13 @@ class ApiKeyStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+            if "scopes" not in columns:  # a store made before scopes: its keys keep their powers (NULL)
+                try:
+                    self._conn.execute("ALTER TABLE api_keys ADD COLUMN scopes TEXT")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @classmethod
     def open(cls, settings: Settings, **options: float) -> ApiKeyStore:
@@ -190,13 +265,32 @@ class ApiKeyStore:
 
     # ---- administration
 
-    def create(self, tenant_id: str | None = None, admin: bool = False, label: str = "") -> tuple[ApiKey, str]:
+    def create(
+        self,
+        tenant_id: str | None = None,
+        admin: bool = False,
+        label: str = "",
+        scopes: tuple[str, ...] | list[str] | frozenset[str] | None = None,
+    ) -> tuple[ApiKey, str]:
         """Makes a key; returns its record and the key itself, which is shown this once only.
 
-        Exactly one of `tenant_id` and `admin` must be given.
+        Exactly one of `tenant_id` and `admin` (or `scopes` holding admin) must be given. A tenant
+        key's `scopes` are read and/or write (default read).
         """
+        chosen = frozenset(scopes or ())
+        unknown = sorted(chosen - set(SCOPES))
+        if unknown:
+            raise ApiKeyError(f"unknown scope(s) {unknown}: a key's scopes are {', '.join(SCOPES)}")
+        if "admin" in chosen:
+            if tenant_id is not None:
+                raise ApiKeyError(
+                    f"the admin scope is for keys of no tenant (every tenant); drop --tenant {tenant_id}, or give "
+                    "the tenant key --scope read and/or --scope write"
+                )
+            admin = True
         if admin == (tenant_id is not None):
             raise ApiKeyError("a key is either for one tenant (tenant_id) or admin, not both and not neither")
+        chosen = frozenset({"admin"}) if admin else (chosen or frozenset({"read"}))
         if tenant_id is not None and not _TENANT_PATTERN.match(tenant_id):
             raise ApiKeyError(
                 f"tenant id {tenant_id!r} is not valid: 1-64 of A-Z a-z 0-9 . _ - , starting with a letter or digit"
@@ -204,22 +298,31 @@ class ApiKeyStore:
         key_id = os.urandom(KEY_ID_BYTES).hex()
         secret = base64.urlsafe_b64encode(os.urandom(SECRET_BYTES)).decode().rstrip("=")
         token = f"{KEY_PREFIX}_{key_id}_{secret}"
-        record = ApiKey(key_id, tenant_id, admin, label, _now(), None)
+        record = ApiKey(key_id, tenant_id, admin, label, _now(), None, chosen)
+        stored = " ".join(s for s in SCOPES if s in chosen)
         with self._lock:
             self._conn.execute(
-                "INSERT INTO api_keys (key_id, secret_sha256, tenant_id, admin, label, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key_id, hashlib.sha256(secret.encode()).digest(), tenant_id, int(admin), label, record.created_at),
+                "INSERT INTO api_keys (key_id, secret_sha256, tenant_id, admin, label, created_at, scopes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    hashlib.sha256(secret.encode()).digest(),
+                    tenant_id,
+                    int(admin),
+                    label,
+                    record.created_at,
+                    stored,
+                ),
             )
         return record, token
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:
-        query = "SELECT key_id, tenant_id, admin, label, created_at, revoked_at FROM api_keys"
+        query = "SELECT key_id, tenant_id, admin, label, created_at, revoked_at, scopes FROM api_keys"
         if not include_revoked:
             query += " WHERE revoked_at IS NULL"
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY created_at, key_id").fetchall()
-        return [ApiKey(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+        return [ApiKey(r[0], r[1], bool(r[2]), r[3], r[4], r[5], effective_scopes(r[6], bool(r[2]))) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
         """Revokes a key (kept, marked revoked); returns False if there is no active key with that id.
@@ -252,7 +355,7 @@ class ApiKeyStore:
         key_id, secret = match.group(1), match.group(2)
         with self._lock:
             row = self._conn.execute(
-                "SELECT secret_sha256, tenant_id, admin, revoked_at FROM api_keys WHERE key_id = ?", (key_id,)
+                "SELECT secret_sha256, tenant_id, admin, revoked_at, scopes FROM api_keys WHERE key_id = ?", (key_id,)
             ).fetchone()
         # The same comparison runs whether or not the id exists, so timing tells nothing about ids.
         stored = row[0] if row is not None else b"\x00" * 32
@@ -260,7 +363,7 @@ class ApiKeyStore:
             raise AuthenticationError(f"API key {key_id} is not known here (wrong key, or another deployment's)")
         if row[3] is not None:
             raise AuthenticationError(f"API key {key_id} was revoked at {row[3]}; make a new one")
-        principal = Principal(key_id, row[1], bool(row[2]))
+        principal = Principal(key_id, row[1], bool(row[2]), effective_scopes(row[4], bool(row[2])))
         if self.cache_ttl_s > 0:
             if len(self._cache) >= CACHE_CAPACITY:
                 self._cache.clear()

@@ -10,10 +10,12 @@ the event JSON, validate it, check the key may write each event's tenant, then h
 
 Status codes:
 
-    INVALID_ARGUMENT    an event breaks the schema; details name the field, value and rule, and
-                        trailing metadata carries `auditlog-field` (e.g. `events[3].actor.email`)
+    INVALID_ARGUMENT    an event breaks the schema, or uses a name reserved for the query service's
+                        read audit (an `audit_log.*` action, an `apikey:*` actor, schemas/reserved.py);
+                        details name the field, value and rule, and trailing metadata carries
+                        `auditlog-field` (e.g. `events[3].actor.email`)
     UNAUTHENTICATED     no key, a malformed, unknown or revoked key
-    PERMISSION_DENIED   a tenant's key writing another tenant's event
+    PERMISSION_DENIED   a key without the write scope, or a tenant's key writing another tenant's event
     RESOURCE_EXHAUSTED  too many events wait for Kafka; trailing metadata `retry-after-ms` and
                         gRPC's own `grpc-retry-pushback-ms` say when to retry
     ALREADY_EXISTS      an event id reused with other content
@@ -45,6 +47,7 @@ from api.keys import ApiKeyError, AuthenticationError, PermissionDeniedError, Pr
 from api.sdk.events import Receipt
 from pipelines.io.keystore import SubjectErasedError
 from schemas.events import EventValidationError
+from schemas.reserved import reserved_name, reserved_rule
 
 __all__ = ["GatewayCore", "GatewayOptions", "Rejection", "add_servicer", "serve"]
 
@@ -149,6 +152,12 @@ class GatewayCore:
                 raise Rejection(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
             except ApiKeyError as exc:  # pragma: no cover - store trouble
                 raise Rejection(grpc.StatusCode.INTERNAL, str(exc)) from None
+            try:
+                principal.require("write")
+            except PermissionDeniedError as exc:
+                raise Rejection(
+                    grpc.StatusCode.PERMISSION_DENIED, str(exc), [("auditlog-missing-scope", "write")]
+                ) from None
         prefix = "events[{}]."
         events = []
         for index, request in enumerate(requests):
@@ -161,6 +170,11 @@ class GatewayCore:
         try:
             valid = self.intake.validate(events)
             for item in valid:
+                reserved = reserved_name(item.event)
+                if reserved is not None:
+                    field, value = reserved
+                    error = EventValidationError(field, value, reserved_rule(field, value), item.event["event_id"])
+                    raise _invalid(field, error, prefix.format(item.index) if batch else "")
                 principal.authorize(item.event["tenant_id"])
             self.intake.submit(valid, on_done)
         except PermissionDeniedError as exc:

@@ -1,12 +1,18 @@
 """`auditlog apikeys`: make, list and revoke the API keys of the gateway and the query API.
 
-    auditlog apikeys create --tenant t_1000 --label billing-service    # prints the key, once
-    auditlog apikeys create --admin --label ops
+    auditlog apikeys create --tenant t_1000 --scope write --label billing-service  # prints the key, once
+    auditlog apikeys create --tenant t_1000 --label auditor                        # --scope read (default)
+    auditlog apikeys create --tenant t_1000 --scope read --scope write             # both
+    auditlog apikeys create --scope admin --label ops                              # every tenant (= --admin)
     auditlog apikeys list
     auditlog apikeys revoke 3f2a9c01be47
 
 Keys are stored hashed in settings.apikeys_path (AUDITLOG_APIKEYS_FILE, default
 HOME/apikeys.sqlite); see `api/keys.py`. A revoked key stops working everywhere within seconds.
+
+Scopes: `read` (the query API and the UI), `write` (the gRPC gateway), `admin` (a key of no
+tenant that reads and writes every tenant). Keys made before scopes existed keep what they could
+do: tenant keys read and write, admin keys are admin.
 """
 
 from __future__ import annotations
@@ -26,9 +32,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     actions = p.add_subparsers(dest="apikeys_action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="make a key and print it (shown only this once)")
-    scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--tenant", metavar="TENANT", help="the one tenant the key may act on")
-    scope.add_argument("--admin", action="store_true", help="a key that may act on every tenant")
+    create.add_argument("--tenant", metavar="TENANT", help="the one tenant the key may act on")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=("read", "write", "admin"),
+        metavar="read|write|admin",
+        help="what the key may do: read (query API, the default), write (gateway), admin (every tenant, no "
+        "--tenant); repeat for several",
+    )
+    create.add_argument("--admin", action="store_true", help="the same as --scope admin")
     create.add_argument("--label", default="", help="what the key is for, shown by `list`")
     listing = actions.add_parser("list", help="every key: id, scope, label, created, revoked")
     listing.add_argument("--active", action="store_true", help="only keys that are not revoked")
@@ -42,8 +56,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     with ApiKeyStore.open(settings) as store:
         if args.apikeys_action == "create":
+            scopes = tuple(args.scopes or ()) + (("admin",) if args.admin else ())
+            if args.tenant is None and "admin" not in scopes:
+                print(
+                    "error: say whose key it is: --tenant TENANT (with --scope read and/or write), or --scope admin",
+                    file=sys.stderr,
+                )
+                return 2
             try:
-                record, token = store.create(tenant_id=args.tenant, admin=args.admin, label=args.label)
+                record, token = store.create(tenant_id=args.tenant, label=args.label, scopes=scopes)
             except ApiKeyError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -55,9 +76,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.apikeys_action == "list":
             rows = store.list(include_revoked=not args.active)
-            print(f"{'KEY ID':<14}{'SCOPE':<24}{'CREATED':<22}{'REVOKED':<22}LABEL")
+            print(f"{'KEY ID':<14}{'SCOPE':<32}{'CREATED':<22}{'REVOKED':<22}LABEL")
             for key in rows:
-                print(f"{key.key_id:<14}{key.scope:<24}{key.created_at:<22}{key.revoked_at or '-':<22}{key.label}")
+                print(f"{key.key_id:<14}{key.scope:<32}{key.created_at:<22}{key.revoked_at or '-':<22}{key.label}")
             return 0
         if store.revoke(args.key_id):
             print(f"key {args.key_id} revoked")

@@ -180,7 +180,7 @@ def gateway(gateway_settings: Settings) -> Iterator[Gateway]:
     topic = f"it.gateway.{uuid.uuid4().hex[:8]}"
     create_topic(settings, topic)
     with ApiKeyStore.open(settings) as keys:
-        tenant_key = keys.create(tenant_id="t_1000", label="it")[1]
+        tenant_key = keys.create(tenant_id="t_1000", label="it", scopes=("write",))[1]
         admin_key = keys.create(admin=True, label="it-admin")[1]
     process = start_gateway(settings, topic)
     running = Gateway(settings, topic, f"127.0.0.1:{settings.gateway_port}", tenant_key, admin_key, process)

@@ -141,7 +141,7 @@ class Running:
         self.sink = sink
         self.keys = keys
         self.apikeys = apikeys
-        self.tenant_key = apikeys.create(tenant_id="t_1000")[1]
+        self.tenant_key = apikeys.create(tenant_id="t_1000", scopes=("write",))[1]
         self.admin_key = apikeys.create(admin=True)[1]
 
     def client(self, key: str | None = "tenant", retries: int = 0) -> GatewayClient:
