@@ -353,6 +353,9 @@ class OutboxForwarder:
         ack_timeout_s: how long to wait for a batch's acks before retrying it.
         backoff_s: (first, max) retry delay; doubles per failure, with jitter.
         pause_before_delete_s: crash tests only: sleep between the acks and the delete.
+        headers: optional `headers(row) -> [(name, bytes)]`, Kafka headers for a row, computed from
+            the exact value bytes produced (`row.payload`); the query service signs its read-audit
+            records this way (schemas/reserved.py).
     """
 
     def __init__(
@@ -366,8 +369,10 @@ class OutboxForwarder:
         backoff_s: tuple[float, float] = (0.1, 10.0),
         pause_before_delete_s: float = 0.0,
         say: Callable[[str], None] | None = None,
+        headers: Callable[[OutboxRow], list[tuple[str, bytes]]] | None = None,
     ) -> None:
         self.open_source = open_source
+        self.headers = headers
         self.producer = producer
         self.topic = topic
         self.batch_size = batch_size
@@ -395,11 +400,12 @@ class OutboxForwarder:
         return _Batch(source, rows)
 
     def _send(self, batch: _Batch) -> None:
-        produce, topic, on_delivery = self.producer.produce, self.topic, batch.on_delivery
+        produce, topic, on_delivery, headers = self.producer.produce, self.topic, batch.on_delivery, self.headers
         for row in batch.rows:
+            extra = {"headers": headers(row)} if headers is not None else {}
             while True:
                 try:
-                    produce(topic, value=row.payload, key=row.tenant_id.encode(), on_delivery=on_delivery)
+                    produce(topic, value=row.payload, key=row.tenant_id.encode(), on_delivery=on_delivery, **extra)
                     break
                 except BufferError:  # librdkafka's queue is full: let it send
                     self.producer.poll(0.05)

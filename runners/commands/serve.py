@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "serve",
         help="serve the query API and the Compliance UI (and index the archive)",
         description="Serves the REST query API (/api/v1/…, OpenAPI at /openapi.json) and the Compliance UI "
-        "(/) on loopback. API keys: `auditlog apikeys create --tenant T` or `--admin`. Every read is "
-        "recorded as an audit event (relayed to Kafka through a local outbox). Unless --no-index, it also "
+        "(/) on loopback. API keys: `auditlog apikeys create --tenant T` (read scope) or `--scope admin`. Every "
+        "read, and every 401/403, is recorded as an audit event (relayed to Kafka through a local outbox, each "
+        "record signed with the deployment's checkpoint key). Unless --no-index, it also "
         "follows the WORM archive into ClickHouse, so run it beside `auditlog ingest` to watch events arrive.",
     )
     p.add_argument("--port", type=int, help="port (default AUDITLOG_API_PORT, 8480)")
@@ -32,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-kafka", action="store_true", help="keep read-audit events in the local outbox")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI document and exit")
     p.set_defaults(handler=run)
+
+
+class ServeError(RuntimeError):
+    """The server cannot start as configured; the message says what to do."""
 
 
 def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[Any]]:
@@ -46,17 +51,31 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from pipelines.io.keystore import open_keystore
     from pipelines.prover import Prover
     from runners.commands.ingest import with_master_key
-    from transforms.note import Verifier
+    from transforms.note import Signer, Verifier
 
     settings = with_master_key(settings)
     verifier_key = settings.verifier_key_file.read_text().strip()
+    # The read audit's records use reserved names (schemas/reserved.py): the job accepts them only
+    # signed by the deployment's checkpoint signer, so relaying them needs that key.
+    signer = None
+    if settings.signer_key_file.exists():
+        signer = Signer.from_key(settings.signer_key_file.read_text())
+    elif kafka:
+        raise ServeError(
+            f"no signer key at {settings.signer_key_file}: the query service signs its read-audit records with the "
+            "deployment's checkpoint key (the ingest job dead-letters them unsigned); copy it there, or serve with "
+            "--no-kafka to keep the records in the local outbox"
+        )
     clickhouse = open_clickhouse(settings.effective_clickhouse_url)
     clickhouse.ensure_schema()
     keystore = open_keystore(settings)
     archive = open_archive(**archive_spec(settings))
     prover = Prover(archive, clickhouse, Verifier.from_key(verifier_key), settings.origin)
     auditor = ReadAuditor(
-        settings.home / "api" / "read-audit.sqlite", settings.kafka_bootstrap if kafka else None, settings.topic
+        settings.home / "api" / "read-audit.sqlite",
+        settings.kafka_bootstrap if kafka else None,
+        settings.topic,
+        signer=signer,
     )
     services = Services(
         store=QueryStore(clickhouse, keystore),
@@ -116,7 +135,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         services, closers = build_services(settings, kafka=not args.no_kafka)
-    except ClickHouseError as exc:
+    except (ClickHouseError, ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     follower = None
