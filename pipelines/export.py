@@ -11,6 +11,11 @@ the key store, erased subjects shown as erased), and writes one file per format.
 checkpoint: its text is the canonical JSON of the files (name, SHA-256, rows, bytes), the query,
 and each log's newest checkpoint at export time. With --proofs every exported event also gets a
 tlog-proof@v1 bundle under proofs/, checkable offline with `auditlog verify-proof`.
+
+CSV cells that a spreadsheet would run as a formula — those beginning with `=`, `+`, `-`, `@`,
+a tab or a carriage return — are written with a single quote in front (OWASP's advice against CSV
+injection), and the manifest says so (`csv`): to get such a value back, drop that one quote.
+JSON Lines and Parquet hold the values as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ FORMATS = ("csv", "jsonl", "parquet")
 MANIFEST_FILE = "MANIFEST.note"
 MANIFEST_VERSION = "auditlog-export/v1"
 PAGE_ROWS = 5000
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_NEUTRALISED = {
+    "formula_prefix": "'",
+    "applies_to": "cells beginning with = + - @ TAB or CR",
+    "why": "a spreadsheet would run such a cell as a formula (OWASP CSV injection); drop the one leading ' "
+    "of such a cell to get the value",
+}
 FILTER_COLUMNS = {
     "actor_id": "actor_id",
     "action": "action",
@@ -189,12 +201,19 @@ class WriteExportFiles(beam.DoFn):  # type: ignore[misc]
         yield {"proofs": len(records)}
 
 
+def neutralise_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet cannot run: text beginning with = + - @ TAB or CR gets a leading '."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=FLAT_COLUMNS)
         writer.writeheader()
         for record in records:
-            writer.writerow(flatten(record))
+            writer.writerow({k: neutralise_cell(v) for k, v in flatten(record).items()})
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -255,7 +274,7 @@ def build_manifest(
         path = out_dir / f"events.{fmt}"
         data = path.read_bytes()
         files.append({"name": path.name, "sha256": sha256(data).hexdigest(), "bytes": len(data), "rows": rows})
-    return {
+    manifest = {
         "version": MANIFEST_VERSION,
         "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "query": query.to_json(),
@@ -264,6 +283,9 @@ def build_manifest(
         "proofs": proofs,
         "checkpoints": dict(sorted(heads.items())),
     }
+    if "csv" in formats:
+        manifest["csv"] = dict(CSV_NEUTRALISED)
+    return manifest
 
 
 def sign_manifest(manifest: Mapping[str, Any], signer: Signer) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,15 @@ DEFAULT_LIMIT = 100
 RESULTS = ("SUCCESS", "FAILURE")
 FILTERS = ("actor_id", "action", "resource_id", "resource_type", "result")
 EMAIL_FIELD = "actor.email"
+MAX_CURSOR_CHARS = 2048
+MAX_UINT63 = 2**63 - 1
+EARLIEST, LATEST = "1900-01-01T00:00:00.000Z", "2299-12-31T23:59:59.999Z"  # ClickHouse DateTime64's range
+_TIME = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:T(?P<clock>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+TIME_RULE = "an ISO-8601 time with a zone, e.g. 2026-11-01T08:00:00Z or 2026-11-01T09:00:00+01:00, or a date (UTC)"
 _ORDER = "occurred_at DESC, event_id DESC, log_id DESC, leaf_index DESC"
 _COLUMNS = (
     "formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S.%fZ'), event_id, toString(log_id), leaf_index, "
@@ -62,8 +72,8 @@ class Search:
                 raise QueryError(name, f"{name} is {len(value)} characters long; at most 256")
         if "result" in filters and filters["result"] not in RESULTS:
             raise QueryError("result", f"result {filters['result']!r} must be one of {list(RESULTS)}")
-        start = _time(params.get("start_time"), "start_time")
-        end = _time(params.get("end_time"), "end_time")
+        start = parse_time(params.get("start_time"), "start_time")
+        end = parse_time(params.get("end_time"), "end_time")
         if start and end and start >= end:
             raise QueryError("start_time", f"start_time {start} is not before end_time {end}")
         cursor = _cursor(params.get("cursor"))
@@ -72,7 +82,7 @@ class Search:
         if email is not None and ("@" not in email or len(email) > 320):
             raise QueryError("actor_email", f"actor_email {email!r} is not an email address")
         limit = _limit(params.get("limit"))
-        return cls(tenant_id, filters, start, end, limit, after, total, email)  # type: ignore[arg-type]
+        return cls(tenant_id, filters, start, end, limit, after, total, email)
 
     def where(self, with_cursor: bool = True, email_hashes: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its bound parameters; `email_hashes` are the actor_email's keyed hashes."""
@@ -99,17 +109,34 @@ class Search:
         return " AND ".join(clauses), params
 
 
-def _time(value: str | None, name: str) -> str | None:
+def parse_time(value: str | None, name: str) -> str | None:
+    """An API time parameter as canonical UTC (`YYYY-MM-DDTHH:MM:SS.mmmZ`), or None if not given.
+
+    A date alone means its midnight UTC. A time without a zone is refused, never read in the
+    server's own zone. Raises QueryError naming `name`.
+    """
     if value in (None, ""):
         return None
     assert value is not None
-    candidate = f"{value}T00:00:00Z" if len(value) == 10 else value
-    try:
-        return normalize_time(candidate)
-    except (EventValidationError, ValueError, IndexError):
+    match = _TIME.fullmatch(value)
+    if match is None:
+        raise QueryError(name, f"{name} {value[:64]!r} is not {TIME_RULE}")
+    if match["clock"] is not None and match["zone"] is None:
         raise QueryError(
-            name, f"{name} {value!r} is not an ISO-8601 time with a zone (e.g. 2026-11-01T08:00:00Z)"
-        ) from None
+            name,
+            f"{name} {value!r} has no time zone; add Z for UTC or an offset such as +01:00 (times without a "
+            "zone are not read in the server's zone)",
+        )
+    candidate = f"{value}T00:00:00Z" if match["clock"] is None else value
+    if match["clock"] is not None and match["clock"].count(":") == 1:
+        candidate = f"{match['date']}T{match['clock']}:00{match['zone']}"
+    try:
+        normal = normalize_time(candidate)
+    except (EventValidationError, ValueError, IndexError, OverflowError):
+        raise QueryError(name, f"{name} {value!r} is not a real time: {TIME_RULE}") from None
+    if not EARLIEST <= normal <= LATEST:
+        raise QueryError(name, f"{name} {value!r} is outside the years 1900-2299 that the index stores")
+    return normal
 
 
 def _limit(value: str | None) -> int:
@@ -130,19 +157,36 @@ def encode_cursor(key: tuple[str, str, str, int], total: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_UINT63
+
+
 def _cursor(value: str | None) -> tuple[str, str, str, int, int] | None:
     if value in (None, ""):
         return None
     assert value is not None
     try:
+        if len(value) > MAX_CURSOR_CHARS:
+            raise ValueError
         raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise ValueError
         occurred, event_id, log_id, index, total = raw
         if not (isinstance(occurred, str) and isinstance(event_id, str) and isinstance(log_id, str)):
             raise ValueError
-        normalize_time(occurred)
-        return occurred, event_id, log_id, int(index), int(total)
-    except (ValueError, TypeError, binascii.Error, EventValidationError, UnicodeDecodeError):
-        raise QueryError("cursor", "cursor is not one this API handed out; start again without it") from None
+        if len(event_id) > 128 or len(log_id) > 128 or not (_whole(index) and _whole(total)):
+            raise ValueError
+        if (
+            not _CANONICAL_TIME.fullmatch(occurred)
+            or normalize_time(occurred) != occurred
+            or not EARLIEST <= occurred <= LATEST
+        ):
+            raise ValueError
+        return occurred, event_id, log_id, index, total
+    except (ValueError, TypeError, binascii.Error, EventValidationError, UnicodeDecodeError, RecursionError):
+        raise QueryError(
+            "cursor", f"cursor {value[:40]!r} is not one this API handed out; start again without it"
+        ) from None
 
 
 @dataclass
