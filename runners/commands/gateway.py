@@ -2,7 +2,7 @@
 
     auditlog stack up kafka
     auditlog keys master generate --out var/master.key && export AUDITLOG_MASTER_KEY_FILE=var/master.key
-    auditlog apikeys create --tenant t_1000          # prints the key once
+    auditlog apikeys create --tenant t_1000 --scope write   # prints the key once (the gateway needs write)
     auditlog gateway                                 # listens on 127.0.0.1:50051 (AUDITLOG_GATEWAY_PORT)
     auditlog gateway --workers 2 --server threads --max-in-flight 20000
 
