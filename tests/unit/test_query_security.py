@@ -518,3 +518,25 @@ def test_the_api_export_is_neutralised_and_still_verifies(app: ServedApp, tmp_pa
     with (tmp_path / "events.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert rows and not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values())
+
+
+def test_the_ingest_job_logs_the_signed_read_records_and_dead_letters_them_unsigned(tmp_path: Path) -> None:
+    from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord, service_sig
+
+    signer = Signer.generate("auditlog.test")
+    auditor = ReadAuditor(tmp_path / "read-audit.sqlite", None, "audit.events", signer=signer)
+    auditor.record("0123456789ab", "search", "t_1000", "AUDIT_LOG", "t_1000", {"returned": 3})
+    auditor.record_refusal(None, "export", "t_1000", 401, "no API key", "/api/v1/tenants/t_1000/export")
+    producer = CapturingProducer()
+    auditor.forwarder(producer).run(until_empty=True)
+    options = IngestOptions(topic="audit.events", origin_prefix="auditlog.test", block_size=10_000)
+    sequencer = LogSequencer(options, InMemoryKeyStore(), signer)
+    cursor, dedupe = LogCursor(options.log_id(0)), MemoryDedupe()
+    for offset, produced in enumerate(producer.records):
+        record = SourceRecord(0, offset, 0, produced["key"], produced["value"], service_sig(produced["headers"]))
+        assert sequencer.step(cursor, dedupe, record) == []  # accepted, waiting for the block
+    unsigned = SourceRecord(0, 9, 0, producer.records[0]["key"], producer.records[0]["value"])
+    ((kind, letter),) = sequencer.step(cursor, dedupe, unsigned)
+    assert kind == "dlq" and "reserved" in str(letter)
+    block = sequencer.seal(cursor)
+    assert block is not None and block.tree_size == 2  # both read records are leaves of the log
