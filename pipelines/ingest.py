@@ -40,6 +40,7 @@ from typing import Any
 
 from pipelines.ingest_core import (
     MAX_PARALLELISM,
+    ArchivedEntries,
     DeadLetter,
     IngestOptions,
     LogCursor,
@@ -49,11 +50,11 @@ from pipelines.ingest_core import (
     key_group,
     partition_key,
     partition_of_key,
+    resume_cursor,
     service_sig,
 )
 from schemas.reserved import SERVICE_SIG_HEADER
 from schemas.retention import load_policy
-from transforms.blocks import decode_block_object
 from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
@@ -321,10 +322,10 @@ class SequenceFunction(KeyedProcessFunction):
         self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
         signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
         self.keystore = open_keystore(Settings().replace(**self.config.keystore))
-        self.sequencer = LogSequencer(
-            self.config.options, self.keystore, signer, ArchivedEntries(open_archive(**self.config.archive))
-        )
+        self.archived = ArchivedEntries(open_archive(**self.config.archive))
+        self.sequencer = LogSequencer(self.config.options, self.keystore, signer, self.archived)
         self.cursors: dict[int, LogCursor] = {}
+        self.timed: set[int] = set()  # partitions whose end-of-input timer this process registered
         metrics = self.metrics = runtime_context.get_metrics_group()
         self.m_accepted = metrics.counter("events_accepted")
         self.m_duplicates = metrics.counter("duplicates_dropped")
@@ -338,7 +339,7 @@ class SequenceFunction(KeyedProcessFunction):
         self._report_counts()
         self.keystore.close()
 
-    def _cursor(self, partition: int) -> LogCursor:
+    def _cursor(self, partition: int, offset: int | None = None) -> LogCursor:
         cursor = self.cursors.get(partition)
         if cursor is None:
             # First record of this key since (re)start: load what the last checkpoint holds.
@@ -346,6 +347,8 @@ class SequenceFunction(KeyedProcessFunction):
             log_id = self.config.options.log_id(partition)
             pending = [entry.encode() for entry in (self.pending_state.get() or [])]
             cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
+            if not stored and not pending and offset:
+                cursor = self._resume(cursor, offset)
             self.cursors[partition] = cursor
             # A counter, not a gauge: Flink reads a Python gauge by calling into the interpreter
             # from its metrics thread, which crashed a TaskManager (SIGSEGV in take_gil) when the
@@ -356,11 +359,34 @@ class SequenceFunction(KeyedProcessFunction):
             self.tree_sizes[log_id] = (counter, cursor.tree.size)
         return cursor
 
+    def _resume(self, cursor: LogCursor, offset: int) -> LogCursor:
+        """A new log whose first record is past offset 0 goes on from the archive's resume point.
+
+        The records before were deleted after they were archived (`auditlog erase` truncates the
+        topic): without this the job would start the log again from leaf 0 at a later record.
+        """
+        found = resume_cursor(cursor.log_id, offset, self.archived, self.config.dedupe_ttl_days)
+        if found is None:
+            return cursor
+        resumed, seen = found
+        for key in seen:
+            self.dedupe.seen(key)
+        self.cursor_state.update(resumed.to_bytes().decode())
+        print(
+            f"ingest: {cursor.log_id} starts at offset {offset}: resumed after block "
+            f"{resumed.last_block.block_index if resumed.last_block else '?'} (tree size {resumed.tree.size}) "
+            f"from the archive, {len(seen)} event ids restored for dedupe",
+            file=sys.stderr,
+        )
+        return resumed
+
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         partition = value[0]
-        cursor = self._cursor(partition)
-        if cursor.last_block is None and not cursor.pending and cursor.tree.size == 0:
+        cursor = self._cursor(partition, value[1])
+        if partition not in self.timed:
             # Seal whatever is open when a bounded input ends (its final watermark fires this).
+            # Once per log and process: Flink keeps one timer per key and time, restores included.
+            self.timed.add(partition)
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
         record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]), _bytes(value[5]))
         before = len(cursor.pending)
@@ -422,22 +448,6 @@ class _MapStateDedupe:
             return True
         self.state.put(key, True)
         return False
-
-
-class ArchivedEntries:
-    """The archive's blocks as the sequencer asks for them (only for blocks with erased subjects)."""
-
-    def __init__(self, archive: Any) -> None:
-        self.archive = archive
-
-    def entries(self, log_id: str, block_index: int) -> list[bytes] | None:
-        from pipelines.io.archive import ArchiveNotFoundError
-
-        try:
-            data = self.archive.get_block(log_id, block_index)
-        except ArchiveNotFoundError:
-            return None
-        return list(decode_block_object(data)[1])
 
 
 def _bytes(value: Any) -> bytes | None:

@@ -25,6 +25,7 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ from schemas.events import (
 )
 from schemas.reserved import SERVICE_SIG_HEADER, is_service_record, reserved_name, reserved_rule
 from schemas.retention import load_policy
-from transforms.blocks import BlockHeader, encode_block_object, seal_block
+from transforms.blocks import BlockHeader, decode_block_object, encode_block_object, seal_block
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Signer
@@ -61,6 +62,18 @@ class SubjectKeySource(Protocol):
 class ArchivedBlocks(Protocol):
     def entries(self, log_id: str, block_index: int) -> list[bytes] | None:
         """The entries of an archived block, or None if the archive has no such block."""
+        ...
+
+    def header(self, log_id: str, block_index: int) -> BlockHeader | None:
+        """The header of an archived (or expired) block, or None if the archive has neither."""
+        ...
+
+    def resume_points(self, log_id: str) -> list[int]:
+        """The block indexes that have a resume point, ascending."""
+        ...
+
+    def resume_point(self, log_id: str, block_index: int) -> bytes:
+        """The bytes of the resume point after block `block_index` (ResumePoint.to_bytes)."""
         ...
 
 
@@ -112,6 +125,7 @@ class SealedBlockRecord:
     block_object: bytes
     checkpoint: str
     retain_until: str = ""  # the latest retention end of the block's events: its Object Lock date
+    resume: bytes = b""  # ResumePoint.to_bytes() when a record closed the block, else empty
 
 
 @dataclass
@@ -125,6 +139,8 @@ class LogCursor:
     # occurred_at of each pending entry, as the step saw it (not persisted: after a restore the
     # seal reads them from the entries, which costs a JSON parse each).
     pending_times: list[str] = field(default_factory=list, repr=False, compare=False)
+    # The Kafka offset after the last record stepped (kept at each block, for its resume point).
+    next_offset: int = 0
 
     def to_bytes(self) -> bytes:
         """The sealed part of the cursor (the open block is kept separately, record by record)."""
@@ -134,6 +150,7 @@ class LogCursor:
                 "size": self.tree.size,
                 "hashes": [h.hex() for h in self.tree.hashes],
                 "last_block": self.last_block.to_json() if self.last_block else None,
+                "next_offset": self.next_offset,
             }
         ).encode()
 
@@ -142,7 +159,46 @@ class LogCursor:
         obj = json.loads(data)
         tree = CompactRange(obj["size"], [bytes.fromhex(h) for h in obj["hashes"]])
         last = BlockHeader.from_json(obj["last_block"]) if obj["last_block"] else None
-        return cls(obj["log_id"], tree, last, list(pending))
+        return cls(obj["log_id"], tree, last, list(pending), next_offset=obj.get("next_offset", 0))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a log stands after a block that a record closed: enough to go on without the records before.
+
+    Archived beside the block (`logs/<log>/resume/`). `auditlog erase` deletes a topic's records
+    up to the newest resume point (Kafka's DeleteRecords), so the plaintext of what was archived
+    does not outlive an erasure; a job that then starts without state finds the partition's first
+    offset past 0 and resumes the log from here (`resume_cursor`) instead of starting a new one.
+    Only a record can close a block deterministically (a count or a cut marker): a block sealed at
+    the end of a bounded input gets none.
+    """
+
+    block_index: int
+    next_offset: int
+    tree_size: int
+    hashes: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "block_index": self.block_index,
+                "hashes": [h.hex() for h in self.hashes],
+                "next_offset": self.next_offset,
+                "tree_size": self.tree_size,
+                "version": 1,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ResumePoint:
+        obj = json.loads(data)
+        if obj.get("version") != 1:
+            raise ValueError(f"resume point version {obj.get('version')!r} is not 1")
+        return cls(
+            obj["block_index"], obj["next_offset"], obj["tree_size"], tuple(bytes.fromhex(h) for h in obj["hashes"])
+        )
 
 
 @dataclass(frozen=True)
@@ -208,9 +264,10 @@ class LogSequencer:
         the key store or the archive fails, which is no fault of the record.
         """
         value = record.value
+        log.next_offset = record.offset + 1
         if value == CUT_MARKER:
             self.counters.cut_markers += 1
-            block = self.seal(log)
+            block = self.seal(log, closed_by_record=True)
             return [("block", block)] if block else []
         try:
             event = self._admit(record)
@@ -239,7 +296,7 @@ class LogSequencer:
         if keys is None:
             self.counters.erased_subject_events += 1
         if len(log.pending) >= self.options.block_size:
-            block = self.seal(log)
+            block = self.seal(log, closed_by_record=True)
             return [("block", block)] if block else []
         return []
 
@@ -257,8 +314,12 @@ class LogSequencer:
         self.counters.dead_letters += 1
         return [("dlq", self._dead_letter(record, field_name, reason))]
 
-    def seal(self, log: LogCursor) -> SealedBlockRecord | None:
-        """Seals the open block of `log`, if any: header, archive object, signed checkpoint."""
+    def seal(self, log: LogCursor, closed_by_record: bool = False) -> SealedBlockRecord | None:
+        """Seals the open block of `log`, if any: header, archive object, signed checkpoint.
+
+        `closed_by_record`: a record (the block's last event or a cut marker) closed it, so the
+        block gets a resume point at `log.next_offset`.
+        """
         if not log.pending:
             return None
         entries, log.pending = log.pending, []
@@ -281,6 +342,7 @@ class LogSequencer:
             Checkpoint(self.options.origin(log.log_id), header.tree_size, header.tree_root), self.signer
         )
         self.counters.blocks += 1
+        resume = ResumePoint(header.block_index, log.next_offset, log.tree.size, tuple(log.tree.hashes))
         return SealedBlockRecord(
             log.log_id,
             header.block_index,
@@ -288,6 +350,7 @@ class LogSequencer:
             encode_block_object(header, entries),
             note,
             retain_until,
+            resume.to_bytes() if closed_by_record else b"",
         )
 
     def _as_archived(self, log: LogCursor, entries: list[bytes]) -> list[bytes]:
@@ -320,6 +383,47 @@ class LogSequencer:
         )
 
 
+def resume_cursor(
+    log_id: str, first_offset: int, archived: ArchivedBlocks, dedupe_days: float
+) -> tuple[LogCursor, list[str]] | None:
+    """The cursor of a log whose partition starts at `first_offset` > 0, and the dedupe keys to restore.
+
+    Used when the job has no state for the log and its first record is past offset 0: the records
+    before were deleted (an erasure truncates the topic up to the newest resume point). Takes the
+    newest resume point at or before `first_offset`; the dedupe keys are the (tenant, event id) of
+    the archived blocks whose events end within `dedupe_days` of that block's last event, as the
+    job's dedupe state would have kept them. None when the archive has no such point (the log
+    then starts anew, as it always did).
+    """
+    for index in reversed(archived.resume_points(log_id)):
+        point = ResumePoint.from_bytes(archived.resume_point(log_id, index))
+        if point.next_offset <= first_offset:
+            break
+    else:
+        return None
+    header = archived.header(log_id, point.block_index)
+    if header is None:
+        return None
+    cursor = LogCursor(log_id, CompactRange(point.tree_size, list(point.hashes)), header, next_offset=point.next_offset)
+    if cursor.tree.root() != header.tree_root:
+        raise ValueError(f"resume point {point.block_index} of {log_id} does not match its block's tree root")
+    horizon = _days_before(header.max_event_time, dedupe_days) if header.max_event_time else ""
+    keys: list[str] = []
+    for index in range(point.block_index, -1, -1):
+        older = archived.header(log_id, index)
+        if older is None or (horizon and older.max_event_time and older.max_event_time < horizon):
+            break
+        for entry in archived.entries(log_id, index) or ():
+            doc = orjson.loads(entry)
+            keys.append(f"{doc['tenant_id']}\x00{doc['event_id']}")
+    return cursor, keys
+
+
+def _days_before(when: str, days: float) -> str:
+    moment = datetime.fromisoformat(when.replace("Z", "+00:00")) - timedelta(days=days)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def service_sig(headers: Iterable[tuple[str, bytes | None]]) -> bytes | None:
     """The SERVICE_SIG_HEADER among a record's headers, or None."""
     return next((value for name, value in headers if name == SERVICE_SIG_HEADER), None)
@@ -349,6 +453,35 @@ def _same_but_erased(original: bytes, marked: bytes) -> bool:
 def _unverified_header(log_id: str, index: int, size: int, count: int) -> BlockHeader:
     zero = bytes(32)
     return BlockHeader(log_id, index, size, count, size + count, zero, zero, zero, "", "")
+
+
+class ArchivedEntries:
+    """The archive as the sequencer reads it: blocks with erased subjects, and resume points."""
+
+    def __init__(self, archive: Any) -> None:
+        self.archive = archive
+
+    def _block(self, log_id: str, block_index: int) -> tuple[Any, list[bytes]] | None:
+        try:
+            data = self.archive.get_block(log_id, block_index)
+        except LookupError:  # the archive's ArchiveNotFoundError is one
+            return None
+        header, entries = decode_block_object(data)
+        return header, list(entries)
+
+    def entries(self, log_id: str, block_index: int) -> list[bytes] | None:
+        found = self._block(log_id, block_index)
+        return found[1] if found else None
+
+    def header(self, log_id: str, block_index: int) -> BlockHeader | None:
+        found = self._block(log_id, block_index)
+        return found[0] if found else None
+
+    def resume_points(self, log_id: str) -> list[int]:
+        return list(self.archive.list_resume_points(log_id))
+
+    def resume_point(self, log_id: str, block_index: int) -> bytes:
+        return bytes(self.archive.get_resume_point(log_id, block_index))
 
 
 class MemoryDedupe:

@@ -96,7 +96,7 @@ def log_history(
     One version listing covers the whole log, so overwrites and delete markers are seen for every
     key without a request per key.
     """
-    found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": []}
+    found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
         if parsed is None or parsed[0] != log_id:

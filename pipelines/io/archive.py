@@ -5,6 +5,8 @@ The archive is the source of truth; ClickHouse is only a search index rebuilt fr
     logs/{log_id}/blocks/{block_index:012d}.block            encode_block_object(header, entries)
     logs/{log_id}/checkpoints/{tree_size:015d}.checkpoint    the signed note, UTF-8
     logs/{log_id}/expired/{block_index:012d}.leaves          encode_expired_block(header, leaf hashes, ...)
+    logs/{log_id}/resume/{block_index:012d}.resume           where the job resumes after the block (JSON:
+                                                             next Kafka offset, tree size, compact range)
     holds/{hold_id}.json, holds/{hold_id}.released.json       legal holds (pipelines/retention.py)
 
 A block object is locked until the retention of its longest-kept event ends; `auditlog expire`
@@ -74,6 +76,8 @@ BLOCKS_DIR = "blocks"
 CHECKPOINTS_DIR = "checkpoints"
 EXPIRED_DIR = "expired"
 EXPIRED_SUFFIX = ".leaves"
+RESUME_DIR = "resume"
+RESUME_SUFFIX = ".resume"
 HOLDS_PREFIX = "holds/"
 BLOCK_SUFFIX = ".block"
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -85,6 +89,7 @@ DEFAULT_RETENTION_DAYS = 2557.0
 
 _LOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
 _BLOCK_NAME = re.compile(rf"(\d{{{BLOCK_INDEX_DIGITS}}}){re.escape(BLOCK_SUFFIX)}")
+_RESUME_NAME = re.compile(rf"(\d{{{BLOCK_INDEX_DIGITS}}}){re.escape(RESUME_SUFFIX)}")
 _EXPIRED_NAME = re.compile(rf"(\d{{{BLOCK_INDEX_DIGITS}}}){re.escape(EXPIRED_SUFFIX)}")
 _CHECKPOINT_NAME = re.compile(rf"(\d{{{TREE_SIZE_DIGITS}}}){re.escape(CHECKPOINT_SUFFIX)}")
 
@@ -143,19 +148,33 @@ def expired_key(log_id: str, block_index: int) -> str:
     return f"{log_prefix(log_id)}{EXPIRED_DIR}/{block_index:0{BLOCK_INDEX_DIGITS}d}{EXPIRED_SUFFIX}"
 
 
+def resume_key(log_id: str, block_index: int) -> str:
+    """Returns the key of the job's resume point after block `block_index`; requires 0 <= block_index < 10**12."""
+    block_key(log_id, block_index)  # checks the log id and the index
+    return f"{log_prefix(log_id)}{RESUME_DIR}/{block_index:0{BLOCK_INDEX_DIGITS}d}{RESUME_SUFFIX}"
+
+
 def parse_key(key: str) -> tuple[str, str, int] | None:
-    """Returns (log id, "block", "checkpoint" or "expired", block index or tree size) of an auditlog key, else None."""
+    """Returns (log id, kind, block index or tree size) of an auditlog key, else None.
+
+    The kind is "block", "checkpoint", "expired" or "resume".
+    """
     if not key.startswith(LOGS_PREFIX):
         return None
     parts = key[len(LOGS_PREFIX) :].split("/")
     if len(parts) != 3:
         return None
     log_id, folder, name = parts
-    pattern = {BLOCKS_DIR: _BLOCK_NAME, CHECKPOINTS_DIR: _CHECKPOINT_NAME, EXPIRED_DIR: _EXPIRED_NAME}.get(folder)
+    pattern = {
+        BLOCKS_DIR: _BLOCK_NAME,
+        CHECKPOINTS_DIR: _CHECKPOINT_NAME,
+        EXPIRED_DIR: _EXPIRED_NAME,
+        RESUME_DIR: _RESUME_NAME,
+    }.get(folder)
     match = pattern.fullmatch(name) if pattern else None
     if match is None:
         return None
-    kind = {BLOCKS_DIR: "block", CHECKPOINTS_DIR: "checkpoint", EXPIRED_DIR: "expired"}[folder]
+    kind = {BLOCKS_DIR: "block", CHECKPOINTS_DIR: "checkpoint", EXPIRED_DIR: "expired", RESUME_DIR: "resume"}[folder]
     return log_id, kind, int(match.group(1))
 
 
@@ -222,7 +241,7 @@ class ArchiveConflictError(ArchiveError):
         )
 
 
-class ArchiveNotFoundError(ArchiveError):
+class ArchiveNotFoundError(ArchiveError, LookupError):
     """No object (or no such version) at a key."""
 
     def __init__(self, key: str, version_id: str | None = None) -> None:
@@ -415,6 +434,8 @@ class Archive(ABC):
         self.put_block(block.log_id, block.block_index, block.block_object, block_lock)
         if block.checkpoint:  # empty only in the unverifiable benchmark mode
             self.put_checkpoint(block.log_id, block.tree_size, block.checkpoint, checkpoint_lock)
+        if block.resume:  # only blocks a record closed have one (see ingest_core.ResumePoint)
+            self.put_immutable(resume_key(block.log_id, block.block_index), block.resume, block_lock)
 
     # ---- readers
 
@@ -437,6 +458,13 @@ class Archive(ABC):
     def list_checkpoints(self, log_id: str) -> list[int]:
         """Returns the tree sizes of the log's archived checkpoints, ascending."""
         return self._numbered(f"{log_prefix(log_id)}{CHECKPOINTS_DIR}/", _CHECKPOINT_NAME)
+
+    def list_resume_points(self, log_id: str) -> list[int]:
+        """Returns the block indexes after which the job left a resume point, ascending."""
+        return self._numbered(f"{log_prefix(log_id)}{RESUME_DIR}/", _RESUME_NAME)
+
+    def get_resume_point(self, log_id: str, block_index: int) -> bytes:
+        return self.get(resume_key(log_id, block_index))
 
     def get_checkpoint(self, log_id: str, tree_size: int) -> str:
         return self.get(checkpoint_key(log_id, tree_size)).decode("utf-8")

@@ -5,7 +5,9 @@ and a tombstone stays. Leaves hold only ciphertext and keyed hashes of PII (DESI
 9), so nothing in the log changes: every proof and `auditlog verify` still pass, while the API,
 the UI and exports show the subject's PII as "[erased]" and lookups by the old email stop
 matching (the keyed hash needs the destroyed key). Running processes notice the tombstone and drop
-cached keys; a later event of the same subject gets fresh keys.
+cached keys; a later event of the same subject is logged with its PII marked erased, and no key is
+made again. Last, the topic's records that the archive already holds are deleted from Kafka
+(pipelines/erasure.py), so the person's plaintext does not outlive the erasure in the broker.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         if keystore.is_erased(args.tenant, args.subject):
-            print(f"{args.subject} of {args.tenant} was already erased; nothing to do")
-            return 0
+            print(f"{args.subject} of {args.tenant} was already erased; deleting what Kafka still holds")
+            return truncate_topic(settings)
         client = AuditClient(kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic)
         try:
             receipt = client.record(erasure_event(args.tenant, args.subject, reason, args.operator), wait=True)
@@ -86,4 +88,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     what = "its keys were destroyed" if had_keys else "it had no keys yet; the tombstone keeps it erased"
     print(f"erased {args.subject} of {args.tenant}: {what} (audit event {receipt.event_id})")
     print("its events now show [erased] PII everywhere; every proof and `auditlog verify` still pass")
+    return truncate_topic(settings)
+
+
+def truncate_topic(settings: Settings) -> int:
+    """Deletes the records of the events topic that the archive holds; 1 if that failed."""
+    from confluent_kafka.admin import AdminClient
+
+    from infra.stack import kafka_client_config
+    from pipelines.erasure import truncate_archived
+    from pipelines.ingest import archive_spec
+    from pipelines.io.archive import open_archive
+
+    try:
+        done = truncate_archived(
+            open_archive(**archive_spec(settings)), AdminClient(kafka_client_config(settings)), settings.topic
+        )
+    except Exception as exc:  # noqa: BLE001 - the erasure stands; say what is left to do
+        print(
+            f"error: the keys are destroyed, but the records of {settings.topic} could not be deleted from Kafka "
+            f"({type(exc).__name__}: {exc}); their plaintext stays until the topic's retention removes it. "
+            "Run the same `auditlog erase` again once Kafka and the archive are reachable.",
+            file=sys.stderr,
+        )
+        return 1
+    for cut in done:
+        print(
+            f"deleted the records of {settings.topic} partition {cut.partition} before offset {cut.before_offset} "
+            f"(archived up to block {cut.block_index})"
+        )
+    if not done:
+        print(f"nothing of {settings.topic} is archived yet: no records deleted; run this again after the job ran")
     return 0

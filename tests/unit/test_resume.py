@@ -1,0 +1,113 @@
+"""Resume points: a log goes on from the archive when its partition's early records were deleted.
+
+`auditlog erase` deletes what the archive holds from the topic (pipelines/erasure.py); a job that
+then starts without state must continue each log exactly where the archive left it, with the
+dedupe keys it would have had, and give the same leaves as a job that never lost its records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipelines.erasure import archived_offsets
+from pipelines.ingest_core import (
+    CUT_MARKER,
+    ArchivedEntries,
+    IngestOptions,
+    LogCursor,
+    LogSequencer,
+    MemoryDedupe,
+    ResumePoint,
+    SourceRecord,
+    resume_cursor,
+)
+from pipelines.io.archive import InMemoryArchive
+from pipelines.io.keystore import InMemoryKeyStore
+from schemas.samples import EventGenerator, to_record
+from transforms.note import Signer
+
+SIGNER = Signer.generate("auditlog.test")
+TOPIC = "audit.events"
+
+
+def _records(n: int, start: int = 0, seed: int = 4, repeat_every: int = 7) -> list[SourceRecord]:
+    gen = EventGenerator(seed=seed)
+    values = [to_record(gen.event())[1] for _ in range(n)]
+    out = []
+    for i, value in enumerate(values):
+        out.append(value)
+        if i % repeat_every == 3:
+            out.append(values[i // 2])  # a duplicate of an earlier event
+        if i % 11 == 10:
+            out.append(CUT_MARKER)
+    return [SourceRecord(0, start + i, 0, None, v) for i, v in enumerate(out)]
+
+
+def _run(records: list[SourceRecord], archive: InMemoryArchive, cursor: LogCursor, dedupe: Any) -> list[Any]:
+    options = IngestOptions(topic=TOPIC, origin_prefix="auditlog.test", block_size=8)
+    sequencer = LogSequencer(options, InMemoryKeyStore(key_seed=b"r" * 32), SIGNER, ArchivedEntries(archive))
+    blocks = []
+    for record in records:
+        for kind, item in sequencer.step(cursor, dedupe, record):
+            if kind == "block":
+                archive.put_sealed_block(item)
+                blocks.append(item)
+    last = sequencer.seal(cursor)
+    if last:
+        archive.put_sealed_block(last)
+        blocks.append(last)
+    return blocks
+
+
+def test_a_log_resumed_from_the_archive_gives_the_same_blocks_as_one_that_kept_its_records():
+    records = _records(120)
+    whole = InMemoryArchive()
+    reference = _run(records, whole, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+
+    archive = InMemoryArchive()
+    # The first run saw records[:cut], ending at a cut marker as a bounded run's input does (it
+    # writes one before it starts); then the topic was truncated at the newest resume point.
+    cut = next(i + 1 for i in range(70, len(records)) if records[i].value == CUT_MARKER)
+    first = _run(records[:cut], archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    point = archived_offsets(archive, TOPIC, [0])[0]
+    assert point.next_offset <= cut and point.block_index == max(b.block_index for b in first if b.resume)
+    resumed, keys = resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(archive), dedupe_days=7)
+    dedupe = MemoryDedupe(keys)
+    rest = _run(records[point.next_offset :], archive, resumed, dedupe)
+    by_index = {b.block_index: b for b in first + rest}
+    assert [by_index[b.block_index].block_object for b in reference] == [b.block_object for b in reference]
+    assert [by_index[b.block_index].checkpoint for b in reference] == [b.checkpoint for b in reference]
+
+
+def test_resume_points_are_only_for_blocks_a_record_closed():
+    archive = InMemoryArchive()
+    blocks = _run(_records(20, repeat_every=1000), archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    closed = [b for b in blocks if b.resume]
+    assert closed and not blocks[-1].resume  # the end of the input sealed the last one
+    point = ResumePoint.from_bytes(closed[-1].resume)
+    assert point.block_index == closed[-1].block_index and point.tree_size == closed[-1].tree_size
+    assert archive.list_resume_points(f"{TOPIC}.p0") == [b.block_index for b in closed]
+
+
+def test_a_first_offset_the_archive_does_not_cover_starts_the_log_anew():
+    archive = InMemoryArchive()
+    assert resume_cursor(f"{TOPIC}.p0", 5, ArchivedEntries(archive), 7) is None
+    _run(_records(30), archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    first = ResumePoint.from_bytes(archive.get_resume_point(f"{TOPIC}.p0", 0))
+    assert resume_cursor(f"{TOPIC}.p0", first.next_offset - 1, ArchivedEntries(archive), 7) is None
+
+
+def test_a_resume_point_that_disagrees_with_its_block_is_refused():
+    archive = InMemoryArchive()
+    _run(_records(30), archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    point = ResumePoint.from_bytes(archive.get_resume_point(f"{TOPIC}.p0", 1))
+    forged = ResumePoint(point.block_index, point.next_offset, point.tree_size, (bytes(32),) * len(point.hashes))
+    other = InMemoryArchive()
+    for key in archive.keys("logs/"):
+        if "/resume/" not in key:
+            other.put_immutable(key, archive.get(key))
+    other.put_immutable(f"logs/{TOPIC}.p0/resume/000000000001.resume", forged.to_bytes())
+    with pytest.raises(ValueError, match="does not match"):
+        resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(other), 7)
