@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Records the erasure as an audit event (action privacy.subject.erase, acknowledged by "
         "Kafka first), then destroys the subject's PII keys and every wrapped copy in the key store. "
         "Afterwards the subject's PII shows as [erased] in the API, UI and exports, lookups by their old "
-        "email find nothing, and `auditlog verify` still passes. Idempotent: erasing twice changes nothing.",
+        "email find nothing, and `auditlog verify` still passes. Last, the events topic's records that the archive "
+        "already holds are deleted from Kafka (DeleteRecords), so the person's plaintext does not outlive the "
+        "erasure there; run it again after the job caught up to delete the rest. Idempotent otherwise.",
     )
     p.add_argument("--tenant", required=True)
     p.add_argument("--subject", required=True, help="the actor id whose PII is erased")
