@@ -1,6 +1,6 @@
 """The archive indexer: follows the WORM archive and loads every sealed block into ClickHouse.
 
-ClickHouse is the search index and the archive is the source of truth (DESIGN.md contract 8),
+ClickHouse is the search index and the archive is the source of truth (docs/design.md §8),
 so the index is *derived* from the archive: the ingest job archives each block with its signed
 checkpoint, and this indexer, in one process of its own, checks each new block against the
 previous one (chain link, block root, tree root, checkpoint signature) and inserts its rows with

@@ -21,7 +21,7 @@ into it. Flink refuses it, and must not be told to skip it (`--allowNonRestoredS
 restart every log at size 0 beside its archived blocks): drain the v1 job to a final block, then
 start the new job on a new topic or origin.
 
-Exactly-once (DESIGN.md contract 6, option a): a log's leaves are a function of its partition's
+Exactly-once (docs/design.md §6, option a): a log's leaves are a function of its partition's
 records, blocks are cut by count or by cut markers written into the partition, so a restore from
 a checkpoint re-creates byte-identical blocks; S3 re-puts of identical bytes are no-ops, and the
 indexer's ClickHouse inserts carry a per-block deduplication token.
@@ -547,7 +547,7 @@ def create_environment(
 
     conf = Configuration()
     # Thread mode: the Python functions run inside the TaskManager's JVM, 2-4x faster than
-    # separate worker processes for per-record work (DESIGN.md); one GIL per TaskManager.
+    # separate worker processes for per-record work (docs/design.md §11); one GIL per TaskManager.
     conf.set_string("python.execution-mode", "thread")
     conf.set_string("state.backend.type", "rocksdb")
     conf.set_string("state.backend.incremental", "true")

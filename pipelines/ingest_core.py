@@ -49,7 +49,7 @@ from transforms.retention import RetentionPolicy, entry_until
 
 # A record whose value is exactly this closes the open block of its partition. The cut ticker
 # writes one into every partition at the block latency, so block boundaries live in the input
-# itself and every replay cuts the same blocks (DESIGN.md contract 6). Not JSON, so never an event.
+# itself and every replay cuts the same blocks (docs/design.md §6). Not JSON, so never an event.
 CUT_MARKER = b"\x00auditlog:cut\x00"
 
 

@@ -3,7 +3,7 @@
 `auditlog record` writes them, `auditlog replay` writes them back into a topic, and
 `auditlog ingest --from-recording` runs the ingest job on one with no broker. CI replays the
 recording committed under `tests/testdata/recording/` and compares the tree heads with golden
-ones (DESIGN.md contract 6)::
+ones (docs/design.md §6)::
 
     auditlog record --topic audit.events --out audit-events.parquet          # to the end offsets seen at start
     auditlog record --topic audit.events --out first-1000.parquet --max 1000

@@ -1,5 +1,5 @@
 -- auditlog ClickHouse schema (embedded chDB and server alike). ClickHouse is the search index;
--- the WORM archive in S3 is the source of truth (DESIGN.md contract 8).
+-- the WORM archive in S3 is the source of truth (docs/design.md §8).
 --
 -- The seed's table ordered by (tenant_id, occurred_at, action, actor_id) and "deduplicated by
 -- event ID" with ReplacingMergeTree, which would have collapsed distinct events sharing that key.

@@ -4,7 +4,7 @@ CI replays `tests/testdata/recording/audit-events.parquet` (a recording of a rea
 by `auditlog record`) through the ingest job and compares every log's heads with `golden.json`:
 per log the final tree size and root, and for every block its root, the tree after it and its
 header hash; plus the number of dead letters. Any change that alters a tree head fails with the
-log and the first block that differs (DESIGN.md contract 6).
+log and the first block that differs (docs/design.md §6).
 
     .venv/bin/python -m tests.golden show          # what the recording and the goldens hold
     .venv/bin/python -m tests.golden regenerate    # remake both (a temporary Kafka + S3 stack)

@@ -1,4 +1,4 @@
-"""Sealing personal data so that leaves never cover plaintext (DESIGN.md contract 9).
+"""Sealing personal data so that leaves never cover plaintext (docs/design.md §9).
 
 Each PII value is replaced by a sealed value::
 

@@ -8,7 +8,7 @@ moment its retention ends, *inside the canonical form* (so the leaf hash covers 
 
 `until` is the event's own `occurred_at` plus the class's period (calendar years and months,
 exact days, hours, minutes, seconds): a function of the event alone, so replays stay
-byte-identical (DESIGN.md contract 6) and a later policy change never rewrites history.
+byte-identical (docs/design.md §6) and a later policy change never rewrites history.
 
     policy = RetentionPolicy.parse({"default": "standard",
                                     "classes": {"billing": "7y", "admin-view": "90d", "standard": "1y"},

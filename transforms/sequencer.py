@@ -3,7 +3,7 @@
 A pure state machine in the `step(state, input) -> outputs` shape: a Flink operator (or the
 demo, or a test) keeps one `LogState` per log, feeds it entries in log order, and gets back the
 blocks it sealed. Blocks are cut by leaf count, so the same input always gives the same blocks
-(DESIGN.md contract 6); `flush` seals a partial block at the end of a bounded input or at an
+(docs/design.md §6); `flush` seals a partial block at the end of a bounded input or at an
 explicit cut marker.
 """
 

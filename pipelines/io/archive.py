@@ -1,4 +1,4 @@
-"""The WORM archive: sealed blocks and signed checkpoints as immutable S3 objects (DESIGN.md contract 7).
+"""The WORM archive: sealed blocks and signed checkpoints as immutable S3 objects (docs/design.md §7).
 
 The archive is the source of truth; ClickHouse is only a search index rebuilt from it. Layout::
 

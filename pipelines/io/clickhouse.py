@@ -12,7 +12,7 @@ processes: `open_clickhouse` hands out one shared instance per path (reference-c
 `close()`), and refuses a second path or a directory another process holds with an error that
 says so.
 
-Exactly-once (DESIGN.md contract 8): `write_block` inserts a sealed block's rows into the four
+Exactly-once (docs/design.md §8): `write_block` inserts a sealed block's rows into the four
 tables, each insert with `insert_deduplication_token = "{log_id}/{block_index}/{table}"`; the
 tables keep the last `non_replicated_deduplication_window` tokens, so a replayed block is
 dropped instead of inserted twice. Readers bind every value server-side (`{name:Type}`)::

@@ -1,4 +1,4 @@
-"""The key store: one pair of PII keys per (tenant, subject), and crypto-shredding (DESIGN.md contract 9).
+"""The key store: one pair of PII keys per (tenant, subject), and crypto-shredding (docs/design.md §9).
 
 The ingest job seals each event's personal data with its actor's keys (`transforms.pii`).
 Erasing a person destroys their keys: every sealed value of theirs becomes unreadable and every
@@ -187,7 +187,7 @@ def derive_subject_keys(key_seed: bytes, tenant_id: str, subject_id: str) -> Sub
     """Keys derived from a seed: HKDF-SHA256(seed, info = tenant ‖ 0x00 ‖ subject).
 
     For CI replays only: a fresh stack replaying a recorded topic then seals every event into the
-    same bytes (DESIGN.md contract 6). Anyone who knows the seed can read every sealed value, and
+    same bytes (docs/design.md §6). Anyone who knows the seed can read every sealed value, and
     erasure no longer shreds anything, so production must never set AUDITLOG_KEY_SEED. Tenant ids
     cannot contain 0x00 (schema pattern), so the info string is unambiguous.
     """

@@ -1,8 +1,8 @@
 """`auditlog erase`: GDPR erasure of one person by crypto-shredding, recorded as an audit event.
 
 The subject's keys (and every copy wrapped under any master key) are destroyed in the key store
-and a tombstone stays. Leaves hold only ciphertext and keyed hashes of PII (DESIGN.md contract
-9), so nothing in the log changes: every proof and `auditlog verify` still pass, while the API,
+and a tombstone stays. Leaves hold only ciphertext and keyed hashes of PII (docs/design.md
+§9), so nothing in the log changes: every proof and `auditlog verify` still pass, while the API,
 the UI and exports show the subject's PII as "[erased]" and lookups by the old email stop
 matching (the keyed hash needs the destroyed key). Running processes notice the tombstone and drop
 cached keys; a later event of the same subject is logged with its PII marked erased, and no key is

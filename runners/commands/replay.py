@@ -18,8 +18,8 @@ by default) at its next retention check, minutes after the replay. So replay ref
 writing anything, when the recording's oldest timestamp is already past the target topic's
 retention; create the topic with `retention.ms=-1` (as CI does) or use `--timestamps now`.
 
-Replaying into a topic the ingest job reads yields exactly the logs of the recording (DESIGN.md
-contract 6); `auditlog ingest --from-recording FILE` gets the same logs with no broker at all
+Replaying into a topic the ingest job reads yields exactly the logs of the recording
+(docs/design.md §6); `auditlog ingest --from-recording FILE` gets the same logs with no broker at all
 (`ingest_recording` below runs that).
 """
 

@@ -3,7 +3,7 @@
 Each test writes a topic of four partitions (duplicates and malformed records included), runs
 `auditlog ingest --bounded` as a subprocess while breaking something underneath it, and then
 compares everything the job wrote with an uninterrupted run computed in this process by
-`LogSequencer` over the exact topic contents (bytewax's test_recovery.py; DESIGN.md contract 6):
+`LogSequencer` over the exact topic contents (bytewax's test_recovery.py; docs/design.md §6):
 
 - the S3 archive holds exactly the reference's block and checkpoint objects, byte for byte,
   each key with exactly one object version (a replay re-put identical bytes and wrote nothing);

@@ -1,9 +1,9 @@
 """Byte-compatibility of the pure core with independent Go implementations.
 
 The reference is `tests/interop/go`, a small Go CLI built only from
-`golang.org/x/mod/sumdb/note` (C2SP signed notes, DESIGN.md contract 4) and
+`golang.org/x/mod/sumdb/note` (C2SP signed notes, docs/design.md §4) and
 `github.com/transparency-dev/merkle` v0.0.2 (RFC 6962/9162 hashing, compact ranges and proofs,
-contract 2) — the libraries outside reviewers use. Everything is batched into a handful of Go
+§2) — the libraries outside reviewers use. Everything is batched into a handful of Go
 process calls.
 
 The binary is built once per session with GOPROXY=off, so this module never downloads: the Go
@@ -114,7 +114,7 @@ def go_call(tmp_path_factory: pytest.TempPathFactory) -> GoCall:
 
 
 # --------------------------------------------------------------------------------------------
-# Signed notes and checkpoints (contract 4)
+# Signed notes and checkpoints (docs/design.md §4)
 # --------------------------------------------------------------------------------------------
 
 ORIGIN = "auditlog.example/log/p0003"
@@ -331,7 +331,7 @@ def test_edge_case_notes_python_and_go_agree(go_call: GoCall) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Merkle trees (contract 2)
+# Merkle trees (docs/design.md §2)
 # --------------------------------------------------------------------------------------------
 
 BIG_SIZES = [127, 128, 129, 255, 256, 257, 511, 512, 513, 1000, 1023, 1024, 1025]
