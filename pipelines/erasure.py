@@ -7,29 +7,34 @@ newest resume point of the partition's log (`pipelines.ingest_core.ResumePoint`)
 DeleteRecords. A job that later starts without state sees the partition begin past offset 0 and
 goes on from that resume point, so the log continues unchanged.
 
-Records not yet archived when `erase` runs stay (the job still has to log them); running `erase`
-again after the job caught up deletes them too. A partition whose log has no resume point yet is
-left alone.
+Nothing is deleted that the archive does not hold: the record just before the resume point's
+offset must be the one that closed its block (a cut marker, or the block's last event), else the
+archive's log is not this topic's (a recreated topic, logs built from a recording) and the
+partition is left alone, with the reason. Records not yet archived when `erase` runs stay (the
+job still has to log them); running `erase` again after the job caught up deletes them too.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.ingest_core import ResumePoint
+from pipelines.ingest_core import CUT_MARKER, ResumePoint
+from transforms.blocks import decode_block_object
 
 
 @dataclass(frozen=True)
 class Truncation:
-    """What DeleteRecords did to one partition."""
+    """What became of one partition: records below `before_offset` deleted, or `skipped` and why."""
 
     partition: int
-    before_offset: int  # records below this offset are gone
-    block_index: int  # the archived block the offset follows
+    before_offset: int
+    block_index: int
+    skipped: str = ""
 
 
-def archived_offsets(archive: Any, topic: str, partitions: list[int]) -> dict[int, ResumePoint]:
+def newest_resume_points(archive: Any, topic: str, partitions: list[int]) -> dict[int, ResumePoint]:
     """The newest resume point of each partition's log (the job names logs `<topic>.p<partition>`)."""
     found = {}
     for partition in partitions:
@@ -40,17 +45,70 @@ def archived_offsets(archive: Any, topic: str, partitions: list[int]) -> dict[in
     return found
 
 
-def truncate_archived(archive: Any, admin: Any, topic: str, timeout_s: float = 30) -> list[Truncation]:
-    """Deletes the records of `topic` that the archive holds; `admin` is a confluent_kafka AdminClient."""
+def closes_block(archive: Any, log_id: str, point: ResumePoint, value: bytes | None) -> bool:
+    """True if `value` (the record at `point.next_offset - 1`) is what closed the point's block."""
+    if value == CUT_MARKER:
+        return True
+    if value is None:
+        return False
+    _, entries = decode_block_object(archive.get_block(log_id, point.block_index))
+    try:
+        event, last = json.loads(value), json.loads(entries[-1])
+        return bool((event["tenant_id"], event["event_id"]) == (last["tenant_id"], last["event_id"]))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def truncate_archived(archive: Any, admin: Any, consumer: Any, topic: str, timeout_s: float = 30) -> list[Truncation]:
+    """Deletes the records of `topic` that the archive holds.
+
+    `admin` is a confluent_kafka AdminClient, `consumer` a Consumer (read_uncommitted, no group
+    commits) used to read watermarks and the record before each resume point.
+    """
     from confluent_kafka import TopicPartition
 
     metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
         raise LookupError(f"Kafka has no topic {topic!r} ({metadata.error if metadata else 'unknown topic'})")
-    points = archived_offsets(archive, topic, sorted(metadata.partitions))
-    if not points:
-        return []
-    wanted = [TopicPartition(topic, p, point.next_offset) for p, point in sorted(points.items())]
-    for future in admin.delete_records(wanted, request_timeout=timeout_s).values():
-        future.result(timeout_s)
-    return [Truncation(p, point.next_offset, point.block_index) for p, point in sorted(points.items())]
+    done: list[Truncation] = []
+    wanted: list[Any] = []
+    for partition, point in sorted(newest_resume_points(archive, topic, sorted(metadata.partitions)).items()):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if point.next_offset <= low:
+            continue  # deleted before
+        why = ""
+        if point.next_offset > high:
+            why = f"the archive's log is ahead of the topic (offset {point.next_offset} > end {high})"
+        elif not closes_block(archive, f"{topic}.p{partition}", point, _record_at(consumer, topic, partition, point)):
+            why = f"the record at offset {point.next_offset - 1} did not close block {point.block_index}"
+        if why:
+            done.append(Truncation(partition, point.next_offset, point.block_index, f"{why}: not this topic's log"))
+            continue
+        wanted.append(TopicPartition(topic, partition, point.next_offset))
+        done.append(Truncation(partition, point.next_offset, point.block_index))
+    if wanted:
+        for future in admin.delete_records(wanted, request_timeout=timeout_s).values():
+            future.result(timeout_s)
+    return done
+
+
+def _record_at(consumer: Any, topic: str, partition: int, point: ResumePoint, timeout_s: float = 30) -> bytes | None:
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    offset = point.next_offset - 1
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            if message.offset() == offset:
+                value: bytes | None = message.value()
+                return value
+            return None  # the offset holds no record (a transaction marker): not a block's end
+    finally:
+        consumer.unassign()
+    return None

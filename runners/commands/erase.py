@@ -95,6 +95,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def truncate_topic(settings: Settings) -> int:
     """Deletes the records of the events topic that the archive holds; 1 if that failed."""
+    from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
     from infra.stack import kafka_client_config
@@ -102,9 +103,15 @@ def truncate_topic(settings: Settings) -> int:
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
 
+    consumer = Consumer(
+        kafka_client_config(
+            settings,
+            **{"group.id": "auditlog-erase", "enable.auto.commit": False, "isolation.level": "read_uncommitted"},
+        )
+    )
     try:
         done = truncate_archived(
-            open_archive(**archive_spec(settings)), AdminClient(kafka_client_config(settings)), settings.topic
+            open_archive(**archive_spec(settings)), AdminClient(kafka_client_config(settings)), consumer, settings.topic
         )
     except Exception as exc:  # noqa: BLE001 - the erasure stands; say what is left to do
         print(
@@ -114,7 +121,12 @@ def truncate_topic(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        consumer.close()
     for cut in done:
+        if cut.skipped:
+            print(f"left partition {cut.partition} of {settings.topic} as it is: {cut.skipped}")
+            continue
         print(
             f"deleted the records of {settings.topic} partition {cut.partition} before offset {cut.before_offset} "
             f"(archived up to block {cut.block_index})"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.erasure import archived_offsets
+from pipelines.erasure import newest_resume_points
 from pipelines.ingest_core import (
     CUT_MARKER,
     ArchivedEntries,
@@ -71,7 +71,7 @@ def test_a_log_resumed_from_the_archive_gives_the_same_blocks_as_one_that_kept_i
     # writes one before it starts); then the topic was truncated at the newest resume point.
     cut = next(i + 1 for i in range(70, len(records)) if records[i].value == CUT_MARKER)
     first = _run(records[:cut], archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
-    point = archived_offsets(archive, TOPIC, [0])[0]
+    point = newest_resume_points(archive, TOPIC, [0])[0]
     assert point.next_offset <= cut and point.block_index == max(b.block_index for b in first if b.resume)
     resumed, keys = resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(archive), dedupe_days=7)
     dedupe = MemoryDedupe(keys)
@@ -111,3 +111,19 @@ def test_a_resume_point_that_disagrees_with_its_block_is_refused():
     other.put_immutable(f"logs/{TOPIC}.p0/resume/000000000001.resume", forged.to_bytes())
     with pytest.raises(ValueError, match="does not match"):
         resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(other), 7)
+
+
+def test_only_the_record_that_closed_a_block_lets_erase_delete_up_to_its_resume_point():
+    from pipelines.erasure import closes_block
+
+    records = _records(40, repeat_every=1000)
+    archive = InMemoryArchive()
+    _run(records, archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    log_id = f"{TOPIC}.p0"
+    for index in archive.list_resume_points(log_id):
+        point = ResumePoint.from_bytes(archive.get_resume_point(log_id, index))
+        closing = records[point.next_offset - 1].value
+        assert closes_block(archive, log_id, point, closing)
+        other = records[point.next_offset - 2].value
+        assert other == CUT_MARKER or not closes_block(archive, log_id, point, other)
+        assert not closes_block(archive, log_id, point, b"not json") and not closes_block(archive, log_id, point, None)
