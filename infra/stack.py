@@ -7,6 +7,8 @@ pid file and log lives under `settings.home`::
     home/run/<daemon>.pid          pid files (kafka, s3, flink-jobmanager, flink-taskmanager-N)
     home/kafka/{data,log}          broker + controller in one JVM, formatted once
     home/s3/{data,log}             `weed mini`, S3 identities in home/s3/s3.json
+    home/s3/security/              SeaweedFS's security.toml, JWT keys, gRPC certificates (0600,
+                                   new at each start): only the S3 gateway reaches the data
     home/flink/{conf,log,tmp,...}  FLINK_CONF_DIR generated from settings; the pip package's
                                    own conf is never touched
 
@@ -23,6 +25,7 @@ From a shell: `auditlog stack up | status | down [kafka|s3|flink ...]`.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import shutil
@@ -49,6 +52,8 @@ __all__ = [
     "StackError",
     "kafka_client_config",
     "s3_client",
+    "seaweedfs_ports",
+    "seaweedfs_security_dir",
 ]
 
 SERVICES = ("kafka", "s3", "flink")
@@ -129,6 +134,36 @@ def s3_client(settings: Settings) -> Any:
 def kafka_client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """confluent_kafka client config for the stack's broker, plus `extra` keys."""
     return {"bootstrap.servers": settings.kafka_bootstrap, **extra}
+
+
+def seaweedfs_ports(settings: Settings) -> dict[str, int]:
+    """The SeaweedFS ports of the stack by `weed mini` flag name (`s3.port`, `filer.port.grpc`, ...)."""
+    return {flag: use.port for flag, use in _seaweedfs_port_uses(settings).items()}
+
+
+def seaweedfs_security_dir(settings: Settings) -> Path:
+    """Where the stack keeps SeaweedFS's security.toml, JWT keys and gRPC certificates (0700)."""
+    return settings.home / "s3" / "security"
+
+
+def _seaweedfs_port_uses(settings: Settings) -> dict[str, PortUse]:
+    s = settings
+    base = s.s3_master_port
+    env = "AUDITLOG_S3_MASTER_PORT (Settings.s3_master_port)"
+    # `weed mini` would put gRPC at +10000 and the admin UI, WebDAV and Iceberg on fixed
+    # ports; pinning them next to the master keeps two stacks (yours and the tests') apart.
+    return {
+        "s3.port": PortUse(s.s3_port, "AUDITLOG_S3_PORT (Settings.s3_port)"),
+        "master.port": PortUse(base, env),
+        "master.port.grpc": PortUse(base + 1, f"{env}, which also places gRPC at +1"),
+        "volume.port": PortUse(base + 2, f"{env}, which also places the volume server at +2"),
+        "volume.port.grpc": PortUse(base + 3, f"{env}, which also places volume gRPC at +3"),
+        "filer.port": PortUse(base + 4, f"{env}, which also places the filer at +4"),
+        "filer.port.grpc": PortUse(base + 5, f"{env}, which also places filer gRPC at +5"),
+        "s3.port.grpc": PortUse(base + 6, f"{env}, which also places S3 gRPC at +6"),
+        "admin.port": PortUse(base + 7, f"{env}, which also places the admin server at +7"),
+        "admin.port.grpc": PortUse(base + 8, f"{env}, which also places admin gRPC at +8"),
+    }
 
 
 # --------------------------------------------------------------------------- services
@@ -372,23 +407,7 @@ class _S3(_Service):
         return False
 
     def _ports(self) -> dict[str, PortUse]:
-        s = self.settings
-        base = s.s3_master_port
-        env = "AUDITLOG_S3_MASTER_PORT (Settings.s3_master_port)"
-        # `weed mini` would put gRPC at +10000 and the admin UI, WebDAV and Iceberg on fixed
-        # ports; pinning them next to the master keeps two stacks (yours and the tests') apart.
-        return {
-            "s3.port": PortUse(s.s3_port, "AUDITLOG_S3_PORT (Settings.s3_port)"),
-            "master.port": PortUse(base, env),
-            "master.port.grpc": PortUse(base + 1, f"{env}, which also places gRPC at +1"),
-            "volume.port": PortUse(base + 2, f"{env}, which also places the volume server at +2"),
-            "volume.port.grpc": PortUse(base + 3, f"{env}, which also places volume gRPC at +3"),
-            "filer.port": PortUse(base + 4, f"{env}, which also places the filer at +4"),
-            "filer.port.grpc": PortUse(base + 5, f"{env}, which also places filer gRPC at +5"),
-            "s3.port.grpc": PortUse(base + 6, f"{env}, which also places S3 gRPC at +6"),
-            "admin.port": PortUse(base + 7, f"{env}, which also places the admin server at +7"),
-            "admin.port.grpc": PortUse(base + 8, f"{env}, which also places admin gRPC at +8"),
-        }
+        return _seaweedfs_port_uses(self.settings)
 
     def daemons(self) -> list[Daemon]:
         return [
@@ -417,12 +436,15 @@ class _S3(_Service):
             ]
         }
         _write_if_changed(self.identities, json.dumps(config, indent=2) + "\n", mode=0o600)
+        _write_seaweedfs_security(seaweedfs_security_dir(s), s.host)
 
     def command(self, daemon: Daemon) -> tuple[list[str], dict[str, str]]:
         s = self.settings
         argv = [
             _weed(),
             "-logtostderr",
+            # security.toml is read from here first (before ./, ~/.seaweedfs, /etc/seaweedfs).
+            f"-config_dir={seaweedfs_security_dir(s)}",
             "mini",
             f"-dir={self.data_dir}",
             f"-ip={s.host}",
@@ -435,13 +457,19 @@ class _S3(_Service):
             "-s3.port.lance=0",
             f"-s3.config={self.identities}",
             "-master.telemetry=false",
+            # No master or filer HTTP API (/col/delete, /dir/assign, the filer's PUT/POST/DELETE
+            # on /buckets/...): the S3 gateway talks to them over gRPC, which needs the stack's
+            # client certificate (security.toml), so S3 is the only way in.
+            "-disableHttp",
         ]
         # Unix-socket paths are limited to 107 bytes; otherwise weed's default (/tmp) is kept.
         for flag, name in (("filer.localSocket", "filer.sock"), ("s3.localSocket", "s3.sock")):
             path = self.home / name
             if len(str(path)) < 100:
                 argv.append(f"-{flag}={path}")
-        env = dict(os.environ, TMPDIR=str(self.home / "tmp"))
+        # WEED_* variables override security.toml (WEED_JWT_SIGNING_KEY, ...): none leak in.
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WEED_")}
+        env["TMPDIR"] = str(self.home / "tmp")
         return argv, env
 
     def healthy(self) -> bool:
@@ -891,6 +919,122 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = value
     return flat
+
+
+SEAWEEDFS_GRPC_COMPONENTS = (
+    "master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq", "client"
+)
+"""Every `[grpc.<component>]` of `weed scaffold -config=security`: each gets the stack's certificate."""
+
+
+def _write_seaweedfs_security(folder: Path, host: str) -> None:
+    """Writes a fresh security.toml with new JWT keys and gRPC certificates into `folder` (0700).
+
+    Called at each start of `weed mini`, so every run has keys of its own:
+
+    - `[jwt.signing]` (+ `.read`): the volume server writes (PUT/POST/DELETE of a fid) and reads
+      only with a token the master signs for that one fid, handed to the S3 gateway over gRPC;
+    - `[jwt.filer_signing]` (+ `.read`): the same for the filer's HTTP API, which `-disableHttp`
+      switches off anyway, and for its IAM gRPC service;
+    - `[grpc.*]`: mutual TLS on every gRPC port: a caller needs a certificate from this run's CA,
+      whose private key is never written down (so no further certificate can be issued);
+    - no volume UI, no directory metadata in filer GETs, an admin password nobody knows.
+
+    The files are 0600 in a 0700 folder: whoever can read them is the stack's own user, who can
+    read and write the data folder anyway.
+    """
+    import ipaddress
+    import secrets
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: Any, issuer: x509.Name, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+        else:
+            loopback = ipaddress.ip_address("127.0.0.1")
+            names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(loopback)]
+            try:
+                address = ipaddress.ip_address(host)
+                if address != loopback:
+                    names.append(x509.IPAddress(address))
+            except ValueError:
+                names.append(x509.DNSName(host))
+            builder = (
+                builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+                .add_extension(
+                    x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+                )
+                .add_extension(
+                    x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    critical=False,
+                )
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auditlog local SeaweedFS CA")])
+    ca_cert = certificate("auditlog local SeaweedFS CA", ca_key, ca_name, ca_key, ca=True)
+    node_key = ec.generate_private_key(ec.SECP256R1())
+    node_cert = certificate("auditlog-seaweedfs", node_key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    files = {
+        "ca.crt": ca_cert.public_bytes(pem),
+        "node.crt": node_cert.public_bytes(pem),
+        "node.key": node_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    }
+    for name, data in files.items():
+        _write_private(folder / name, data)
+
+    def quoted(value: str) -> str:
+        return json.dumps(value)  # a TOML basic string
+
+    cert, key, ca = (quoted(str(folder / name)) for name in ("node.crt", "node.key", "ca.crt"))
+    lines = [
+        "# Generated by infra/stack.py at each start of the s3 service; edits are overwritten.",
+        "# Read by `weed -config_dir=<this folder> mini`; see `weed scaffold -config=security`.",
+    ]
+    for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+        lines += [f"[{section}]", f"key = {quoted(secrets.token_urlsafe(32))}", "expires_after_seconds = 10", ""]
+    lines += ["[access]", "ui = false", "", "[filer.expose_directory_metadata]", "enabled = false", ""]
+    # No [guard] white_list: inside `weed mini` the master reaches the volume server over an
+    # in-process socket with no IP address ("@"), which an allow-list refuses; and every port
+    # binds the one host address, so an IP could not tell the S3 gateway from another local
+    # process anyway. The JWTs and certificates can.
+    lines += ["[grpc]", f"ca = {ca}", ""]
+    for component in SEAWEEDFS_GRPC_COMPONENTS:
+        lines += [f"[grpc.{component}]", f"cert = {cert}", f"key = {key}", ""]
+    lines += ["[admin]", 'user = "admin"', f"password = {quoted(secrets.token_urlsafe(24))}", ""]
+    _write_private(folder / "security.toml", "\n".join(lines).encode())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` readable by its owner only, never briefly readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _write_if_changed(path: Path, text: str, mode: int | None = None) -> None:
