@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
+.PHONY: help setup tools jars go-deps witness run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -35,7 +35,15 @@ tests/browser/node_modules/.installed: tests/browser/package-lock.json | tools
 	cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	@touch $@
 
-setup: $(INSTALLED) jars go-deps browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, npm
+TORCHWOOD_VERSION := v0.6.1
+WITNESS_BINS := .local/bin/litewitness .local/bin/witnessctl
+
+witness: $(WITNESS_BINS) ## build the local witness: litewitness and witnessctl (filippo.io/torchwood) into .local/bin
+
+$(WITNESS_BINS): | tools
+	GOBIN=$(CURDIR)/.local/bin GOTOOLCHAIN=local go install filippo.io/torchwood/cmd/litewitness@$(TORCHWOOD_VERSION) filippo.io/torchwood/cmd/witnessctl@$(TORCHWOOD_VERSION)
+
+setup: $(INSTALLED) jars go-deps witness browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, the witness, npm
 
 HOME_DIR := $(or $(AUDITLOG_HOME),var)
 AUDITLOG := $(PY) -m runners.cli

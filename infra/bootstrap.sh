@@ -7,6 +7,8 @@ missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v go >/dev/null || missing+=(golang-go)
+# ssh-agent, ssh-add and ssh-keygen hold and make the local witness's key (infra/witness.py).
+command -v ssh-agent >/dev/null && command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 # PostgreSQL server binaries for the outbox tests (Debian keeps them in /usr/lib/postgresql/<v>/bin).
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # Headless Chromium and Node.js with npm for the Compliance UI's browser tests (tests/browser:

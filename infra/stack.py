@@ -19,7 +19,8 @@ From Python::
     for row in stack.status(): print(row)
     stack.down()
 
-From a shell: `auditlog stack up | status | down [kafka|s3|flink ...]`.
+From a shell: `auditlog stack up | status | down [kafka|s3|flink|witness ...]`; the witness
+(litewitness and its ssh-agent, under home/witness/) is infra/witness.py.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 
 from infra.daemons import Daemon, PortUse, StackError, port_open
 from infra.jars import Jars, ensure_jars, jar_dirs
+from infra.witness import WitnessService
 from runners.settings import Settings
 
 __all__ = [
@@ -56,7 +58,7 @@ __all__ = [
     "seaweedfs_security_dir",
 ]
 
-SERVICES = ("kafka", "s3", "flink")
+SERVICES = ("kafka", "s3", "flink", "witness")  # witness: litewitness, infra/witness.py
 """Service names accepted by `Stack.up`, `Stack.down` and `Stack.status`, in start order."""
 
 EVENT_TOPIC_PARTITIONS = 4
@@ -671,7 +673,7 @@ class _Flink(_Service):
         )
 
 
-_SERVICE_TYPES: dict[str, type[_Service]] = {"kafka": _Kafka, "s3": _S3, "flink": _Flink}
+_SERVICE_TYPES: dict[str, Any] = {"kafka": _Kafka, "s3": _S3, "flink": _Flink, "witness": WitnessService}
 
 
 # --------------------------------------------------------------------------- the stack

@@ -69,6 +69,14 @@ class Settings:
             `home`/apikeys.sqlite. Read it as `apikeys_path`.
         retention_policy_file: the TOML file of retention classes and the rules that assign them
             (AUDITLOG_RETENTION_POLICY_FILE); empty means the shipped schemas/retention.toml.
+        witness_port: the local witness (litewitness) `auditlog stack up` runs (AUDITLOG_WITNESS_PORT).
+        witness_name: the local witness's name in its cosignature lines (AUDITLOG_WITNESS_NAME);
+            empty means `origin`/witness.
+        witnesses: the witnesses asked to cosign each checkpoint (AUDITLOG_WITNESSES): entries
+            `name URL VKEY` separated by ';' (VKEY is the witness's cosignature/v1 verifier key,
+            name+keyid+base64). Empty means the local witness once `stack up` made its key; `none`
+            means no witness. Read it as `witness_list`.
+        min_witnesses: cosignatures `auditlog verify` requires on every checkpoint (AUDITLOG_MIN_WITNESSES).
     """
 
     home: Path = REPO_ROOT / "var"
@@ -104,6 +112,10 @@ class Settings:
     api_port: int = 8480
     apikeys_file: str = ""
     retention_policy_file: str = ""
+    witness_port: int = 7380
+    witness_name: str = ""
+    witnesses: str = ""
+    min_witnesses: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -188,6 +200,50 @@ class Settings:
         if self.apikeys_file:
             return Path(self.apikeys_file).expanduser().resolve()
         return self.home / "apikeys.sqlite"
+
+
+    @property
+    def local_witness_name(self) -> str:
+        return self.witness_name or f"{self.origin}/witness"
+
+    @property
+    def local_witness_url(self) -> str:
+        return f"http://{self.host}:{self.witness_port}"
+
+    @property
+    def local_witness_vkey_file(self) -> Path:
+        """The local witness's cosignature verifier key, written by `auditlog stack up`."""
+        return self.home / "witness" / "witness.vkey"
+
+    @property
+    def witness_list(self) -> list[WitnessConfig]:
+        """The witnesses to ask for cosignatures (see `witnesses`), in the order given."""
+        text = self.witnesses.strip()
+        if text.lower() == "none":
+            return []
+        if not text:
+            vkey_file = self.local_witness_vkey_file
+            if not vkey_file.is_file():
+                return []
+            return [WitnessConfig(self.local_witness_name, self.local_witness_url, vkey_file.read_text().strip())]
+        out = []
+        for entry in text.replace("\n", ";").split(";"):
+            if not entry.strip():
+                continue
+            parts = entry.split()
+            if len(parts) != 3:
+                raise SystemExit(f"AUDITLOG_WITNESSES entry {entry.strip()!r} is not 'name URL VKEY'")
+            out.append(WitnessConfig(*parts))
+        return out
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """One witness: a short name for reports, where it answers, and its cosignature verifier key."""
+
+    name: str
+    url: str
+    vkey: str
 
 
 _ENV_NAMES = {"home": "AUDITLOG_HOME", "jars_dir": "AUDITLOG_JARS"}

@@ -1,4 +1,4 @@
-"""`auditlog stack up | down | status`: the local Kafka, S3 (Object Lock) and Flink services.
+"""`auditlog stack up | down | status`: the local Kafka, S3 (Object Lock), Flink and witness services.
 
     auditlog stack up                 # all of them; running ones are left alone
     auditlog stack up kafka s3        # only these
@@ -16,7 +16,7 @@ from typing import Any
 
 from runners.settings import Settings
 
-SERVICE_NAMES = ("kafka", "s3", "flink")
+SERVICE_NAMES = ("kafka", "s3", "flink", "witness")
 
 
 def register(subparsers: Any) -> None:

@@ -34,6 +34,7 @@ def _test_settings(home: os.PathLike[str]) -> Settings:
         s3_master_port=defaults.s3_master_port + offset,  # 19333 .. 19341
         flink_port=defaults.flink_port + offset,  # 18081
         flink_rpc_port=defaults.flink_rpc_port + offset,  # 16123
+        witness_port=defaults.witness_port + offset,  # 17380
         flink_taskmanagers=2,
         host="127.0.0.1",
         bucket="auditlog-it",
