@@ -5,7 +5,7 @@ Each test writes a topic of four partitions (duplicates and malformed records in
 compares everything the job wrote with an uninterrupted run computed in this process by
 `LogSequencer` over the exact topic contents (bytewax's test_recovery.py; docs/design.md §6):
 
-- the S3 archive holds exactly the reference's block and checkpoint objects, byte for byte,
+- the S3 archive holds exactly the reference's block, checkpoint and resume objects, byte for byte,
   each key with exactly one object version (a replay re-put identical bytes and wrote nothing);
 - every log's blocks chain from genesis (`verify_chain`: no gap, no fork) and every block's
   signed checkpoint opens with the deployment's key and names the block's tree head;
@@ -49,7 +49,7 @@ import pytest
 from infra.stack import Stack, kafka_client_config, s3_client
 from pipelines.ingest import job_config
 from pipelines.ingest_core import LogCursor, LogSequencer, MemoryDedupe, SourceRecord
-from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket
+from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, resume_key
 from runners.settings import REPO_ROOT, Settings
 from transforms.blocks import decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
@@ -218,6 +218,8 @@ def reference(settings: Settings, partitions: dict[int, list[SourceRecord]], key
             else:
                 objects[block_key(item.log_id, item.block_index)] = item.block_object
                 objects[checkpoint_key(item.log_id, item.tree_size)] = item.checkpoint.encode()
+                if item.resume:  # a record closed the block: the job leaves where it resumes from
+                    objects[resume_key(item.log_id, item.block_index)] = item.resume
                 blocks += 1
     return Reference(objects, sorted(letters), sequencer.counters.accepted, blocks)
 
