@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "runners.commands.record",
     "runners.commands.replay",
     "runners.commands.verify",
+    "runners.commands.witness",
     "runners.commands.rebuild",
     "runners.commands.export",
     "runners.commands.serve",

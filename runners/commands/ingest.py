@@ -121,6 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     follower = IndexerThread(indexer) if indexer else None
     if follower:
         follower.start()
+    publisher = None if args.unverifiable else start_publisher(settings)
     try:
         if args.cluster:
             rc = submit_to_cluster(settings, config_to_json(config), args.cluster, args.bounded)
@@ -131,6 +132,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             ticker.stop()
         if follower:
             follower.stop()
+        if publisher:
+            finish_publisher(publisher)
     if indexer is None:
         return rc
     stats = wait_quiet(indexer)
@@ -139,6 +142,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: log {log_id} was not indexed: {why}", file=sys.stderr)
     indexer.clickhouse.close()
     return rc or (1 if stats.halted else 0)
+
+
+def start_publisher(settings: Settings) -> Any:
+    """The witness publisher in a thread beside the job (None without witnesses); it never stops ingest."""
+    from pipelines.witnessing import PublisherThread, open_publisher
+
+    try:
+        publisher = open_publisher(settings)
+    except Exception as exc:  # noqa: BLE001 - a witness misconfiguration must not stop ingest
+        print(f"warning: witnesses not asked to cosign: {exc}", file=sys.stderr)
+        return None
+    if publisher is None:
+        return None
+    thread = PublisherThread(publisher)
+    thread.start()
+    return thread
+
+
+def finish_publisher(thread: Any) -> None:
+    """Stops the publisher after one last pass; a witness still down is reported, not waited for."""
+    thread.stop()
+    publisher = thread.publisher
+    try:
+        publisher.sync_once()
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: last witness pass failed: {exc}", file=sys.stderr)
+    for row in publisher.lag():
+        note = f" ({row.refused or row.error})" if row.refused or row.error else ""
+        print(
+            f"witness {row.witness}: log {row.log_id} cosigned up to {row.cosigned_size} of {row.newest_size}, "
+            f"{row.checkpoints_behind} checkpoint(s) behind{note}",
+            file=sys.stderr,
+        )
 
 
 def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:

@@ -15,6 +15,7 @@ from runners.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.verify import VerifyReport
+    from pipelines.witnessing import WitnessAudit
     from transforms.verify import Finding
 
 REPORT_LIMIT = 50
@@ -46,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(default $AUDITLOG_HOME/verify/witness.<bucket>.json)",
     )
     p.add_argument("--no-witness", action="store_true", help="neither read nor update the witness file")
+    p.add_argument(
+        "--min-witnesses",
+        type=int,
+        metavar="N",
+        help="require N valid cosignatures from the configured witnesses (AUDITLOG_WITNESSES) on every "
+        "checkpoint (default AUDITLOG_MIN_WITNESSES, 0); every stored cosignature and recorded witness "
+        "refusal is checked either way",
+    )
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -115,18 +124,50 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (ArchiveError, ClickHouseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    witnessing = verify_cosignatures(settings, spec, verifier_key, log_ids, args.min_witnesses)
     elapsed = time.monotonic() - started
     for log_report in report.logs:
         log_report.findings = [f for f in log_report.findings if f.concerns(args.tenant, args.since)]
-    if not args.no_witness and report.ok:
+    if not args.no_witness and report.ok and not witnessing.problems:
         save_witnesses(witness_path, report, witnesses)
     if args.json:
         out = report.to_json()
         out["seconds"] = round(elapsed, 3)
+        out["cosignatures"] = {"verified": witnessing.cosignatures, "problems": witnessing.problems}
         print(json.dumps(out, indent=2))
     else:
         print_report(report, elapsed)
-    return 0 if report.ok else 1
+        print_cosignatures(witnessing)
+    return 0 if report.ok and not witnessing.problems else 1
+
+
+def verify_cosignatures(
+    settings: Settings, spec: dict[str, object], verifier_key: str, log_ids: list[str], min_witnesses: int | None
+) -> WitnessAudit:
+    """Checks the witnesses' stored cosignatures and refusals (pipelines/witnessing.py)."""
+    from pipelines.verify import archive_from_spec
+    from pipelines.witnessing import verify_witnessing, witnesses_from_settings
+    from transforms.note import Verifier
+
+    return verify_witnessing(
+        archive_from_spec(spec),
+        Verifier.from_key(verifier_key),
+        settings.origin,
+        witnesses_from_settings(settings),
+        settings.min_witnesses if min_witnesses is None else min_witnesses,
+        log_ids=log_ids,
+    )
+
+
+def print_cosignatures(audit: WitnessAudit) -> None:
+    if not audit.problems:
+        print(f"witnesses: {audit.cosignatures} stored cosignature(s) verify")
+        return
+    print(f"NOT VERIFIED: witnesses: {len(audit.problems)} problem(s); {audit.cosignatures} cosignature(s) verify")
+    for line in audit.problems[:REPORT_LIMIT]:
+        print(f"  {line}")
+    if len(audit.problems) > REPORT_LIMIT:
+        print(f"  … and {len(audit.problems) - REPORT_LIMIT} more (see --json)")
 
 
 def print_report(report: VerifyReport, elapsed: float) -> None:
