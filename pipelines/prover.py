@@ -109,7 +109,39 @@ class Prover:
         always checked.
         """
         log = self._tree(log_id, index)
-        text = format_proof(index, log.tree.inclusion_proof(index, log.checkpoint.size), log.note)
+        size, note, checkpoint = log.checkpoint.size, log.note, log.checkpoint
+        cosigned = self._cosigned(log_id, index + 1, size)
+        if cosigned is not None:
+            size, note = cosigned
+            checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
+            if log.tree.root(size) != checkpoint.root:
+                raise VerificationError(f"log {log_id}: the cosigned checkpoint at {size} is not the verified tree's")
+        text = format_proof(index, log.tree.inclusion_proof(index, size), note)
         if check:
             verify_proof(text, self.verifier, entry=canonical)
-        return Proof(tenant_id, event_id, log_id, index, canonical, text, log.checkpoint)
+        return Proof(tenant_id, event_id, log_id, index, canonical, text, checkpoint)
+
+    def _cosigned(self, log_id: str, min_size: int, max_size: int) -> tuple[int, str] | None:
+        """The newest checkpoint in [min_size, max_size] that witnesses cosigned, or None.
+
+        Its note is the operator's with every witness's cosignature lines added (pipelines/witnessing.py).
+        """
+        from pipelines.witnessing import COSIGNED_DIR, list_cosigned
+        from transforms.cosignature import add_cosignatures, split_note
+
+        if not hasattr(self.archive, "keys"):
+            return None
+        by_size: dict[int, list[str]] = {}
+        for (name, key_id), sizes in list_cosigned(self.archive, log_id).items():
+            for size in sizes:
+                if min_size <= size <= max_size:
+                    by_size.setdefault(size, []).append(f"{size:015d}.{name}.{key_id}.cosig")
+        if not by_size:
+            return None
+        size = max(by_size)
+        note = self.archive.get_checkpoint(log_id, size)
+        prefix = f"logs/{log_id}/{COSIGNED_DIR}/"
+        for name in sorted(by_size[size]):
+            _, lines = split_note(self.archive.get(prefix + name).decode("utf-8"))
+            note = add_cosignatures(note, lines)
+        return size, note

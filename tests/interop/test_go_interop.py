@@ -510,3 +510,35 @@ def test_spoiled_proofs_are_rejected_by_both(merkle: MerkleExchange) -> None:
         if go_err == "":
             accepted.append(f"consistency {m} -> {n} ({how}): Go accepted {_hexes(p)}")
     assert not accepted, "\n".join(accepted)
+
+
+# --------------------------------------------------------------------------------------------
+# Witness cosignatures (C2SP tlog-cosignature, cosignature/v1)
+# --------------------------------------------------------------------------------------------
+
+
+def test_cosignatures_open_in_go(go_call: GoCall) -> None:
+    """The real witness's vector and Python-made cosignatures open with Go's note.Open; tampering fails."""
+    from tests.unit.test_cosignature import LOG_NOTE, WITNESS_LINE, WITNESS_VKEY
+    from transforms.cosignature import CosignatureSigner, add_cosignatures
+
+    log_signer = Signer.generate(ORIGIN)
+    witness = CosignatureSigner.generate("witness.example/w1")
+    cp = _checkpoints()[2]
+    cosigned = add_cosignatures(sign_checkpoint(cp, log_signer), [witness.cosign(cp.text(), 1_767_225_600)])
+    other = _checkpoints()[1]
+    moved = sign_checkpoint(other, log_signer) + cosigned[cosigned.rindex("\u2014 witness") :]
+    requests = [
+        {"op": "cosig-verify", "vkey": WITNESS_VKEY, "msg": LOG_NOTE + WITNESS_LINE},
+        {
+            "op": "cosig-verify",
+            "vkey": witness.verifier().encode(),
+            "vkey2": log_signer.verifier().encode(),
+            "msg": cosigned,
+        },
+        {"op": "cosig-verify", "vkey": witness.verifier().encode(), "msg": moved},
+    ]
+    real, ours, tampered = go_call(requests)
+    assert real.get("ok") is True, real
+    assert ours.get("ok") is True and ours["text"] == cp.text(), ours
+    assert tampered.get("ok") is False, tampered

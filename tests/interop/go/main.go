@@ -11,6 +11,10 @@
 //	{"op":"note-verify", "vkey":V, "msg":M} -> {"ok", "text", "error", "error_type"}
 //	                                           (note.NewVerifier + note.Open; "msg_b64" instead
 //	                                           of "msg" passes raw bytes, e.g. invalid UTF-8)
+//	{"op":"cosig-verify", "vkey":V, "msg":M} -> {"ok", "text", "error"}
+//	                                           (a witness's cosignature/v1 key, C2SP
+//	                                           tlog-cosignature, as a note.Verifier + note.Open;
+//	                                           "vkey2" optionally names the log's key too)
 //	{"op":"merkle", "leaves":[b64 leaf data], ...} -> see merkleRequest / merkleResponse
 //
 // Any failure to process a request is reported as {"error": "..."} in its response; the
@@ -38,6 +42,8 @@ type request struct {
 	Name string `json:"name,omitempty"`
 	SKey string `json:"skey,omitempty"`
 	VKey string `json:"vkey,omitempty"`
+	// VKey2 is the log's key for cosig-verify.
+	VKey2 string `json:"vkey2,omitempty"`
 	Text string `json:"text,omitempty"`
 	Msg  string `json:"msg,omitempty"`
 	// MsgB64, when set, replaces Msg: a note as raw bytes, which may be invalid UTF-8.
@@ -170,6 +176,38 @@ func handle(req *request) response {
 		n, err := note.Open(msg, note.VerifierList(v))
 		if err != nil {
 			r := fail(err)
+			r.OK = &ok
+			return r
+		}
+		ok = true
+		return response{OK: &ok, Text: n.Text}
+	case "cosig-verify":
+		ok := false
+		v, err := newCosignatureVerifier(req.VKey)
+		if err != nil {
+			r := fail(err)
+			r.OK = &ok
+			return r
+		}
+		verifiers := []note.Verifier{v}
+		if req.VKey2 != "" {
+			lv, err := note.NewVerifier(req.VKey2)
+			if err != nil {
+				r := fail(err)
+				r.OK = &ok
+				return r
+			}
+			verifiers = append(verifiers, lv)
+		}
+		n, err := note.Open([]byte(req.Msg), note.VerifierList(verifiers...))
+		if err != nil {
+			r := fail(err)
+			r.OK = &ok
+			return r
+		}
+		// note.Open succeeds when any known key signed; every key given must have.
+		if len(n.Sigs) != len(verifiers) {
+			r := fail(fmt.Errorf("%d of %d keys signed", len(n.Sigs), len(verifiers)))
 			r.OK = &ok
 			return r
 		}
