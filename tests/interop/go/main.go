@@ -44,8 +44,8 @@ type request struct {
 	VKey string `json:"vkey,omitempty"`
 	// VKey2 is the log's key for cosig-verify.
 	VKey2 string `json:"vkey2,omitempty"`
-	Text string `json:"text,omitempty"`
-	Msg  string `json:"msg,omitempty"`
+	Text  string `json:"text,omitempty"`
+	Msg   string `json:"msg,omitempty"`
 	// MsgB64, when set, replaces Msg: a note as raw bytes, which may be invalid UTF-8.
 	MsgB64 []byte `json:"msg_b64,omitempty"`
 
