@@ -49,12 +49,13 @@ HOME_DIR := $(or $(AUDITLOG_HOME),var)
 AUDITLOG := $(PY) -m runners.cli
 
 run: setup ## install everything and run the main job on the embedded default (Kafka → Flink → S3 + chDB)
-	$(AUDITLOG) stack up kafka s3
+	$(AUDITLOG) stack up kafka s3 witness
 	$(AUDITLOG) produce --events 20000 --tenants 5 --duplicates 0.02 --malformed 0.01 --seed 42
 	$(AUDITLOG) ingest --bounded
 	$(AUDITLOG) search --tenant t_1000 --limit 5
 	$(AUDITLOG) proof --tenant t_1000 $$($(AUDITLOG) search --tenant t_1000 --limit 1 --ids) --out $(HOME_DIR)/proof
-	$(AUDITLOG) verify-proof $(HOME_DIR)/proof --key $(HOME_DIR)/keys/auditlog.local.vkey
+	$(AUDITLOG) verify-proof $(HOME_DIR)/proof --key $(HOME_DIR)/keys/auditlog.local.vkey \
+	  --witness $(HOME_DIR)/witness/witness.vkey --min-witnesses 1
 	$(AUDITLOG) verify
 	@echo "The stack keeps running (auditlog stack status); stop it with: make stack-down"
 
