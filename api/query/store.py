@@ -33,7 +33,9 @@ _TIME = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
     r"(?:T(?P<clock>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?)?"
 )
-_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+# A cursor's time is ClickHouse's formatDateTime(…, '%f'): as many fraction digits as the server
+# prints (3 or 6 by its settings), so it is held to the shape and the calendar, not to 3 digits.
+_CURSOR_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3,9}Z")
 TIME_RULE = "an ISO-8601 time with a zone, e.g. 2026-11-01T08:00:00Z or 2026-11-01T09:00:00+01:00, or a date (UTC)"
 _ORDER = "occurred_at DESC, event_id DESC, log_id DESC, leaf_index DESC"
 _COLUMNS = (
@@ -176,11 +178,7 @@ def _cursor(value: str | None) -> tuple[str, str, str, int, int] | None:
             raise ValueError
         if len(event_id) > 128 or len(log_id) > 128 or not (_whole(index) and _whole(total)):
             raise ValueError
-        if (
-            not _CANONICAL_TIME.fullmatch(occurred)
-            or normalize_time(occurred) != occurred
-            or not EARLIEST <= occurred <= LATEST
-        ):
+        if not _CURSOR_TIME.fullmatch(occurred) or not EARLIEST <= normalize_time(occurred) <= LATEST:
             raise ValueError
         return occurred, event_id, log_id, index, total
     except (ValueError, TypeError, binascii.Error, EventValidationError, UnicodeDecodeError, RecursionError):

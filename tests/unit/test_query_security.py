@@ -540,3 +540,15 @@ def test_the_ingest_job_logs_the_signed_read_records_and_dead_letters_them_unsig
     assert kind == "dlq" and "reserved" in str(letter)
     block = sequencer.seal(cursor)
     assert block is not None and block.tree_size == 2  # both read records are leaves of the log
+
+
+def test_a_cursor_the_api_hands_out_is_accepted_whatever_fraction_clickhouse_prints() -> None:
+    """formatDateTime's %f prints 3 or 6 digits by the server's settings; both must page on."""
+    from api.query.store import QueryError, _cursor, encode_cursor
+
+    for occurred in ("2026-05-01T00:00:00.276Z", "2026-05-01T00:00:00.276000Z"):
+        cursor = encode_cursor((occurred, "evt_1", "audit.events.p0", 7), 100)
+        assert _cursor(cursor) == (occurred, "evt_1", "audit.events.p0", 7, 100)
+    for bad in ("2026-13-01T00:00:00.276Z", "2026-05-01T00:00:00Z", "1e400"):
+        with pytest.raises(QueryError, match="cursor"):
+            _cursor(encode_cursor((bad, "evt_1", "audit.events.p0", 7), 100))
