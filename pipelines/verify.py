@@ -30,7 +30,15 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.archive import Archive, block_key, log_prefix, open_archive, parse_key
+from pipelines.io.archive import (
+    COSIGNED_DIR,
+    REFUSALS_DIR,
+    Archive,
+    block_key,
+    log_prefix,
+    open_archive,
+    parse_key,
+)
 from pipelines.io.clickhouse import open_clickhouse
 from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
@@ -99,6 +107,8 @@ def log_history(
     found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
+        if parsed is None and key[len(log_prefix(log_id)) :].split("/", 1)[0] in (COSIGNED_DIR, REFUSALS_DIR):
+            continue  # cosignatures and refusals: checked by verify_witnessing
         if parsed is None or parsed[0] != log_id:
             log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
             continue

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
-from pipelines.io.archive import ArchiveNotFoundError, expired_key, log_prefix
+from pipelines.io.archive import COSIGNED_DIR, REFUSALS_DIR, ArchiveNotFoundError, expired_key, log_prefix
 from transforms.blocks import decode_block_object, decode_expired_block
 from transforms.checkpoint import open_checkpoint
 from transforms.cosignature import CosignatureVerifier, add_cosignatures, parse_signature_lines
@@ -54,9 +54,7 @@ from transforms.note import Verifier
 
 log = logging.getLogger(__name__)
 
-COSIGNED_DIR = "cosigned"
 COSIG_SUFFIX = ".cosig"
-REFUSALS_DIR = "witness-refusals"
 REFUSAL_SUFFIX = ".refused"
 _COSIG_NAME = re.compile(r"(\d{15})\.(.+)\.([0-9a-f]{8})\.cosig")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
