@@ -58,7 +58,7 @@ PII_IP_SAMPLES = 300
 # base64 and lookup hashes hex, which have neither "@" nor dotted quads.
 PII_PATTERN = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+|\b\d{1,3}(?:\.\d{1,3}){3}\b")
 INGEST_TIMEOUT_S = 600
-CUSTOM_COUNTERS = ("events_accepted", "duplicates_dropped", "dead_letters", "blocks_sealed")
+CUSTOM_COUNTERS = ("events_accepted", "duplicates_dropped", "dead_letters", "blocks_sealed", "erased_subject_events")
 _RUNTIME = re.compile(r"net runtime (\d+) ms|Job Runtime: (\d+) ms")
 
 
@@ -609,6 +609,7 @@ def check_custom_metrics(
         "duplicates_dropped": produced.duplicates,
         "dead_letters": len(produced.malformed),
         "blocks_sealed": sum(len(s) for s in checkpoint_sizes.values()),
+        "erased_subject_events": 0,  # nobody in this run was erased
     }
     previous: dict[str, float] = {}
     for snapshot in observed.snapshots:
