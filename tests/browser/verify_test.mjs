@@ -16,12 +16,15 @@ import { dirname, join } from 'node:path';
 import {
   b64decode,
   b64encode,
+  checkWitnesses,
+  cosignatureTime,
   leafHash,
   nodeHash,
   parseCheckpoint,
   parseSignedNote,
   parseTlogProof,
   parseVerifierKey,
+  parseWitnessKey,
   verifyEvent,
   verifyInclusion,
 } from '../../api/query/ui/verify.js';
@@ -271,4 +274,104 @@ test('large indices and sizes are handled exactly (BigInt)', async () => {
   const r = await verifyInclusion(leaf, 2n ** 40n, 2n ** 40n + 1n, [leaf], leaf);
   assert.equal(r.ok, false);
   assert.match(r.reason, /hashes, want 1|root/);
+});
+
+// ---- witnesses' cosignatures: the vector made by transforms/cosignature.py --------------------
+// fixtures/audit.events.p3.5.cosigned.tlog-proof and fixtures/witnesses.json come from
+// tests/browser/make_cosigned_fixture.py (two witnesses, fixed keys and times).
+
+const COSIGNED = fixture('audit.events.p3.5.cosigned.tlog-proof').toString('utf8');
+const WITNESSES = JSON.parse(fixture('witnesses.json').toString('utf8'));
+const [W1, W2] = WITNESSES.map((w) => w.vkey);
+const cosignedNote = (proof = COSIGNED) => proof.slice(proof.indexOf('\n\n') + 2);
+
+/** The proof with one byte of `witness`'s cosignature flipped (`at` counts from the blob's start). */
+function flipCosignature(proof, witness, at) {
+  const lines = proof.split('\n');
+  const i = lines.findIndex((l) => l.startsWith(`\u2014 ${witness} `));
+  assert.ok(i > 0, `no line of ${witness}`);
+  const prefix = `\u2014 ${witness} `;
+  const blob = b64decode(lines[i].slice(prefix.length));
+  blob[at < 0 ? blob.length + at : at] ^= 0x01;
+  lines[i] = prefix + b64encode(blob);
+  return lines.join('\n');
+}
+
+test('witness keys parse; key ids use 0x04; a log key is refused as a witness key', async () => {
+  const k = await parseWitnessKey(W1);
+  assert.equal(k.name, 'witness.example/w1');
+  assert.equal(k.keyIdHex, W1.split('+')[1]);
+  assert.equal(k.publicKey.length, 32);
+  await assert.rejects(parseWitnessKey(VKEY), /not a cosignature\/v1 key/);
+  await assert.rejects(parseVerifierKey(W1), /not an Ed25519 key/);
+  const [name, , b64] = W1.split('+');
+  await assert.rejects(parseWitnessKey(`${name}+00000000+${b64}`), /does not match/);
+});
+
+test('the cosigned vector from transforms/cosignature.py verifies: both witnesses, their times', { skip: NO_ED }, async () => {
+  // the log's own proof check is untouched by the extra lines
+  const ev = await verifyEvent(B.canonical, COSIGNED, VKEY, ORIGIN, { leafIndex: B.index });
+  assert.equal(ev.ok, true, ev.reason);
+  const r = await checkWitnesses(cosignedNote(), [W1, W2], { logKey: VKEY });
+  assert.equal(r.ok, true, r.reason);
+  assert.equal(r.required, 2);
+  assert.equal(r.verified, 2);
+  assert.deepEqual(r.witnesses.map((w) => [w.name, w.state, w.time]), [
+    ['witness.example/w1', 'verified', WITNESSES[0].time],
+    ['witness.example/w2', 'verified', WITNESSES[1].time],
+  ]);
+  assert.deepEqual(r.others, []);
+  assert.equal(cosignatureTime(WITNESSES[0].time), '2026-01-01T00:00:00Z');
+  // one witness trusted: the other's line is reported as unchecked, not counted
+  const one = await checkWitnesses(cosignedNote(), [W1], { logKey: VKEY });
+  assert.equal(one.ok, true, one.reason);
+  assert.deepEqual(one.others.map((o) => o.name), ['witness.example/w2']);
+});
+
+test('a flipped byte in a cosignature fails naming the witness, even when enough others verify', { skip: NO_ED }, async () => {
+  for (const at of [-1, 4, 12]) { // the signature's last byte, the time, the signature's first byte
+    const tampered = cosignedNote(flipCosignature(COSIGNED, 'witness.example/w2', at));
+    const r = await checkWitnesses(tampered, [W1, W2], { logKey: VKEY, minWitnesses: 1 });
+    assert.equal(r.ok, false);
+    assert.match(r.reason, /witness witness\.example\/w2: its cosignature does not verify/);
+    assert.deepEqual(r.witnesses.map((w) => w.state), ['verified', 'not-verified']);
+  }
+  // a flipped key id byte: the line is no longer under the trusted key
+  const r = await checkWitnesses(cosignedNote(flipCosignature(COSIGNED, 'witness.example/w1', 0)), [W1], { logKey: VKEY });
+  assert.equal(r.ok, false);
+  assert.equal(r.witnesses[0].state, 'not-verified');
+  assert.match(r.reason, /only 0 of the required 1 .*witness witness\.example\/w1: its cosignature is by key id/);
+});
+
+test('a wrong, missing or extra witness key: not verified, naming the witness', { skip: NO_ED }, async () => {
+  const other = await (async () => {
+    // the same name with another key (0x04 ‖ 32 bytes of 7s), key id computed like the witness's
+    const pub = new Uint8Array(32).fill(7);
+    const idInput = new Uint8Array([...new TextEncoder().encode('witness.example/w1\n'), 0x04, ...pub]);
+    const id = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', idInput)).slice(0, 4);
+    return `witness.example/w1+${Buffer.from(id).toString('hex')}+${b64encode(new Uint8Array([0x04, ...pub]))}`;
+  })();
+  const wrong = await checkWitnesses(cosignedNote(), [other], { logKey: VKEY });
+  assert.equal(wrong.ok, false);
+  assert.equal(wrong.witnesses[0].state, 'not-verified');
+  assert.match(wrong.reason, /witness witness\.example\/w1: its cosignature is by key id d7ec3267, not the trusted key's/);
+  // a checkpoint no witness cosigned
+  const bare = await checkWitnesses(cosignedNote(B.proof), [W1], { logKey: VKEY });
+  assert.equal(bare.ok, false);
+  assert.equal(bare.witnesses[0].state, 'missing');
+  assert.match(bare.reason, /no cosignature from this witness/);
+  // ... which is fine when none are required
+  assert.equal((await checkWitnesses(cosignedNote(B.proof), [W1], { minWitnesses: 0 })).ok, true);
+  // more required than trusted
+  const more = await checkWitnesses(cosignedNote(), [W1], { minWitnesses: 2 });
+  assert.equal(more.ok, false);
+  assert.match(more.reason, /2 witness cosignature\(s\) required, but only 1/);
+  // no witness keys at all, default minimum: nothing to check, not a failure
+  const none = await checkWitnesses(cosignedNote(), [], { logKey: VKEY });
+  assert.equal(none.ok, true);
+  assert.equal(none.required, 0);
+  assert.deepEqual(none.others.map((o) => o.name), ['witness.example/w1', 'witness.example/w2']);
+  // a garbled note never throws
+  const garbled = await checkWitnesses('not a note', [W1]);
+  assert.equal(garbled.ok, false);
 });

@@ -11,10 +11,19 @@
 //           "— <name> <base64(4-byte big-endian key id ‖ 64-byte Ed25519 signature)>" lines
 //   verifier key = name+<8 hex key id>+base64(0x01 ‖ 32-byte Ed25519 public key),
 //           key id = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[0:4]
+//   cosignature = C2SP tlog-cosignature (cosignature/v1), a witness's line on the same note:
+//           "— <witness> <base64(key id ‖ 8-byte big-endian seconds ‖ 64-byte Ed25519 signature)>"
+//           over "cosignature/v1\ntime <seconds>\n" ‖ checkpoint body; witness key =
+//           name+<8 hex key id>+base64(0x04 ‖ public key), key id = SHA-256(name ‖ 0x0A ‖ 0x04 ‖ key)[0:4]
+//           (transforms/cosignature.py is the reference)
 
 export const PROOF_HEADER = 'c2sp.org/tlog-proof@v1';
 const SIG_PREFIX = '\u2014 '; // em dash and a space
 const ALG_ED25519 = 0x01;
+const ALG_COSIGNATURE_V1 = 0x04;
+const COSIGNATURE_HEADER = 'cosignature/v1';
+const TIMESTAMP_SIZE = 8;
+const ED25519_SIGNATURE_SIZE = 64;
 const HASH_SIZE = 32;
 const MAX_NOTE_SIZE = 1_000_000;
 const MAX_SIGNATURES = 100;
@@ -108,8 +117,8 @@ function checkName(name) {
   }
 }
 
-async function computeKeyId(name, publicKey) {
-  const digest = await sha256(concat(encoder.encode(name + '\n'), Uint8Array.of(ALG_ED25519), publicKey));
+async function computeKeyId(name, publicKey, alg = ALG_ED25519) {
+  const digest = await sha256(concat(encoder.encode(name + '\n'), Uint8Array.of(alg), publicKey));
   return ((digest[0] << 24) | (digest[1] << 16) | (digest[2] << 8) | digest[3]) >>> 0;
 }
 
@@ -208,6 +217,15 @@ export function parseCheckpoint(text) {
   return { origin, size: BigInt(sizeText), root, rootB64: rootText, extensions };
 }
 
+async function importEd25519(publicKey) {
+  try {
+    return await subtle().importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
+  } catch (e) {
+    if (e instanceof VerifyError) throw e;
+    throw new VerifyError(`this browser's WebCrypto cannot use Ed25519 keys (${e && e.message ? e.message : e})`);
+  }
+}
+
 /**
  * Checks the note's signature by `key` (from parseVerifierKey) over the note text with
  * WebCrypto Ed25519. Returns {ok, reason}.
@@ -218,13 +236,7 @@ export async function verifyNoteSignature(note, key) {
     const by = note.signatures.map((s) => `${s.name}/${s.keyIdHex}`).join(', ') || 'nobody';
     return { ok: false, reason: `checkpoint is not signed by the verifier key ${key.name}/${key.keyIdHex} (signed by: ${by})` };
   }
-  let pub;
-  try {
-    pub = await subtle().importKey('raw', key.publicKey, { name: 'Ed25519' }, false, ['verify']);
-  } catch (e) {
-    if (e instanceof VerifyError) throw e;
-    throw new VerifyError(`this browser's WebCrypto cannot use Ed25519 keys (${e && e.message ? e.message : e})`);
-  }
+  const pub = await importEd25519(key.publicKey);
   const body = encoder.encode(note.text);
   for (const sig of mine) {
     const good = await subtle().verify({ name: 'Ed25519' }, pub, sig.signature, body);
@@ -359,4 +371,173 @@ export async function verifyEvent(canonical, proofText, verifierKey, origin, opt
 
 function toNumber(big) {
   return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big.toString();
+}
+
+// ---- witnesses' cosignatures (C2SP tlog-cosignature, cosignature/v1) ---------------------------
+
+/**
+ * Parses a witness's verifier key `name+hexkeyid+base64(0x04 ‖ pubkey)` and checks its key id
+ * (SHA-256(name ‖ 0x0A ‖ 0x04 ‖ key)[0:4]). Returns {name, keyId, keyIdHex, publicKey, text}.
+ */
+export async function parseWitnessKey(vkey) {
+  if (typeof vkey !== 'string') throw new VerifyError('witness key is missing');
+  const text = vkey.trim();
+  const first = text.indexOf('+');
+  const second = first < 0 ? -1 : text.indexOf('+', first + 1);
+  if (first < 0 || second < 0) {
+    throw new VerifyError(`witness key ${JSON.stringify(text.slice(0, 80))} is not name+keyid+base64key`);
+  }
+  const name = text.slice(0, first);
+  const keyIdHex = text.slice(first + 1, second);
+  checkName(name);
+  const raw = b64decode(text.slice(second + 1), 'witness key');
+  if (raw.length !== 33 || raw[0] !== ALG_COSIGNATURE_V1) {
+    throw new VerifyError(
+      `witness key for ${JSON.stringify(name)} is not a cosignature/v1 key (0x04 ‖ 32 bytes); a log's key (0x01) cannot stand for a witness`,
+    );
+  }
+  if (!/^[0-9a-fA-F]{8}$/.test(keyIdHex)) {
+    throw new VerifyError(`witness key id ${JSON.stringify(keyIdHex)} is not 8 hexadecimal digits`);
+  }
+  const publicKey = raw.slice(1);
+  const keyId = await computeKeyId(name, publicKey, ALG_COSIGNATURE_V1);
+  if (parseInt(keyIdHex, 16) !== keyId) {
+    throw new VerifyError(`witness key id ${keyIdHex} does not match the key for ${JSON.stringify(name)}`);
+  }
+  return { name, keyId, keyIdHex: keyId.toString(16).padStart(8, '0'), publicKey, text };
+}
+
+/** The bytes a witness signs: "cosignature/v1", "time T", then the checkpoint body. */
+export function cosignedMessage(checkpointText, timestamp) {
+  return concat(encoder.encode(`${COSIGNATURE_HEADER}\ntime ${BigInt(timestamp)}\n`), encoder.encode(checkpointText));
+}
+
+/**
+ * Checks one cosignature (the bytes after the key id: 8-byte time ‖ Ed25519 signature) by the
+ * witness `key` (from parseWitnessKey) over the checkpoint text `noteText`.
+ * Returns {ok, time (seconds, Number), reason}.
+ */
+export async function verifyCosignature(noteText, signature, key) {
+  if (!(signature instanceof Uint8Array) || signature.length !== TIMESTAMP_SIZE + ED25519_SIGNATURE_SIZE) {
+    const n = signature && signature.length;
+    return { ok: false, time: null, reason: `its cosignature is ${n} bytes, not a time (8) and an Ed25519 signature (64)` };
+  }
+  const t = new DataView(signature.buffer, signature.byteOffset, TIMESTAMP_SIZE).getBigUint64(0);
+  const time = toNumber(t);
+  if (t >= 2n ** 63n) return { ok: false, time: null, reason: `its cosignature time ${t} is out of range` };
+  const pub = await importEd25519(key.publicKey);
+  const good = await subtle().verify({ name: 'Ed25519' }, pub, signature.slice(TIMESTAMP_SIZE), cosignedMessage(noteText, t));
+  if (!good) return { ok: false, time, reason: 'its cosignature does not verify over this checkpoint' };
+  return { ok: true, time, reason: null };
+}
+
+/** Seconds since the epoch as an ISO-8601 UTC time, or the number when out of Date's range. */
+export function cosignatureTime(seconds) {
+  const d = new Date(Number(seconds) * 1000);
+  return Number.isNaN(d.getTime()) ? String(seconds) : d.toISOString().replace('.000Z', 'Z');
+}
+
+/**
+ * Checks the witnesses' cosignatures on a signed checkpoint note against the trusted witness keys
+ * (strings), as `auditlog verify-proof --witness … --min-witnesses N` does: a trusted witness's
+ * cosignature line (matched by name and key id) that does not verify fails the check, and fewer
+ * than `minWitnesses` (default: every trusted key) valid cosignatures fail it.
+ *
+ * Never throws. Returns {ok, required, verified, reason, witnesses, others}: one entry per trusted
+ * key {name, keyIdHex, key, state: 'verified'|'not-verified'|'missing', time, reason}, and the
+ * note's other signature lines (neither the log's, `options.logKey`, nor a trusted witness's) as
+ * {name, keyIdHex}.
+ */
+export async function checkWitnesses(signedNote, witnessKeys, options = {}) {
+  const out = { ok: false, required: 0, verified: 0, reason: null, witnesses: [], others: [] };
+  try {
+    const note = await parseSignedNote(signedNote);
+    parseCheckpoint(note.text); // only checkpoints are cosigned
+    let logKey = null;
+    if (options.logKey) {
+      try {
+        logKey = await parseVerifierKey(options.logKey);
+      } catch {
+        logKey = null;
+      }
+    }
+    const keys = [];
+    const seen = new Set();
+    for (const text of witnessKeys || []) {
+      let key;
+      try {
+        key = await parseWitnessKey(text);
+      } catch (e) {
+        const name = String(text).split('+')[0] || '?';
+        out.witnesses.push({ name, keyIdHex: null, key: text, state: 'not-verified', time: null, reason: `its key is not usable: ${e.message}`, bad: true });
+        continue;
+      }
+      const id = `${key.name}\n${key.keyId}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      keys.push(key);
+    }
+    const trusted = keys.length + out.witnesses.length;
+    const min = options.minWitnesses === undefined || options.minWitnesses === null ? trusted : Number(options.minWitnesses);
+    out.required = min;
+    for (const key of keys) {
+      const entry = { name: key.name, keyIdHex: key.keyIdHex, key: key.text, state: 'missing', time: null, reason: null, bad: false };
+      out.witnesses.push(entry);
+      const mine = note.signatures.filter((s) => s.name === key.name && s.keyId === key.keyId);
+      if (mine.length === 0) {
+        const other = note.signatures.filter((s) => s.name === key.name);
+        if (other.length) {
+          entry.state = 'not-verified';
+          entry.reason = `its cosignature is by key id ${other.map((s) => s.keyIdHex).join(', ')}, not the trusted key's ${key.keyIdHex}`;
+        } else {
+          entry.reason = 'no cosignature from this witness on this checkpoint';
+        }
+        continue;
+      }
+      let time = null;
+      for (const sig of mine) {
+        const r = await verifyCosignature(note.text, sig.signature, key);
+        if (!r.ok) {
+          entry.state = 'not-verified';
+          entry.reason = r.time === null ? r.reason : `${r.reason} (it claims time ${cosignatureTime(r.time)})`;
+          entry.bad = true;
+          break;
+        }
+        time = time === null || r.time < time ? r.time : time;
+      }
+      if (!entry.bad) {
+        entry.state = 'verified';
+        entry.time = time;
+        out.verified += 1;
+      }
+    }
+    for (const s of note.signatures) {
+      if (logKey && s.name === logKey.name && s.keyId === logKey.keyId) continue;
+      if (keys.some((k) => k.name === s.name && k.keyId === s.keyId)) continue;
+      if (keys.some((k) => k.name === s.name)) continue; // reported with that witness above
+      out.others.push({ name: s.name, keyIdHex: s.keyIdHex });
+    }
+    const why = (list) => list.map((w) => `witness ${w.name}: ${w.reason}`).join('; ');
+    const bad = out.witnesses.filter((w) => w.bad);
+    const where = (() => {
+      const cp = parseCheckpoint(note.text);
+      return `${cp.origin} at size ${cp.size}`;
+    })();
+    if (!Number.isInteger(min) || min < 0) {
+      out.reason = `the required number of witnesses ${JSON.stringify(options.minWitnesses)} is not a whole number`;
+    } else if (min > trusted) {
+      out.reason = `${min} witness cosignature(s) required, but only ${trusted} witness key(s) are trusted`;
+    } else if (bad.length) {
+      out.reason = `${why(bad)} (${where})`;
+    } else if (out.verified < min) {
+      out.reason = `only ${out.verified} of the required ${min} witness cosignature(s) verify on ${where}: ${why(out.witnesses.filter((w) => w.state !== 'verified'))}`;
+    } else {
+      out.ok = true;
+    }
+    return out;
+  } catch (e) {
+    out.ok = false;
+    out.reason = e instanceof VerifyError ? e.message : `unexpected error: ${e && e.message ? e.message : e}`;
+    return out;
+  }
 }
