@@ -188,7 +188,8 @@ class IndexerThread:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.ident is not None:  # started (a job that failed to build never starts it)
+            self._thread.join(30)
 
 
 def wait_quiet(indexer: ArchiveIndexer, settle_s: float = 0.0) -> IndexStats:

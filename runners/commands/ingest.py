@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runners.settings import REPO_ROOT, Settings
@@ -119,14 +120,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     indexer = None if args.no_index or args.unverifiable else indexer_unless_served(settings)
     follower = IndexerThread(indexer) if indexer else None
-    if follower:
-        follower.start()
-    publisher = None if args.unverifiable else start_publisher(settings)
+    publisher = None
+
+    def start_helpers() -> None:
+        # Only once the job graph is built: PyFlink plans the SQL source over py4j from this
+        # thread, and the Table planner keeps per-thread state in the JVM. Another Python thread
+        # that runs py4j calls meanwhile (a garbage-collected JavaObject's release does) can hand
+        # this thread a different JVM thread, and planning failed with "NullPointerException:
+        # metadataHandlerProvider" (seen once in `make run`).
+        nonlocal publisher
+        if follower:
+            follower.start()
+        publisher = None if args.unverifiable else start_publisher(settings)
+
     try:
         if args.cluster:
+            start_helpers()
             rc = submit_to_cluster(settings, config_to_json(config), args.cluster, args.bounded)
         else:
-            rc = run_local(settings, config, args.bounded)
+            rc = run_local(settings, config, args.bounded, start_helpers)
     finally:
         if ticker:
             ticker.stop()
@@ -209,7 +221,8 @@ def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
     return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
 
 
-def run_local(settings: Settings, config: Any, bounded: bool) -> int:
+def run_local(settings: Settings, config: Any, bounded: bool, built: Callable[[], None] | None = None) -> int:
+    """Runs the job on a local mini-cluster; `built` is called once its graph is built, before it runs."""
     from infra.jars import ensure_jars
     from pipelines.ingest import build_ingest, create_environment, kafka_records
 
@@ -223,6 +236,8 @@ def run_local(settings: Settings, config: Any, bounded: bool) -> int:
         local=True,
     )
     build_ingest(kafka_records(t_env, config, bounded), config)
+    if built:
+        built()
     started = time.monotonic()
     mode = "bounded" if bounded else "streaming; Ctrl-C to stop"
     print(
