@@ -501,6 +501,7 @@ def keystore_spec(settings: Any) -> dict[str, Any]:
     """The settings fields that open the key store on a worker."""
     return {
         "keystore_file": str(settings.keystore_path),
+        "keystore_url": settings.keystore_url,
         "master_key_file": settings.master_key_file,
         "master_key": settings.master_key,
         "key_seed": settings.key_seed,

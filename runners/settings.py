@@ -54,6 +54,12 @@ class Settings:
         dedupe_ttl_days: how long an event id is remembered for dedupe (AUDITLOG_DEDUPE_TTL_DAYS).
         keystore_file: the SQLite key store of per-subject PII keys (AUDITLOG_KEYSTORE_FILE);
             empty means `home`/keystore.sqlite. Read it as `keystore_path`.
+        keystore_url: a PostgreSQL URL for the key store shared by every host of a cluster,
+            e.g. `postgresql://auditlog@db:5432/auditlog` (AUDITLOG_KEYSTORE_URL); empty means
+            the SQLite file `keystore_path`. `auditlog stack up postgres` runs one locally.
+            Never printed (it may hold a password).
+        postgres_port: the local PostgreSQL of `auditlog stack up postgres` (AUDITLOG_POSTGRES_PORT);
+            its key-store URL is `local_keystore_url`.
         master_key_file: file holding the key store's base64 master key(s), one per line, the
             current one first (AUDITLOG_MASTER_KEY_FILE); make one with
             `auditlog keys master generate --out FILE`.
@@ -105,6 +111,8 @@ class Settings:
     parallelism: int = 2
     dedupe_ttl_days: int = 7
     keystore_file: str = ""
+    keystore_url: str = dataclasses.field(default="", repr=False)
+    postgres_port: int = 5433
     master_key_file: str = ""
     master_key: str = dataclasses.field(default="", repr=False)
     key_seed: str = dataclasses.field(default="", repr=False)
@@ -188,6 +196,11 @@ class Settings:
         return self.home / "keystore.sqlite"
 
     @property
+    def local_keystore_url(self) -> str:
+        """The key-store URL of the stack's own PostgreSQL (`auditlog stack up postgres`)."""
+        return f"postgresql://auditlog@{self.host}:{self.postgres_port}/auditlog"
+
+    @property
     def retention_policy_path(self) -> Path:
         from schemas.retention import DEFAULT_POLICY_FILE
 
@@ -200,7 +213,6 @@ class Settings:
         if self.apikeys_file:
             return Path(self.apikeys_file).expanduser().resolve()
         return self.home / "apikeys.sqlite"
-
 
     @property
     def local_witness_name(self) -> str:

@@ -4,13 +4,16 @@ The ingest job seals each event's personal data with its actor's keys (`transfor
 Erasing a person destroys their keys: every sealed value of theirs becomes unreadable and every
 lookup hash unlinkable, while the leaves, and so every proof, stay exactly as they were.
 
-Two implementations of one interface, `KeyStore`:
+Three implementations of one interface, `KeyStore`:
 
 - `SqliteKeyStore`, the embedded default: one SQLite file (`settings.keystore_path`, by default
   HOME/keystore.sqlite). Subject keys are stored only wrapped (AES-256-GCM-SIV, bound to tenant,
   subject, key id and master id) under a 32-byte master key read from AUDITLOG_MASTER_KEY_FILE
-  or AUDITLOG_MASTER_KEY. Safe for several processes at once (two Flink TaskManagers): WAL,
-  a busy timeout, and a race-free `get_or_create` (INSERT OR IGNORE; the loser reads the winner).
+  or AUDITLOG_MASTER_KEY. Safe for several processes on one host: WAL, a busy timeout, and a
+  race-free `get_or_create` (INSERT ... ON CONFLICT DO NOTHING; the loser reads the winner).
+- `PostgresKeyStore`, the shared store for more than one host (AUDITLOG_KEYSTORE_URL=
+  postgresql://...): the same tables, wrapping, cache, tombstones and rotation (both are
+  `_SqlKeyStore`), with advisory and row locks where SQLite has its single writer.
 - `InMemoryKeyStore`: the same semantics in a dict, no master key, for tests.
 
 Usage::
@@ -44,17 +47,18 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -73,6 +77,7 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "MasterKeyError",
+    "PostgresKeyStore",
     "SqliteKeyStore",
     "SubjectErasedError",
     "derive_subject_keys",
@@ -104,7 +109,7 @@ _WRAP_INFO = b"auditlog/keystore/wrap/1"
 _SEED_SALT = b"auditlog/keystore/subject-keys/1"
 _SEED_ID_LABEL = b"auditlog/keystore/seed-id/1"
 
-_SCHEMA = """
+_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -141,7 +146,52 @@ CREATE TABLE IF NOT EXISTS erasures (      -- tombstones: these subjects never g
 """
 
 
-_INSERT_WRAPPED = "INSERT OR REPLACE INTO wrapped_keys (tenant_id, subject_id, master_id, wrapped) VALUES (?, ?, ?, ?)"
+POSTGRES_SCHEMA = "keystore"
+"""The PostgreSQL schema of the key store's tables, in the database its URL names."""
+POSTGRES_CREATE_BATCH = 256
+_SETUP_LOCK = 0x6175_6469_746C_6B73  # "auditlks": serialises creating the tables
+
+_POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS masters (
+    master_id TEXT PRIMARY KEY,
+    check_value BYTEA NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'retired')),
+    added_at TEXT NOT NULL,
+    retired_at TEXT
+);
+CREATE TABLE IF NOT EXISTS subject_keys (
+    tenant_id TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, subject_id)
+);
+CREATE TABLE IF NOT EXISTS wrapped_keys (  -- no wrapped copy without its subject's row
+    tenant_id TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    master_id TEXT NOT NULL REFERENCES masters (master_id),
+    wrapped BYTEA NOT NULL,
+    PRIMARY KEY (tenant_id, subject_id, master_id),
+    FOREIGN KEY (tenant_id, subject_id) REFERENCES subject_keys (tenant_id, subject_id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS wrapped_keys_by_master ON wrapped_keys (master_id);
+CREATE TABLE IF NOT EXISTS erasures (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    key_id TEXT,
+    erased_at TEXT NOT NULL,
+    UNIQUE (tenant_id, subject_id)
+);
+"""
+
+_INSERT_WRAPPED = (
+    "INSERT INTO wrapped_keys (tenant_id, subject_id, master_id, wrapped) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (tenant_id, subject_id, master_id) DO UPDATE SET wrapped = excluded.wrapped"
+)
 
 
 class KeyStoreError(RuntimeError):
@@ -493,76 +543,63 @@ class _LruCache:
         return len(self._data)
 
 
-class SqliteKeyStore(KeyStore):
-    """The embedded key store: one SQLite file, subject keys wrapped under a master key.
+class _SqlKeyStore(KeyStore):
+    """What the SQL key stores share: the tables, the wrapping, the cache, erasure and rotation.
 
-    Several processes may open the same file (WAL mode, `busy_timeout_s`); open the store in the
-    process that uses it, never before a fork (SQLite connections do not survive one). Each
-    keeps an LRU cache of unwrapped keys for the per-record path; an erasure made by another
-    process reaches this cache within `erasure_check_s` seconds (0 checks on every call).
-
-    Deleted key material does not linger: `secure_delete` zeroes deleted cells and freed pages,
-    and after an erasure the WAL is checkpointed and truncated, so neither the database's free
-    pages nor the log keep the wrapped key. (That stands in for a VACUUM, which would rewrite the
-    whole file under an exclusive lock on every erasure; `compact()` runs one on demand.)
-    Copies below the file system — SSD remapping, backups, snapshots — are out of its reach.
+    Subclasses give the connection and the dialect: how a write transaction is taken
+    (`_transaction`), the tables (`_create_schema`), and the locks a database without SQLite's
+    one-writer rule needs (`_lock_subjects`, `_lock_erasures`, `_FOR_SHARE`, `_FOR_UPDATE`).
+    Every statement here is written with `?` placeholders and runs on both databases.
     """
+
+    _FOR_SHARE = ""
+    """Appended to reads that must keep their rows until the transaction ends (PostgreSQL)."""
+    _FOR_UPDATE = ""
 
     def __init__(
         self,
-        path: Path,
+        where: str,
         master_keys: Sequence[bytes],
         *,
-        key_seed: bytes | None = None,
-        cache_size: int = DEFAULT_CACHE_SIZE,
-        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-        erasure_check_s: float = DEFAULT_ERASURE_CHECK_S,
+        key_seed: bytes | None,
+        cache_size: int,
+        erasure_check_s: float,
     ) -> None:
-        """Opens (or creates) the key store at `path`.
-
-        Args:
-            path: the SQLite file; created with mode 0600 if missing.
-            master_keys: the first wraps new keys; all unwrap. A key that the store was not set
-                up with is refused (MasterKeyError), never used to make new keys.
-            key_seed: derive new subject keys from this seed (CI replays only).
-            cache_size: unwrapped keys kept in memory.
-            busy_timeout_s: how long to wait for another process's write lock.
-            erasure_check_s: how often to look for erasures made by other processes.
-        """
         super().__init__(key_seed)
+        self.where = where
         if not master_keys:
-            raise MasterKeyError(f"key store {path} needs a master key and none was given")
+            raise MasterKeyError(f"key store {where} needs a master key and none was given")
         masters = [_Master.of(k) for k in master_keys]
         self._masters: dict[str, _Master] = {m.master_id: m for m in masters}
         self._primary = masters[0]
-        self.path = Path(path)
         self._cache = _LruCache(cache_size)
         self._erasure_check_s = erasure_check_s
         self._next_erasure_check = 0.0
         self._erasure_seq = 0
         self._lock = threading.RLock()
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # A key lost after its events were sealed would erase them by accident: fsync each commit.
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA secure_delete = ON")  # per connection: every writer sets it
-            self._setup()
-        except BaseException:
-            self._db.close()
-            raise
-        if key_seed is not None:
-            log.warning(
-                "key store %s derives subject keys from AUDITLOG_KEY_SEED: CI replays only, never production",
-                self.path,
-            )
+    # ---- the dialect
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields something with `execute(sql, params)` returning a cursor."""
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Any]:
+        """The connection for single-statement reads, held alone by this thread meanwhile."""
+
+    @abstractmethod
+    def _create_schema(self, db: Any) -> None:
+        """Creates the tables if missing, inside the set-up transaction."""
+
+    def _lock_subjects(self, db: Any, subjects: Sequence[tuple[str, str]]) -> None:  # noqa: B027 - optional hook
+        """Serialises creation and erasure of these subjects until the transaction ends."""
+
+    def _lock_erasures(self, db: Any) -> None:  # noqa: B027 - optional hook
+        """Makes tombstones commit in `seq` order, so `_sync_erasures` never skips one."""
+
+    def _after_erasure(self) -> None:  # noqa: B027 - optional hook
+        """Runs after a destroy or a retirement deleted wrapped keys."""
 
     # ---- the interface
 
@@ -619,6 +656,8 @@ class SqliteKeyStore(KeyStore):
 
     def destroy(self, tenant_id: str, subject_id: str) -> bool:
         with self._transaction() as db:
+            self._lock_erasures(db)
+            self._lock_subjects(db, [(tenant_id, subject_id)])
             row = db.execute(
                 "SELECT key_id FROM subject_keys WHERE tenant_id = ? AND subject_id = ?",
                 (tenant_id, subject_id),
@@ -626,23 +665,22 @@ class SqliteKeyStore(KeyStore):
             db.execute("DELETE FROM wrapped_keys WHERE tenant_id = ? AND subject_id = ?", (tenant_id, subject_id))
             db.execute("DELETE FROM subject_keys WHERE tenant_id = ? AND subject_id = ?", (tenant_id, subject_id))
             db.execute(
-                "INSERT OR IGNORE INTO erasures (tenant_id, subject_id, key_id, erased_at) VALUES (?,?,?,?)",
+                "INSERT INTO erasures (tenant_id, subject_id, key_id, erased_at) VALUES (?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
                 (tenant_id, subject_id, row[0] if row else None, _now()),
             )
         self._cache.pop((tenant_id, subject_id))
-        self._flush_log()
+        self._after_erasure()
         return row is not None
 
     def subjects(self, tenant_id: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT subject_id FROM subject_keys WHERE tenant_id = ? ORDER BY subject_id", (tenant_id,)
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+        with self._reading() as db:
+            rows = db.execute("SELECT subject_id FROM subject_keys WHERE tenant_id = ?", (tenant_id,)).fetchall()
+        return sorted(str(r[0]) for r in rows)  # code-point order, whatever the database's collation
 
     def is_erased(self, tenant_id: str, subject_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT 1 FROM erasures WHERE tenant_id = ? AND subject_id = ?", (tenant_id, subject_id)
             ).fetchone()
         return row is not None
@@ -650,10 +688,10 @@ class SqliteKeyStore(KeyStore):
     def rotate_master(self, new_master_key: bytes, retire_previous: bool = False) -> int:
         """Registers a new master key and wraps every subject key under it too.
 
-        Works in batches of short write transactions, so other processes keep reading (WAL
-        readers never wait) and creating keys (they wait at most one batch) throughout. From
-        now on this store wraps new keys under the new master. Keys that other processes create
-        under an older master in the meantime are picked up by `retire_master`.
+        Works in batches of short write transactions, so other processes keep reading and
+        creating keys (they wait at most one batch) throughout. From now on this store wraps
+        new keys under the new master. Keys that other processes create under an older master
+        in the meantime are picked up by `retire_master`.
 
         Args:
             new_master_key: 32 random bytes.
@@ -670,10 +708,11 @@ class SqliteKeyStore(KeyStore):
         with self._transaction() as db:
             row = db.execute("SELECT state FROM masters WHERE master_id = ?", (new.master_id,)).fetchone()
             if row is not None and row[0] == "retired":
-                raise MasterKeyError(f"master key {new.master_id} was retired from {self.path}; generate a new one")
+                raise MasterKeyError(f"master key {new.master_id} was retired from {self.where}; generate a new one")
             if row is None:
                 db.execute(
-                    "INSERT INTO masters (master_id, check_value, state, added_at) VALUES (?,?,'active',?)",
+                    "INSERT INTO masters (master_id, check_value, state, added_at) VALUES (?,?,'active',?) "
+                    "ON CONFLICT DO NOTHING",
                     (new.master_id, new.check_value, _now()),
                 )
         self._masters = {new.master_id: new, **self._masters}
@@ -699,13 +738,17 @@ class SqliteKeyStore(KeyStore):
             )
         primary = self._primary
         with self._transaction() as db:
-            row = db.execute("SELECT state FROM masters WHERE master_id = ?", (master_id,)).fetchone()
+            # Locking the master's row waits for key creations under it to commit (they hold it
+            # shared) and makes later ones see it retired.
+            row = db.execute(
+                "SELECT state FROM masters WHERE master_id = ?" + self._FOR_UPDATE, (master_id,)
+            ).fetchone()
             if row is None or row[0] != "active":
-                raise MasterKeyError(f"master key {master_id} is not an active master of {self.path}")
+                raise MasterKeyError(f"master key {master_id} is not an active master of {self.where}")
             stragglers = db.execute(
                 "SELECT w.tenant_id, w.subject_id FROM wrapped_keys w WHERE w.master_id = ? AND NOT EXISTS "
                 "(SELECT 1 FROM wrapped_keys p WHERE p.tenant_id = w.tenant_id "
-                "AND p.subject_id = w.subject_id AND p.master_id = ?)",
+                "AND p.subject_id = w.subject_id AND p.master_id = ?)" + self._FOR_SHARE,
                 (master_id, primary.master_id),
             ).fetchall()
             for tenant_id, subject_id in stragglers:
@@ -718,13 +761,13 @@ class SqliteKeyStore(KeyStore):
                 (_now(), master_id),
             )
         self._masters.pop(master_id, None)
-        self._flush_log()
+        self._after_erasure()
         return len(stragglers)
 
     def active_master_ids(self) -> list[str]:
         """Ids of the master keys the store accepts, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT master_id FROM masters WHERE state = 'active' ORDER BY added_at, master_id"
             ).fetchall()
         return [r[0] for r in rows]
@@ -734,51 +777,26 @@ class SqliteKeyStore(KeyStore):
         """The id of the master key this store wraps new subject keys under."""
         return self._primary.master_id
 
-    def compact(self) -> None:
-        """VACUUMs the file: rewrites it without free pages (takes an exclusive lock; seconds per GB)."""
-        with self._lock:
-            self._db.execute("VACUUM")
-        self._flush_log()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
     # ---- internals
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: IMMEDIATE takes the write lock up front, so no upgrade deadlocks."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def _setup(self) -> None:
         mode = _key_mode(self.key_seed)
         with self._transaction() as db:
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
+            self._create_schema(db)
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
             if not meta:
-                db.executemany(
-                    "INSERT INTO meta (name, value) VALUES (?, ?)",
-                    [("format", STORE_FORMAT), ("key_mode", mode), ("created_at", _now())],
-                )
+                for name, value in (("format", STORE_FORMAT), ("key_mode", mode), ("created_at", _now())):
+                    db.execute("INSERT INTO meta (name, value) VALUES (?, ?)", (name, value))
             elif meta.get("format") != STORE_FORMAT:
                 raise KeyStoreError(
-                    f"key store {self.path} has format {meta.get('format')!r}; "
+                    f"key store {self.where} has format {meta.get('format')!r}; "
                     f"this auditlog reads format {STORE_FORMAT!r}"
                 )
             elif meta.get("key_mode") != mode:
-                raise KeyStoreError(_mode_mismatch(self.path, meta.get("key_mode", ""), mode))
+                raise KeyStoreError(_mode_mismatch(self.where, meta.get("key_mode", ""), mode))
             registered = {
-                r[0]: (bytes(r[1]), r[2]) for r in db.execute("SELECT master_id, check_value, state FROM masters")
+                r[0]: (bytes(r[1]), r[2])
+                for r in db.execute("SELECT master_id, check_value, state FROM masters").fetchall()
             }
             if not registered:
                 db.execute(
@@ -791,13 +809,13 @@ class SqliteKeyStore(KeyStore):
                 known = registered.get(master.master_id)
                 if known is None or not hmac.compare_digest(known[0], master.check_value):
                     raise MasterKeyError(
-                        f"master key {master.master_id} does not open key store {self.path}: it was set up "
+                        f"master key {master.master_id} does not open key store {self.where}: it was set up "
                         f"with master key {' or '.join(active)}. Check AUDITLOG_MASTER_KEY_FILE or "
                         "AUDITLOG_MASTER_KEY; a wrong master key is refused rather than used to make new keys"
                     )
                 if known[1] == "retired":
                     raise MasterKeyError(
-                        f"master key {master.master_id} was retired from key store {self.path} after a "
+                        f"master key {master.master_id} was retired from key store {self.where} after a "
                         "rotation; "
                         f"use the current one ({' or '.join(active)}) and drop the old key from the key file"
                     )
@@ -805,9 +823,10 @@ class SqliteKeyStore(KeyStore):
             self._erasure_seq = int(row[0])
 
     def _load(self, tenant_id: str, subject_id: str) -> SubjectKeys | None:
-        return self._load_from(self._db, tenant_id, subject_id)
+        with self._reading() as db:
+            return self._load_from(db, tenant_id, subject_id)
 
-    def _load_from(self, db: sqlite3.Connection, tenant_id: str, subject_id: str) -> SubjectKeys | None:
+    def _load_from(self, db: Any, tenant_id: str, subject_id: str) -> SubjectKeys | None:
         rows = db.execute(
             "SELECT s.key_id, w.master_id, w.wrapped FROM subject_keys s JOIN wrapped_keys w "
             "ON w.tenant_id = s.tenant_id AND w.subject_id = s.subject_id "
@@ -840,12 +859,15 @@ class SqliteKeyStore(KeyStore):
             candidates.append((tenant_id, subject_id, keys, _wrap(primary, tenant_id, subject_id, keys)))
         result: dict[tuple[str, str], SubjectKeys | None] = {}
         with self._transaction() as db:
-            state = db.execute("SELECT state FROM masters WHERE master_id = ?", (primary.master_id,)).fetchone()
+            state = db.execute(
+                "SELECT state FROM masters WHERE master_id = ?" + self._FOR_SHARE, (primary.master_id,)
+            ).fetchone()
             if state is None or state[0] != "active":
                 raise MasterKeyError(
-                    f"master key {primary.master_id} was retired from {self.path}; restart with the current "
+                    f"master key {primary.master_id} was retired from {self.where}; restart with the current "
                     "master key file"
                 )
+            self._lock_subjects(db, subjects)
             for tenant_id, subject_id, keys, wrapped in candidates:
                 if db.execute(
                     "SELECT 1 FROM erasures WHERE tenant_id = ? AND subject_id = ?", (tenant_id, subject_id)
@@ -853,14 +875,11 @@ class SqliteKeyStore(KeyStore):
                     result[(tenant_id, subject_id)] = None
                     continue
                 inserted = db.execute(
-                    "INSERT OR IGNORE INTO subject_keys (tenant_id, subject_id, key_id) VALUES (?, ?, ?)",
+                    "INSERT INTO subject_keys (tenant_id, subject_id, key_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     (tenant_id, subject_id, keys.key_id),
                 ).rowcount
                 if inserted:
-                    db.execute(
-                        _INSERT_WRAPPED,
-                        (tenant_id, subject_id, primary.master_id, wrapped),
-                    )
+                    db.execute(_INSERT_WRAPPED, (tenant_id, subject_id, primary.master_id, wrapped))
                     result[(tenant_id, subject_id)] = keys
                 else:
                     stored = self._load_from(db, tenant_id, subject_id)
@@ -868,9 +887,7 @@ class SqliteKeyStore(KeyStore):
                     result[(tenant_id, subject_id)] = stored
         return result
 
-    def _insert_wrap(
-        self, db: sqlite3.Connection, master: _Master, tenant_id: str, subject_id: str, keys: SubjectKeys
-    ) -> None:
+    def _insert_wrap(self, db: Any, master: _Master, tenant_id: str, subject_id: str, keys: SubjectKeys) -> None:
         db.execute(
             _INSERT_WRAPPED,
             (tenant_id, subject_id, master.master_id, _wrap(master, tenant_id, subject_id, keys)),
@@ -884,10 +901,12 @@ class SqliteKeyStore(KeyStore):
             after = ("", "")
             while True:
                 with self._transaction() as db:
+                    # Rows held shared: an erasure waits for this batch, and a subject erased
+                    # before it is skipped, so no wrapped copy outlives its tombstone.
                     rows = db.execute(
                         "SELECT s.tenant_id, s.subject_id FROM subject_keys s "
                         "WHERE (s.tenant_id, s.subject_id) > (?, ?) "
-                        "ORDER BY s.tenant_id, s.subject_id LIMIT ?",
+                        "ORDER BY s.tenant_id, s.subject_id LIMIT ?" + self._FOR_SHARE,
                         (*after, REWRAP_BATCH),
                     ).fetchall()
                     if not rows:
@@ -903,7 +922,7 @@ class SqliteKeyStore(KeyStore):
                         if keys is not None:
                             self._insert_wrap(db, new, tenant_id, subject_id, keys)
                             done_this_pass += 1
-                    after = rows[-1]
+                    after = tuple(rows[-1])
             total += done_this_pass
             if done_this_pass == 0:
                 return total
@@ -914,14 +933,118 @@ class SqliteKeyStore(KeyStore):
         if now < self._next_erasure_check:
             return
         self._next_erasure_check = now + self._erasure_check_s
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT seq, tenant_id, subject_id FROM erasures WHERE seq > ? ORDER BY seq",
                 (self._erasure_seq,),
             ).fetchall()
         for seq, tenant_id, subject_id in rows:
             self._cache.pop((tenant_id, subject_id))
             self._erasure_seq = seq
+
+
+class SqliteKeyStore(_SqlKeyStore):
+    """The embedded key store: one SQLite file, subject keys wrapped under a master key.
+
+    Several processes may open the same file (WAL mode, `busy_timeout_s`); open the store in the
+    process that uses it, never before a fork (SQLite connections do not survive one). Each
+    keeps an LRU cache of unwrapped keys for the per-record path; an erasure made by another
+    process reaches this cache within `erasure_check_s` seconds (0 checks on every call).
+
+    Deleted key material does not linger: `secure_delete` zeroes deleted cells and freed pages,
+    and after an erasure the WAL is checkpointed and truncated, so neither the database's free
+    pages nor the log keep the wrapped key. (That stands in for a VACUUM, which would rewrite the
+    whole file under an exclusive lock on every erasure; `compact()` runs one on demand.)
+    Copies below the file system — SSD remapping, backups, snapshots — are out of its reach.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        master_keys: Sequence[bytes],
+        *,
+        key_seed: bytes | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        erasure_check_s: float = DEFAULT_ERASURE_CHECK_S,
+    ) -> None:
+        """Opens (or creates) the key store at `path`.
+
+        Args:
+            path: the SQLite file; created with mode 0600 if missing.
+            master_keys: the first wraps new keys; all unwrap. A key that the store was not set
+                up with is refused (MasterKeyError), never used to make new keys.
+            key_seed: derive new subject keys from this seed (CI replays only).
+            cache_size: unwrapped keys kept in memory.
+            busy_timeout_s: how long to wait for another process's write lock.
+            erasure_check_s: how often to look for erasures made by other processes.
+        """
+        super().__init__(
+            str(path), master_keys, key_seed=key_seed, cache_size=cache_size, erasure_check_s=erasure_check_s
+        )
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._db = sqlite3.connect(
+            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # A key lost after its events were sealed would erase them by accident: fsync each commit.
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA secure_delete = ON")  # per connection: every writer sets it
+            self._setup()
+        except BaseException:
+            self._db.close()
+            raise
+        if key_seed is not None:
+            log.warning(
+                "key store %s derives subject keys from AUDITLOG_KEY_SEED: CI replays only, never production",
+                self.path,
+            )
+
+    def compact(self) -> None:
+        """VACUUMs the file: rewrites it without free pages (takes an exclusive lock; seconds per GB)."""
+        with self._lock:
+            self._db.execute("VACUUM")
+        self._flush_log()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- the dialect
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: IMMEDIATE takes the write lock up front, so no upgrade deadlocks.
+
+        SQLite has one writer at a time, so the check-then-insert of `_create` and the deletes
+        of `destroy` never interleave: the subject and erasure locks are not needed here.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
+
+    def _create_schema(self, db: Any) -> None:
+        for statement in _SQLITE_SCHEMA.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+
+    def _after_erasure(self) -> None:
+        self._flush_log()
 
     def _flush_log(self) -> None:
         """Checkpoints the WAL into the file and truncates it, so no old page image keeps a key."""
@@ -935,7 +1058,153 @@ class SqliteKeyStore(KeyStore):
             )
 
 
-def _mode_mismatch(path: Path, stored: str, wanted: str) -> str:
+class _PgSession:
+    """One psycopg connection in autocommit mode, opened again if it broke; `?` placeholders."""
+
+    def __init__(self, url: str, connect_timeout_s: float) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: Any = None
+
+    def connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)))
+            conn.execute(f"SET search_path TO {POSTGRES_SCHEMA}")
+            self._conn = conn
+        return self._conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+        return self.connection().execute(sql.replace("?", "%s"), tuple(params) or None)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class PostgresKeyStore(_SqlKeyStore):
+    """The shared key store: PostgreSQL, for every TaskManager, gateway and service of a cluster.
+
+    The tables, the wrapping under the master key, the cache, erasure with tombstones and master
+    rotation are the SQLite store's (`_SqlKeyStore`); they live in the schema `keystore` of the
+    database the URL names. What SQLite gets from its single writer, PostgreSQL gets from locks:
+
+    - get-or-create takes a transaction-scoped advisory lock per subject, then checks the
+      tombstone, `INSERT ... ON CONFLICT DO NOTHING` and reads the winner's row, so processes on
+      any host that race for a new subject all get the same keys;
+    - `destroy` takes the same lock, so an erasure and a creation of one subject never
+      interleave: after the tombstone commits, no key for that subject is ever written again.
+      Tombstones are written under a table lock, so they commit in `seq` order and every
+      process's erasure check sees each one;
+    - rotation holds the rows it re-wraps shared (an erasure waits for the batch), and retiring
+      a master locks its row, which key creations under it hold shared.
+
+    Erasure deletes every wrapped copy; like any PostgreSQL delete, the row's bytes stay in the
+    table's pages until VACUUM reuses them and in the write-ahead log and base backups until those
+    expire. They are wrapped under the master key, so keep that key away from database backups.
+    """
+
+    _FOR_SHARE = " FOR SHARE"
+    _FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(
+        self,
+        url: str,
+        master_keys: Sequence[bytes],
+        *,
+        key_seed: bytes | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        erasure_check_s: float = DEFAULT_ERASURE_CHECK_S,
+        connect_timeout_s: float = 10.0,
+        create_batch: int = POSTGRES_CREATE_BATCH,
+    ) -> None:
+        """Connects to `url` (postgresql://USER[:PASSWORD]@HOST:PORT/DB) and creates the tables if missing.
+
+        Args:
+            url: a libpq URL; the store keeps its tables in the schema `keystore` there.
+            master_keys: the first wraps new keys; all unwrap (as for `SqliteKeyStore`).
+            key_seed: derive new subject keys from this seed (CI replays only).
+            cache_size: unwrapped keys kept in memory.
+            erasure_check_s: how often to look for erasures made by other processes.
+            connect_timeout_s: how long a connection attempt may take.
+            create_batch: new subjects per transaction (each holds one advisory lock).
+        """
+        super().__init__(
+            _redact(url), master_keys, key_seed=key_seed, cache_size=cache_size, erasure_check_s=erasure_check_s
+        )
+        self._create_batch = max(1, create_batch)
+        self._session = _PgSession(url, connect_timeout_s)
+        try:
+            self._setup()
+        except BaseException:
+            self._session.close()
+            raise
+        if key_seed is not None:
+            log.warning(
+                "key store %s derives subject keys from AUDITLOG_KEY_SEED: CI replays only, never production",
+                self.where,
+            )
+
+    @property
+    def _db(self) -> _PgSession:
+        return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+    # ---- the dialect
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_PgSession]:
+        """READ COMMITTED: each statement sees what committed before it, locks do the rest."""
+        with self._lock, self._session.connection().transaction():
+            yield self._session
+
+    @contextmanager
+    def _reading(self) -> Iterator[_PgSession]:
+        with self._lock:
+            yield self._session
+
+    def _create_schema(self, db: Any) -> None:
+        # Several TaskManagers may start at once: CREATE ... IF NOT EXISTS is not race-free.
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_SETUP_LOCK,))
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}")
+        for statement in _POSTGRES_SCHEMA.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+
+    def _lock_subjects(self, db: Any, subjects: Sequence[tuple[str, str]]) -> None:
+        # In one order everywhere, so two batches never wait for each other in a cycle.
+        for lock in sorted({_subject_lock(*subject) for subject in subjects}):
+            db.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+
+    def _lock_erasures(self, db: Any) -> None:
+        # Blocks other tombstones only (not readers, not key creation): seq order = commit order.
+        db.execute("LOCK TABLE erasures IN SHARE ROW EXCLUSIVE MODE")
+
+    def _create(self, subjects: list[tuple[str, str]]) -> dict[tuple[str, str], SubjectKeys | None]:
+        result: dict[tuple[str, str], SubjectKeys | None] = {}
+        for start in range(0, len(subjects), self._create_batch):
+            result.update(super()._create(subjects[start : start + self._create_batch]))
+        return result
+
+
+def _subject_lock(tenant_id: str, subject_id: str) -> int:
+    """The advisory lock key of a subject: 64 bits of a keyed BLAKE2b of tenant ‖ 0x00 ‖ subject."""
+    digest = hashlib.blake2b(
+        tenant_id.encode() + b"\x00" + subject_id.encode(), digest_size=8, person=b"auditlog-subject"
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _mode_mismatch(path: str, stored: str, wanted: str) -> str:
     if stored == "random":
         return (
             f"key store {path} holds random subject keys; refusing to open it with AUDITLOG_KEY_SEED set "
@@ -949,12 +1218,23 @@ def _mode_mismatch(path: Path, stored: str, wanted: str) -> str:
     return f"key store {path} was made with a different AUDITLOG_KEY_SEED; set the one it was made with"
 
 
-def open_keystore(settings: Settings, **options: object) -> SqliteKeyStore:
-    """Opens the key store that settings name: path, master key(s) and optional key seed.
+def open_keystore(settings: Settings, **options: object) -> SqliteKeyStore | PostgresKeyStore:
+    """Opens the key store that settings name, with its master key(s) and optional key seed.
 
-    `options` pass through to `SqliteKeyStore` (cache_size, busy_timeout_s, erasure_check_s).
+    AUDITLOG_KEYSTORE_URL=postgresql://... selects the shared PostgreSQL store (every
+    TaskManager, gateway and service of a cluster); unset, the embedded SQLite file at
+    `settings.keystore_path`. `options` pass through to the store (cache_size,
+    erasure_check_s; busy_timeout_s for SQLite).
     """
     seed = settings.key_seed.encode() if settings.key_seed else None
+    url = settings.keystore_url
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise KeyStoreError(
+                f"AUDITLOG_KEYSTORE_URL must be a postgresql:// URL, not {_redact(url)!r}; leave it unset "
+                "for the embedded SQLite key store (AUDITLOG_KEYSTORE_FILE)"
+            )
+        return PostgresKeyStore(url, load_master_keys(settings), key_seed=seed, **options)  # type: ignore[arg-type]
     return SqliteKeyStore(
         settings.keystore_path,
         load_master_keys(settings),
