@@ -1,26 +1,26 @@
 """`auditlog demo`: the verifiable-log core end to end, in one process, with no services.
 
-Builds logs from sample events (validate, seal PII, canonicalise, append, cut blocks), signs a
-checkpoint per block, writes one event's proof bundle and verifies it as an auditor would.
+Builds logs from sample events with the ingest job's own per-log step (`LogSequencer`: validate,
+seal PII, canonicalise, dedupe, append, cut blocks, sign a checkpoint per block), writes one
+event's proof bundle and verifies it as an auditor would.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
+from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
+from pipelines.io.keystore import InMemoryKeyStore
 from runners.commands.keys import key_paths, load_or_create_signer
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
 from runners.settings import Settings
-from schemas.events import canonical_entry, parse_event, pii_subject
-from schemas.retention import load_policy
 from schemas.samples import EventGenerator, start_of_today, to_record
-from transforms.merkle import inclusion_proof
+from transforms.blocks import decode_block_object
+from transforms.merkle import inclusion_proof, leaf_hash
 from transforms.note import Verifier
-from transforms.pii import SubjectKeys
-from transforms.sequencer import Entry, LogState, append, checkpoint_for, flush
 from transforms.tlogproof import format_proof, verify_proof
 
 
@@ -41,49 +41,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace, settings: Settings) -> int:
     out: Path = args.out or settings.home / "demo"
     signer = load_or_create_signer(settings.keys_dir, args.origin)
-    subject_keys: dict[tuple[str, str], SubjectKeys] = {}
-    logs = [LogState(f"log{i}") for i in range(args.logs)]
-    leaves: dict[str, list[bytes]] = {s.log_id: [] for s in logs}
-    entries: dict[str, list[bytes]] = {s.log_id: [] for s in logs}
+    # The ingest job's own per-log step, without Flink: one LogSequencer, one cursor per log.
+    options = IngestOptions(topic="demo", origin_prefix=args.origin, block_size=args.block_size)
+    sequencer = LogSequencer(options, InMemoryKeyStore(), signer)
+    cursors = [LogCursor(options.log_id(p)) for p in range(args.logs)]
+    dedupe = MemoryDedupe()
+    offsets = [0] * args.logs
+    entries: dict[str, list[bytes]] = {c.log_id: [] for c in cursors}
     checkpoints: dict[str, str] = {}
     blocks = 0
 
-    def sealed(block: object) -> None:
+    def sealed(outputs: list[tuple[str, Any]]) -> None:
         nonlocal blocks
-        assert block is not None
-        header = block.header  # type: ignore[attr-defined]
-        for e in block.entries:  # type: ignore[attr-defined]
-            leaves[header.log_id].append(e.leaf_hash)
-            entries[header.log_id].append(e.entry.canonical)
-        checkpoints[header.log_id] = checkpoint_for(header, f"{args.origin}/{header.log_id}", signer)
-        blocks += 1
+        for kind, block in outputs:
+            if kind != "block":
+                continue
+            entries[block.log_id].extend(decode_block_object(block.block_object)[1])
+            checkpoints[block.log_id] = block.checkpoint
+            blocks += 1
 
     generator = EventGenerator(seed=42, tenants=5, start=start_of_today())
-    policy = load_policy()
     for _ in range(args.events):
         key, value = to_record(generator.event())
-        event = parse_event(value)
-        subject = (event["tenant_id"], pii_subject(event))
-        keys = subject_keys.get(subject)
-        if keys is None:
-            keys = subject_keys[subject] = SubjectKeys(f"k{len(subject_keys)}", os.urandom(32), os.urandom(32))
-        canonical = canonical_entry(event, keys, policy)
-        state = logs[int.from_bytes(sha256(key).digest()[:4], "big") % len(logs)]
-        block = append(state, Entry(canonical, event["occurred_at"]), args.block_size)
-        if block is not None:
-            sealed(block)
-    for state in logs:
-        block = flush(state)
-        if block is not None:
-            sealed(block)
+        partition = int.from_bytes(sha256(key).digest()[:4], "big") % args.logs
+        record = SourceRecord(partition, offsets[partition], 0, key, value)
+        offsets[partition] += 1
+        sealed(sequencer.step(cursors[partition], dedupe, record))
+    for cursor in cursors:
+        block = sequencer.seal(cursor)
+        sealed([("block", block)] if block else [])
 
-    for state in logs:
-        blocks_in_log = state.last_block.block_index + 1 if state.last_block else 0
-        root_hex = state.tree.root().hex()
-        print(f"{state.log_id}: {state.tree.size} leaves, {blocks_in_log} blocks, root {root_hex}")
-    log_id = max(logs, key=lambda s: s.tree.size).log_id
-    index = len(leaves[log_id]) // 2
-    proof_text = format_proof(index, inclusion_proof(leaves[log_id], index), checkpoints[log_id])
+    for cursor in cursors:
+        blocks_in_log = cursor.last_block.block_index + 1 if cursor.last_block else 0
+        print(f"{cursor.log_id}: {cursor.tree.size} leaves, {blocks_in_log} blocks, root {cursor.tree.root().hex()}")
+    log_id = max(cursors, key=lambda c: c.tree.size).log_id
+    leaves = [leaf_hash(e) for e in entries[log_id]]
+    index = len(leaves) // 2
+    proof_text = format_proof(index, inclusion_proof(leaves, index), checkpoints[log_id])
     out.mkdir(parents=True, exist_ok=True)
     (out / ENTRY_FILE).write_bytes(entries[log_id][index])
     (out / PROOF_FILE).write_text(proof_text)

@@ -1,7 +1,8 @@
 """The ClickHouse index on real embedded chDB: schema, idempotent block writes and the readers.
 
-Blocks are built by the real core (sample events → PII sealing → canonical bytes → sequencer),
-written once, the engine closed and reopened, and everything checked against the blocks::
+Blocks are built by the ingest job's own per-log step (`LogSequencer`: sample events → validation,
+PII sealing, retention stamp, canonical bytes, blocks, checkpoints), written once, the engine
+closed and reopened, and everything checked against the blocks::
 
     .venv/bin/python -m pytest tests/integration/test_clickhouse_chdb.py
 """
@@ -18,62 +19,74 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.clickhouse import ClickHouse, ClickHouseError, IndexIntegrityError, open_clickhouse
+from pipelines.io.keystore import InMemoryKeyStore
 from runners.settings import REPO_ROOT
-from schemas.events import canonical_bytes, parse_event, pii_subject, protect_event
+from schemas.retention import load_policy
 from schemas.samples import EventGenerator, to_record
-from transforms.blocks import verify_chain
+from transforms.blocks import BlockHeader, decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import leaf_hash, root
 from transforms.note import Signer
-from transforms.pii import SubjectKeys
-from transforms.sequencer import Entry, LogState, SealedBlock, append, checkpoint_for, flush
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "auditlog.test/chdb"
+BIG, SMALL = "big.p0", "small.p0"  # the job names a log <topic>.p<partition>
+# The golden runs' policy: periods long enough that no sample event's retention has ended (a row
+# past retention is hidden from counts and searches, and TTL may delete it).
+LONG_RETENTION = load_policy(REPO_ROOT / "tests" / "testdata" / "recording" / "retention.toml")
 TABLES = ("audit_logs", "audit_leaves", "audit_blocks", "audit_checkpoints")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block as the ingest job seals it: header, canonical entries, signed checkpoint."""
+
+    header: BlockHeader
+    canonical: list[bytes]
+    checkpoint: str
 
 
 @dataclass
 class Written:
     path: Path
     signer: Signer
-    blocks: list[SealedBlock]
+    blocks: list[Block]
     checkpoints: dict[tuple[str, int], str]  # (log_id, block_index) -> signed note
 
-    def entries(self, block: SealedBlock) -> list[bytes]:
-        return [e.entry.canonical for e in block.entries]
+    def entries(self, block: Block) -> list[bytes]:
+        return block.canonical
 
-    def of_log(self, log_id: str) -> list[SealedBlock]:
+    def of_log(self, log_id: str) -> list[Block]:
         return [b for b in self.blocks if b.header.log_id == log_id]
 
 
-def build_blocks(events: int, block_sizes: dict[str, int], seed: int = 11) -> list[SealedBlock]:
-    """Sample events spread over logs by tenant, sealed into blocks, deterministically."""
+def build_blocks(events: int, block_sizes: dict[str, int], signer: Signer, seed: int = 11) -> list[Block]:
+    """Sample events spread over logs by Kafka key, sealed by the ingest job's own step, deterministically."""
     generator = EventGenerator(seed=seed, tenants=4)
-    logs = {log_id: LogState(log_id) for log_id in block_sizes}
+    keys = InMemoryKeyStore(key_seed=b"chdb-test")
+    logs = {}
+    for topic, size in block_sizes.items():
+        options = IngestOptions(topic=topic, origin_prefix=ORIGIN, block_size=size, retention=LONG_RETENTION)
+        logs[topic] = (LogSequencer(options, keys, signer), LogCursor(options.log_id(0)), MemoryDedupe())
     names = sorted(logs)
-    keys: dict[tuple[str, str], SubjectKeys] = {}
-    blocks: list[SealedBlock] = []
-    for _ in range(events):
+    blocks: list[Block] = []
+
+    def collect(outputs: list[tuple[str, object]]) -> None:
+        for kind, item in outputs:
+            if kind == "block":
+                header, entries = decode_block_object(item.block_object)  # type: ignore[attr-defined]
+                blocks.append(Block(header, list(entries), item.checkpoint))  # type: ignore[attr-defined]
+
+    for offset in range(events):
         key, value = to_record(generator.event())
-        event = parse_event(value)
-        subject = (event["tenant_id"], pii_subject(event))
-        if subject not in keys:
-            material = "/".join(subject).encode()
-            keys[subject] = SubjectKeys(
-                f"k{len(keys)}", sha256(b"enc" + material).digest(), sha256(b"mac" + material).digest()
-            )
-        log_id = names[int.from_bytes(sha256(key).digest()[:4], "big") % len(names)]
-        entry = Entry(canonical_bytes(protect_event(event, keys[subject])), event["occurred_at"])
-        block = append(logs[log_id], entry, block_sizes[log_id])
-        if block is not None:
-            blocks.append(block)
-    for state in logs.values():
-        block = flush(state)
-        if block is not None:
-            blocks.append(block)
+        sequencer, cursor, dedupe = logs[names[int.from_bytes(sha256(key).digest()[:4], "big") % len(names)]]
+        collect(sequencer.step(cursor, dedupe, SourceRecord(0, offset, 0, key, value)))
+    for sequencer, cursor, _ in logs.values():
+        last = sequencer.seal(cursor)
+        collect([("block", last)] if last else [])
     return blocks
 
 
@@ -97,11 +110,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     """
     path = tmp_path_factory.mktemp("chdb") / "data"
     signer = Signer.generate(ORIGIN)
-    blocks = build_blocks(6000, {"big": 2100, "small": 100})
-    checkpoints = {
-        (b.header.log_id, b.header.block_index): checkpoint_for(b.header, f"{ORIGIN}/{b.header.log_id}", signer)
-        for b in blocks
-    }
+    blocks = build_blocks(6000, {"big": 2100, "small": 100}, signer)
+    checkpoints = {(b.header.log_id, b.header.block_index): b.checkpoint for b in blocks}
     result = Written(path, signer, blocks, checkpoints)
     ch = open_clickhouse(f"chdb://{path}")
     try:
@@ -139,7 +149,7 @@ def test_every_row_is_there_once(ch: ClickHouse, written: Written) -> None:
         "audit_blocks": len(written.blocks),
         "audit_checkpoints": len(written.blocks),
     }
-    assert {b.header.log_id for b in written.blocks} == {"big", "small"}
+    assert {b.header.log_id for b in written.blocks} == {BIG, SMALL}
     assert max(b.header.leaf_count for b in written.blocks) == 2100
 
 
@@ -166,28 +176,28 @@ def test_count_events_per_tenant(ch: ClickHouse, written: Written) -> None:
 def test_find_event_returns_its_place_and_bytes(ch: ClickHouse, written: Written) -> None:
     import json
 
-    block = written.of_log("small")[3]
-    sequenced = block.entries[17]
-    doc = json.loads(sequenced.entry.canonical)
+    block = written.of_log(SMALL)[3]
+    canonical = written.entries(block)[17]
+    doc = json.loads(canonical)
 
     found = ch.find_event(doc["tenant_id"], doc["event_id"])
 
     assert found == {
         "tenant_id": doc["tenant_id"],
         "event_id": doc["event_id"],
-        "log_id": "small",
-        "leaf_index": sequenced.leaf_index,
+        "log_id": SMALL,
+        "leaf_index": block.header.first_leaf_index + 17,
         "block_index": block.header.block_index,
-        "leaf_hash": leaf_hash(sequenced.entry.canonical),
+        "leaf_hash": leaf_hash(canonical),
         "block_hash": block.header.hash(),
-        "canonical": sequenced.entry.canonical,
+        "canonical": canonical,
     }
     assert ch.find_event("t_other", doc["event_id"]) is None
     assert ch.find_event(doc["tenant_id"], "evt_' OR '1'='1") is None
 
 
 def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, written: Written) -> None:
-    for log_id in ("big", "small"):
+    for log_id in (BIG, SMALL):
         blocks = written.of_log(log_id)
         size = blocks[-1].header.tree_size
 
@@ -206,26 +216,26 @@ def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, 
 
 
 def test_leaf_hashes_beyond_the_index_is_an_integrity_error(ch: ClickHouse, written: Written) -> None:
-    size = written.of_log("small")[-1].header.tree_size
+    size = written.of_log(SMALL)[-1].header.tree_size
 
     with pytest.raises(IndexIntegrityError, match=f"leaf {size} is missing"):
-        ch.leaf_hashes("small", size + 1)
-    assert ch.leaf_hashes("small", 0) == []
+        ch.leaf_hashes(SMALL, size + 1)
+    assert ch.leaf_hashes(SMALL, 0) == []
 
 
 def test_checkpoints(ch: ClickHouse, written: Written) -> None:
     verifier = written.signer.verifier()
-    blocks = written.of_log("small")
+    blocks = written.of_log(SMALL)
     last, first = blocks[-1].header, blocks[0].header
 
-    latest = ch.latest_checkpoint("small")
-    assert latest == (last.tree_size, written.checkpoints[("small", last.block_index)])
-    checkpoint = open_checkpoint(latest[1], verifier, origin=f"{ORIGIN}/small")
+    latest = ch.latest_checkpoint(SMALL)
+    assert latest == (last.tree_size, written.checkpoints[(SMALL, last.block_index)])
+    checkpoint = open_checkpoint(latest[1], verifier, origin=f"{ORIGIN}/{SMALL}")
     assert (checkpoint.size, checkpoint.root) == (last.tree_size, last.tree_root)
 
-    assert ch.checkpoint_at_least("small", 1) == (first.tree_size, written.checkpoints[("small", 0)])
-    assert ch.checkpoint_at_least("small", first.tree_size + 1)[0] == blocks[1].header.tree_size  # type: ignore[index]
-    assert ch.checkpoint_at_least("small", last.tree_size + 1) is None
+    assert ch.checkpoint_at_least(SMALL, 1) == (first.tree_size, written.checkpoints[(SMALL, 0)])
+    assert ch.checkpoint_at_least(SMALL, first.tree_size + 1)[0] == blocks[1].header.tree_size  # type: ignore[index]
+    assert ch.checkpoint_at_least(SMALL, last.tree_size + 1) is None
     assert ch.latest_checkpoint("nope") is None
 
 
@@ -234,7 +244,7 @@ def test_log_heads(ch: ClickHouse, written: Written) -> None:
 
     assert heads == {
         log_id: (written.of_log(log_id)[-1].header.tree_size, written.of_log(log_id)[-1].header.tree_root)
-        for log_id in ("big", "small")
+        for log_id in (BIG, SMALL)
     }
 
 
@@ -249,11 +259,11 @@ def test_query_binds_values_server_side(ch: ClickHouse) -> None:
 
 
 def test_a_checkpoint_of_another_tree_head_is_refused(ch: ClickHouse, written: Written) -> None:
-    one, two = written.of_log("small")[:2]
+    one, two = written.of_log(SMALL)[:2]
     before = table_counts(ch)
 
     with pytest.raises(ValueError, match="checkpoint is for size"):
-        ch.write_block(one.header, written.entries(one), written.checkpoints[("small", 1)])
+        ch.write_block(one.header, written.entries(one), written.checkpoints[(SMALL, 1)])
     with pytest.raises(ValueError, match="entries"):
         ch.write_block(two.header, written.entries(one)[:3])
     assert table_counts(ch) == before

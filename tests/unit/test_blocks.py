@@ -6,27 +6,40 @@ import dataclasses
 
 import pytest
 
-from transforms.blocks import GENESIS_HASH, BlockHeader, verify_chain
+from transforms.blocks import GENESIS_HASH, BlockHeader, seal_block, verify_chain
 from transforms.errors import ChainError, RootMismatchError
-from transforms.merkle import leaf_hash, root
-from transforms.sequencer import Entry, LogState, append, flush
+from transforms.merkle import CompactRange, leaf_hash, root
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    header: BlockHeader
+    leaf_hashes: list[bytes]
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.header.hash()
+
+
+@dataclasses.dataclass
+class State:
+    tree: CompactRange = dataclasses.field(default_factory=CompactRange)
 
 
 def build(n: int, block_size: int):
-    state = LogState("p0")
-    blocks = []
-    for i in range(n):
-        block = append(state, Entry(f"e{i}".encode(), f"2026-01-01T00:00:{i % 60:02d}.000Z"), block_size)
-        if block:
-            blocks.append(block)
-    last = flush(state)
-    if last:
-        blocks.append(last)
+    """Leaves e0..e(n-1) cut into blocks of `block_size` (the last one partial), as the sequencer cuts them."""
+    state, blocks, last = State(), [], None
+    for start in range(0, n, block_size):
+        indexes = range(start, min(n, start + block_size))
+        hashes = [leaf_hash(f"e{i}".encode()) for i in indexes]
+        times = [f"2026-01-01T00:00:{i % 60:02d}.000Z" for i in indexes]
+        last = seal_block("p0", last, state.tree, hashes, times)
+        blocks.append(Block(last, hashes))
     return state, blocks
 
 
 def chain(blocks):
-    return [(b.header, [e.leaf_hash for e in b.entries]) for b in blocks]
+    return [(b.header, b.leaf_hashes) for b in blocks]
 
 
 def test_blocks_cover_the_log_and_chain():
