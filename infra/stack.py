@@ -20,7 +20,8 @@ From Python::
     stack.down()
 
 From a shell: `auditlog stack up | status | down [kafka|s3|flink|witness ...]`; the witness
-(litewitness and its ssh-agent, under home/witness/) is infra/witness.py.
+(litewitness and its ssh-agent, under home/witness/) is infra/witness.py; PostgreSQL for the
+shared key store (under home/postgres/, started only when named) is infra/postgres.py.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 
 from infra.daemons import Daemon, PortUse, StackError, port_open
 from infra.jars import Jars, ensure_jars, jar_dirs
+from infra.postgres import PostgresService
 from infra.witness import WitnessService
 from runners.settings import Settings
 
@@ -58,8 +60,10 @@ __all__ = [
     "seaweedfs_security_dir",
 ]
 
-SERVICES = ("kafka", "s3", "flink", "witness")  # witness: litewitness, infra/witness.py
+SERVICES = ("kafka", "s3", "flink", "witness", "postgres")  # witness: infra/witness.py, postgres: infra/postgres.py
 """Service names accepted by `Stack.up`, `Stack.down` and `Stack.status`, in start order."""
+OPTIONAL_SERVICES = ("postgres",)
+"""Started only when named (`stack up postgres`); with no names, `down` and `status` cover them while they run."""
 
 EVENT_TOPIC_PARTITIONS = 4
 """Partitions of `settings.topic`: one append-only log per partition, so this is the job's parallelism."""
@@ -674,6 +678,7 @@ class _Flink(_Service):
 
 
 _SERVICE_TYPES: dict[str, Any] = {"kafka": _Kafka, "s3": _S3, "flink": _Flink, "witness": WitnessService}
+_SERVICE_TYPES["postgres"] = PostgresService
 
 
 # --------------------------------------------------------------------------- the stack
@@ -694,10 +699,10 @@ class Stack:
 
     # ---- lifecycle
 
-    def up(self, services: Iterable[str] = SERVICES, timeout: float = START_TIMEOUT_S) -> list[ServiceStatus]:
+    def up(self, services: Iterable[str] = (), timeout: float = START_TIMEOUT_S) -> list[ServiceStatus]:
         """Starts the named services that are not running and waits until each answers.
 
-        `services` names any of SERVICES; empty means all. Idempotent: a running service is left
+        `services` names any of SERVICES; empty means all but OPTIONAL_SERVICES. Idempotent: a running service is left
         alone (only its missing daemons start). Afterwards the topics `settings.topic` and
         `settings.dlq_topic` and the Object Lock bucket exist.
 
@@ -730,7 +735,7 @@ class Stack:
             self.say(f"stack up in {time.monotonic() - began:.1f} s")
         return self.status([service.service for service in chosen])
 
-    def down(self, services: Iterable[str] = SERVICES, timeout: float = STOP_TIMEOUT_S) -> list[str]:
+    def down(self, services: Iterable[str] = (), timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stops the named services' daemons (Flink first); returns the names of those that ran.
 
         Stale pid files are removed. A process that is not ours is never signalled.
@@ -743,7 +748,7 @@ class Stack:
                     stopped.append(daemon.name)
         return stopped
 
-    def status(self, services: Iterable[str] = SERVICES) -> list[ServiceStatus]:
+    def status(self, services: Iterable[str] = ()) -> list[ServiceStatus]:
         """One row per daemon: running, answering, address, pid and log file."""
         rows = []
         for name in self._select(services):
@@ -772,7 +777,7 @@ class Stack:
                 )
         return rows
 
-    def is_up(self, services: Iterable[str] = SERVICES) -> bool:
+    def is_up(self, services: Iterable[str] = ()) -> bool:
         """True if every daemon of the named services runs and each service answers."""
         rows = self.status(services)
         return bool(rows) and all(row.running and row.healthy for row in rows)
@@ -835,7 +840,11 @@ class Stack:
             raise StackError("; ".join(lines) + ". Give each setting its own port.")
 
     def _select(self, services: Iterable[str]) -> list[str]:
-        names = list(services) or list(SERVICES)
+        names = list(services) or [
+            name
+            for name in SERVICES
+            if name not in OPTIONAL_SERVICES or any(d.pid() for d in self._services[name].known_daemons())
+        ]
         unknown = [name for name in names if name not in SERVICES]
         if unknown:
             raise StackError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}")

@@ -58,14 +58,23 @@ class LocalPostgres:
     Args:
         durable: keep fsync on (benchmarks); off makes tests faster and loses nothing a test needs.
         port: the port, or None for a free one.
+        root: a folder to keep the cluster in (made once, kept by `stop`), as `auditlog stack up
+            postgres` does under its home; None for a temporary one, removed by `stop`.
     """
 
-    def __init__(self, durable: bool = False, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, durable: bool = False, port: int | None = None, host: str = "127.0.0.1", root: Path | None = None
+    ) -> None:
         self.bin = find_postgres_bin()
         self.host = host
         self.port = port or _free_port(host)
         self.durable = durable
-        self.root = Path(tempfile.mkdtemp(prefix="auditlog-pg-"))
+        self.keep = root is not None
+        if root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="auditlog-pg-"))
+        else:
+            self.root = Path(root)
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self._as: list[str] = []
@@ -91,8 +100,10 @@ class LocalPostgres:
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self._as, *argv], capture_output=True, text=True, check=False, cwd=self.root)
 
-    def start(self) -> str:
-        """initdb, then pg_ctl start; returns the DSN. Raises PostgresUnavailable with the log."""
+    def initdb(self) -> None:
+        """Creates the cluster in `data` unless it exists (superuser `auditlog`, trust on loopback)."""
+        if (self.data / "PG_VERSION").exists():
+            return
         done = self._run(
             str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale"
         )
@@ -100,9 +111,23 @@ class LocalPostgres:
             raise PostgresUnavailable(
                 f"initdb failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
             )
-        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.data} -c max_connections=50"
+
+    def server_options(self) -> list[str]:
+        """The server's options: loopback only, its port, its socket in `data`."""
+        options = ["-c", f"listen_addresses={self.host}", "-p", str(self.port), "-k", str(self.data)]
+        options += ["-c", "max_connections=50"]
         if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return options
+
+    def server_argv(self) -> list[str]:
+        """The `postgres` command in the foreground (as user postgres when run as root)."""
+        return [*self._as, str(self.bin / "postgres"), "-D", str(self.data), *self.server_options()]
+
+    def start(self) -> str:
+        """initdb, then pg_ctl start; returns the DSN. Raises PostgresUnavailable with the log."""
+        self.initdb()
+        options = " ".join(self.server_options())
         done = self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -130,11 +155,12 @@ class LocalPostgres:
         raise PostgresUnavailable(f"PostgreSQL did not accept connections on {self.host}:{self.port}")
 
     def stop(self) -> None:
-        """Stops the server (fast shutdown) and deletes its folder."""
+        """Stops the server (fast shutdown) and deletes its folder, unless it was given one."""
         if self.started:
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
             self.started = False
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LocalPostgres:
         self.start()

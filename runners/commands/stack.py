@@ -2,6 +2,7 @@
 
     auditlog stack up                 # all of them; running ones are left alone
     auditlog stack up kafka s3        # only these
+    auditlog stack up postgres        # the shared key store's database: only when named
     auditlog stack status
     auditlog stack down               # stops what `up` started, removes stale pid files
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from runners.settings import Settings
 
-SERVICE_NAMES = ("kafka", "s3", "flink", "witness")
+SERVICE_NAMES = ("kafka", "s3", "flink", "witness", "postgres")  # postgres: only when named
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
         nargs="*",
         type=_service_name,
         metavar="SERVICE",
-        help=f"any of {', '.join(SERVICE_NAMES)} (default: all)",
+        help=f"any of {', '.join(SERVICE_NAMES)} (default: all but postgres, which starts only when named)",
     )
     up.add_argument(
         "--timeout",
