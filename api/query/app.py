@@ -58,6 +58,7 @@ class Services:
     verifier_key: str
     origin_prefix: str
     export: Any = None  # callable(tenant, fmt, search) -> Path of a finished export dir; None disables export
+    witness_keys: tuple[str, ...] = ()  # the configured witnesses' cosignature/v1 verifier keys
 
 
 class NotFound(LookupError):
@@ -327,6 +328,7 @@ def create_app(services: Services) -> FastAPI:
             "proof": p.text,
             "checkpoint": {"size": p.checkpoint.size, "root": base64.b64encode(p.checkpoint.root).decode()},
             "verifier_key": services.verifier_key,
+            "witness_keys": list(services.witness_keys),
             "origin": f"{services.origin_prefix}/{p.log_id}",
         }
 
@@ -347,6 +349,7 @@ def create_app(services: Services) -> FastAPI:
             "root": base64.b64encode(body.root).decode(),
             "note": latest[1],
             "verifier_key": services.verifier_key,
+            "witness_keys": list(services.witness_keys),
         }
 
     @app.get("/api/v1/logs/{log_id}/consistency", tags=["evidence"])

@@ -86,6 +86,7 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
         verifier_key=verifier_key,
         origin_prefix=settings.origin,
         export=_Exporter(settings, archive),
+        witness_keys=tuple(w.vkey for w in settings.witness_list),
     )
     return services, [auditor.stop, keystore.close, clickhouse.close]
 

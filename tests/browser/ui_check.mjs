@@ -4,11 +4,15 @@
 //
 //   node tests/browser/ui_check.mjs --base http://127.0.0.1:PORT --key KEY --tenant T \
 //        --expect verified|not-verified [--event EVENT_ID] [--timeout SECONDS] [--screenshot FILE]
+//        [--pin-witness WVKEY]... [--min-witnesses N] [--tamper-cosignature WITNESS]
 //
-// Opens BASE, enters the API key and tenant, searches, waits for result rows, opens EVENT_ID (or
-// the first row) and waits for #verification[data-state]. Prints one JSON line
-// {"event_id", "state", "text"} and exits 0 when the state is the expected one, 1 otherwise,
-// 2 on usage errors. Chromium is Debian's (env CHROMIUM, default /usr/bin/chromium), run with
+// Opens BASE, pins the witness keys (and the required number) in the page's footer form as a
+// person would, enters the API key and tenant, searches, waits for result rows, opens EVENT_ID (or
+// the first row) and waits for #verification[data-state]. --tamper-cosignature flips the last
+// byte of WITNESS's cosignature in the proof bundle on its way from the API to the page. Prints
+// one JSON line {"event_id", "state", "text", "fields", "witness_state", "witness_text",
+// "witnesses": [{"name", "state", "text"}]} and exits 0 when the state is the expected one, 1
+// otherwise, 2 on usage errors. Chromium is Debian's (env CHROMIUM, default /usr/bin/chromium), run with
 // --no-sandbox; playwright-core brings no browser of its own.
 
 import { existsSync } from 'node:fs';
@@ -16,7 +20,8 @@ import { chromium } from 'playwright-core';
 
 const USAGE =
   'usage: node tests/browser/ui_check.mjs --base URL --key KEY --tenant TENANT --expect verified|not-verified ' +
-  '[--event EVENT_ID] [--timeout SECONDS] [--screenshot FILE]';
+  '[--event EVENT_ID] [--timeout SECONDS] [--screenshot FILE] [--pin-witness WVKEY]... [--min-witnesses N] ' +
+  '[--tamper-cosignature WITNESS]';
 
 function usage(message) {
   if (message) console.error(`error: ${message}`);
@@ -25,8 +30,11 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const opts = { timeout: 30 };
-  const names = { '--base': 'base', '--key': 'key', '--tenant': 'tenant', '--expect': 'expect', '--event': 'event', '--timeout': 'timeout', '--screenshot': 'screenshot' };
+  const opts = { timeout: 30, pinWitness: [] };
+  const names = {
+    '--base': 'base', '--key': 'key', '--tenant': 'tenant', '--expect': 'expect', '--event': 'event', '--timeout': 'timeout',
+    '--screenshot': 'screenshot', '--pin-witness': 'pinWitness', '--min-witnesses': 'minWitnesses', '--tamper-cosignature': 'tamperCosignature',
+  };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -45,7 +53,8 @@ function parseArgs(argv) {
       if (i + 1 >= argv.length) usage(`${arg} needs a value`);
       value = argv[++i];
     }
-    opts[name] = value;
+    if (Array.isArray(opts[name])) opts[name].push(value);
+    else opts[name] = value;
   }
   for (const required of ['base', 'key', 'tenant', 'expect']) if (!opts[required]) usage(`--${required} is required`);
   if (!['verified', 'not-verified'].includes(opts.expect)) usage('--expect must be verified or not-verified');
@@ -87,7 +96,40 @@ try {
     if (msg.type() === 'error') console.error(`console error: ${msg.text()}`);
   });
 
+  if (opts.tamperCosignature) {
+    // flip the last byte (of the Ed25519 signature) of the witness's cosignature line in the bundle
+    await page.route('**/proof', async (route) => {
+      const response = await route.fetch();
+      const bundle = await response.json();
+      const prefix = `\u2014 ${opts.tamperCosignature} `;
+      const lines = bundle.proof.split('\n');
+      const i = lines.findIndex((l) => l.startsWith(prefix));
+      if (i < 0) throw new Error(`the bundle has no cosignature line of ${opts.tamperCosignature}`);
+      const blob = Buffer.from(lines[i].slice(prefix.length), 'base64');
+      blob[blob.length - 1] ^= 0x01;
+      lines[i] = prefix + blob.toString('base64');
+      bundle.proof = lines.join('\n');
+      report.tampered = opts.tamperCosignature;
+      await route.fulfill({ response, json: bundle });
+    });
+  }
+
   await page.goto(opts.base, { waitUntil: 'domcontentloaded' });
+  if (opts.pinWitness.length || opts.minWitnesses !== undefined) {
+    await page.click('summary:has-text("Trusted witness keys")');
+    for (const wkey of opts.pinWitness) {
+      await page.fill('#witness-key', wkey);
+      await page.click('#witness-pin-form button[type=submit]');
+      await page.waitForFunction(() => document.getElementById('witness-pin-status').textContent !== '');
+      const said = await page.textContent('#witness-pin-status');
+      if (!said.startsWith('pinned')) throw new Error(`the UI did not pin ${wkey}: ${said}`);
+      await page.evaluate(() => { document.getElementById('witness-pin-status').textContent = ''; });
+    }
+    if (opts.minWitnesses !== undefined) {
+      await page.fill('#min-witnesses', String(opts.minWitnesses));
+      await page.dispatchEvent('#min-witnesses', 'change');
+    }
+  }
   await page.waitForSelector('#api-key');
   await page.fill('#api-key', opts.key);
   await page.waitForSelector('#tenant');
@@ -119,6 +161,12 @@ try {
   report.state = await verification.getAttribute('data-state');
   report.text = (await verification.textContent()).trim();
   report.fields = await page.$$eval('dl.fields', (lists) => lists.map((l) => l.textContent.trim()).join('\n'));
+  const witnessLine = await page.$('#witness-verification[data-state]');
+  report.witness_state = witnessLine ? await witnessLine.getAttribute('data-state') : null;
+  report.witness_text = witnessLine ? (await witnessLine.textContent()).trim() : null;
+  report.witnesses = await page.$$eval('#witness-list li[data-witness]', (items) => items.map((li) => ({
+    name: li.dataset.witness, state: li.dataset.state, text: li.textContent.trim(),
+  })));
   const m = /^#\/event\/[^/]+\/([^/?]+)/.exec(new URL(page.url()).hash);
   if (m) report.event_id = decodeURIComponent(m[1]);
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });

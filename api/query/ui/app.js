@@ -8,9 +8,13 @@
 // All data is put on the page with textContent, never as HTML.
 
 import {
+  checkWitnesses,
+  cosignatureTime,
   parseCheckpoint,
   parseSignedNote,
+  parseTlogProof,
   parseVerifierKey,
+  parseWitnessKey,
   verifyEvent,
   verifyNoteSignature,
   hex,
@@ -21,6 +25,8 @@ const KEY_STORE = 'auditlog.apiKey';
 const TENANT_STORE = 'auditlog.tenant';
 const PAGER_STORE = 'auditlog.pagers';
 const PIN_STORE = 'auditlog.pinnedVerifierKey';
+const WITNESS_PIN_STORE = 'auditlog.pinnedWitnessKeys'; // JSON array of cosignature/v1 verifier keys
+const MIN_WITNESS_STORE = 'auditlog.minWitnesses'; // a whole number; absent: every trusted witness
 const FILTERS = ['actor_id', 'action', 'resource_type', 'resource_id', 'result', 'start_time', 'end_time'];
 const PAGE_SIZES = ['25', '50', '100', '250'];
 const DEFAULT_LIMIT = '50';
@@ -138,6 +144,87 @@ function setupKeyForm() {
     route();
   });
   showPin();
+}
+
+// Witness keys are pinned the same way, in localStorage; several may be. Pinned ones replace the
+// API's list (like the log key), and the required number of valid cosignatures defaults to all.
+
+function pinnedWitnesses() {
+  try {
+    const list = JSON.parse(localStorage.getItem(WITNESS_PIN_STORE) || '[]');
+    return Array.isArray(list) ? list.filter((k) => typeof k === 'string' && k) : [];
+  } catch {
+    return [];
+  }
+}
+
+function savePinnedWitnesses(list) {
+  if (list.length) localStorage.setItem(WITNESS_PIN_STORE, JSON.stringify(list));
+  else localStorage.removeItem(WITNESS_PIN_STORE);
+}
+
+async function pinWitness(vkey) {
+  const key = await parseWitnessKey(vkey); // throws VerifyError with the reason
+  const list = pinnedWitnesses().filter((k) => k.trim() !== key.text);
+  list.push(key.text);
+  savePinnedWitnesses(list);
+  return key;
+}
+
+function unpinWitness(vkey) {
+  savePinnedWitnesses(pinnedWitnesses().filter((k) => k !== vkey));
+}
+
+function minWitnesses() {
+  const v = localStorage.getItem(MIN_WITNESS_STORE);
+  return v !== null && /^[0-9]{1,3}$/.test(v) ? Number(v) : null;
+}
+
+function setupWitnessForm() {
+  const input = document.getElementById('witness-key');
+  const status = document.getElementById('witness-pin-status');
+  const list = document.getElementById('pinned-witnesses');
+  const min = document.getElementById('min-witnesses');
+  const showPins = () => {
+    clear(list);
+    const pins = pinnedWitnesses();
+    for (const k of pins) {
+      list.append(el('li', { dataset: { witnessKey: k } }, el('code', { text: k }), ' ',
+        el('button', { type: 'button', class: 'unpin-witness', text: 'Unpin', onclick: () => { unpinWitness(k); showPins(); route(); } })));
+    }
+    if (!pins.length) list.append(el('li', { class: 'muted', text: 'none pinned: the witness keys the API lists are used' }));
+    const m = minWitnesses();
+    min.value = m === null ? '' : String(m);
+  };
+  document.getElementById('witness-pin-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = input.value.trim();
+    if (!v) return;
+    try {
+      const key = await pinWitness(v);
+      status.textContent = `pinned ${key.name}`;
+      input.value = '';
+    } catch (err) {
+      status.textContent = `not pinned: ${err.message}`;
+      return;
+    }
+    showPins();
+    route();
+  });
+  min.addEventListener('change', () => {
+    const v = min.value.trim();
+    if (v === '') localStorage.removeItem(MIN_WITNESS_STORE);
+    else if (/^[0-9]{1,3}$/.test(v)) localStorage.setItem(MIN_WITNESS_STORE, String(Number(v)));
+    else {
+      status.textContent = 'the required number of witnesses must be a whole number (empty: all trusted witnesses)';
+      return;
+    }
+    status.textContent = '';
+    showPins();
+    route();
+  });
+  window.addEventListener('storage', showPins);
+  showPins();
 }
 
 // ---- API access ------------------------------------------------------------------------------
@@ -507,9 +594,44 @@ function setVerification(node, ok, reason) {
   node.textContent = ok ? 'verified' : `not verified: ${reason}`;
 }
 
+/** The witness keys trusted for this bundle: the pinned ones, else the ones the API lists. */
+function witnessKeysFor(bundle) {
+  const pinned = pinnedWitnesses();
+  if (pinned.length) return { keys: pinned, source: 'pinned' };
+  const served = Array.isArray(bundle.witness_keys) ? bundle.witness_keys.filter((k) => typeof k === 'string') : [];
+  return { keys: served, source: 'api' };
+}
+
+async function checkBundleWitnesses(bundle, logKey) {
+  const { keys, source } = witnessKeysFor(bundle);
+  let note = null;
+  try {
+    note = (await parseTlogProof(bundle.proof)).checkpoint;
+  } catch (e) {
+    return { ok: false, required: 0, verified: 0, reason: e.message, witnesses: [], others: [], keys, source };
+  }
+  const result = await checkWitnesses(note, keys, { minWitnesses: minWitnesses(), logKey });
+  return { ...result, keys, source };
+}
+
+function setWitnessVerification(node, w) {
+  const trusted = w.witnesses.length;
+  if (w.ok && trusted === 0 && w.required === 0) {
+    node.dataset.state = 'unchecked';
+    node.textContent = `witnesses: none trusted, so the checkpoint's cosignatures are not checked${w.others.length ? ` (it carries ${w.others.length})` : ''} — pin witness keys at the bottom of the page`;
+  } else if (w.ok) {
+    node.dataset.state = 'witnessed';
+    node.textContent = `witnessed: ${w.verified} of ${trusted} trusted witness${trusted === 1 ? '' : 'es'} cosigned this checkpoint (required: ${w.required})`;
+  } else {
+    node.dataset.state = 'not-witnessed';
+    node.textContent = `NOT witnessed as required: ${w.reason}`;
+  }
+}
+
 async function renderEvent(tenant, eventId, gen) {
   document.title = `${eventId} — auditlog Compliance`;
   const verification = el('div', { id: 'verification', role: 'status', text: 'verifying…' });
+  const witnessLine = el('div', { id: 'witness-verification', role: 'status' });
   const eventPanel = el('section', { class: 'panel', id: 'event' }, el('div', { class: 'loading', text: 'Loading the event and its proof…' }));
   const proofPanel = el('section', { class: 'panel', id: 'proof' });
   const indexPanel = el('section', { class: 'panel', id: 'index-record' });
@@ -517,6 +639,7 @@ async function renderEvent(tenant, eventId, gen) {
     el('p', { class: 'muted' }, el('a', { href: searchHref({ tenant }), text: `← search ${tenant}` })),
     el('h1', {}, 'Event ', el('span', { class: 'mono', text: eventId })),
     verification,
+    witnessLine,
     el('div', { class: 'grid2' },
       el('div', {}, el('h2', { id: 'event-heading', text: 'The event (the bytes the proof covers)' }), eventPanel),
       el('div', {}, el('h2', { text: 'Proof' }), proofPanel)),
@@ -571,13 +694,26 @@ async function renderEvent(tenant, eventId, gen) {
     result.ok = false;
     reason = `the verified bytes belong to tenant ${parsed.tenant_id}, not ${tenant}`;
   }
+  // Witnesses: a checkpoint too few trusted witnesses cosigned may be one history of several (a split view).
+  const witnesses = await checkBundleWitnesses(bundle, key);
+  if (gen !== generation) return;
+  setWitnessVerification(witnessLine, witnesses);
+  const unwitnessed = result.ok && !witnesses.ok;
+  if (unwitnessed) {
+    result.ok = false;
+    const names = witnesses.witnesses.filter((w) => w.state !== 'verified').map((w) => w.name);
+    reason = `the log's signature and inclusion proof hold, but the checkpoint is not witnessed as required${names.length ? ` (${names.join(', ')})` : ''}: it may be one of several histories shown to different readers`;
+  }
   setVerification(verification, result.ok, reason);
   const heading = document.getElementById('event-heading');
   if (heading) {
-    heading.textContent = result.ok ? 'The event, as verified' : 'The event — NOT verified: do not rely on these contents';
+    heading.textContent = result.ok ? 'The event, as verified'
+      : unwitnessed ? 'The event — signed by the log but NOT witnessed as required'
+        : 'The event — NOT verified: do not rely on these contents';
     heading.classList.toggle('mismatch', !result.ok);
   }
   renderProof(proofPanel, bundle, result, key, pinned, gen);
+  renderWitnesses(proofPanel, bundle, witnesses);
   renderIndexRecord(indexPanel, await recordP, parsed, result);
 }
 
@@ -690,6 +826,59 @@ function renderProof(panel, bundle, result, key, pinned, gen) {
   panel.append(button, latest);
 }
 
+function renderWitnesses(panel, bundle, w) {
+  const section = el('section', { id: 'witnesses' }, el('h3', { text: 'Witness cosignatures' }));
+  const list = el('ul', { id: 'witness-list', class: 'witness-list' });
+  for (const x of w.witnesses) {
+    let text;
+    if (x.state === 'verified') text = `cosigned at ${cosignatureTime(x.time)}: verified`;
+    else if (x.state === 'missing') text = `no cosignature from ${x.name} on this checkpoint`;
+    else text = `not verified: ${x.reason}`;
+    list.append(el('li', { dataset: { witness: x.name, state: x.state } },
+      el('strong', { class: 'mono', text: x.name }), ' ',
+      el('span', { class: x.state === 'verified' ? 'consistent' : 'mismatch', text: text })));
+  }
+  for (const o of w.others) {
+    list.append(el('li', { dataset: { witness: o.name, state: 'not-verified' } },
+      el('strong', { class: 'mono', text: o.name }), ' ',
+      el('span', { class: 'mismatch', text: `not verified: its key (id ${o.keyIdHex}) is not ${w.source === 'pinned' ? 'pinned in this browser' : 'listed by the API'}; pin it to check this cosignature` })));
+  }
+  if (!list.childElementCount) list.append(el('li', { class: 'muted', text: 'the checkpoint carries no cosignatures and no witness is trusted' }));
+  section.append(list);
+  const pinned = pinnedWitnesses();
+  const served = Array.isArray(bundle.witness_keys) ? bundle.witness_keys.filter((k) => typeof k === 'string') : [];
+  const notPinned = served.filter((k) => !pinned.includes(k));
+  if (w.source === 'pinned') {
+    section.append(el('p', { class: notPinned.length ? 'mismatch' : 'consistent',
+      text: notPinned.length ? 'witness keys pinned in this browser; the API lists other keys too:' : 'witness keys pinned in this browser' }));
+  } else if (served.length) {
+    section.append(el('p', { class: 'muted', text: 'witness keys served by the API (pin the ones you trust to check against them):' }));
+  }
+  if (notPinned.length) {
+    const offered = el('ul', { class: 'witness-list' });
+    for (const k of notPinned) {
+      offered.append(el('li', {}, el('code', { text: k }), ' ', el('button', {
+        type: 'button', class: 'pin-witness', text: 'Pin',
+        onclick: async () => {
+          try {
+            await pinWitness(k);
+          } catch (err) {
+            offered.append(el('li', { class: 'mismatch', text: `not pinned: ${err.message}` }));
+            return;
+          }
+          window.dispatchEvent(new Event('storage'));
+          route();
+        },
+      })));
+    }
+    section.append(offered);
+  }
+  const flags = w.keys.map((k) => `--witness '${k}'`).join(' ');
+  section.append(el('p', { class: 'muted' }, 'Offline: ',
+    el('code', { text: `auditlog verify-proof proof.tlog-proof --entry entry.json --key auditlog.vkey${flags ? ` ${flags}` : ''} --min-witnesses ${w.required}` })));
+  panel.append(section);
+}
+
 function sameTime(a, b) {
   if (a === b) return true;
   const x = Date.parse(a);
@@ -792,6 +981,7 @@ async function route() {
 }
 
 setupKeyForm();
+setupWitnessForm();
 window.addEventListener('hashchange', route);
 if (!location.hash) history.replaceState(null, '', '#/search');
 route();
