@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools auditlog needs when they are missing: Java 17 (Kafka, Flink), Maven
-# (jars from Maven Central), Go (interop checks), PostgreSQL (outbox tests), Chromium and Node.js
+# (jars from Maven Central), Go (interop checks), PostgreSQL (outbox and key-store tests, `stack up
+# postgres`), Chromium and Node.js
 # (Compliance UI browser tests). Debian's packages; no-op when all are present.
 set -euo pipefail
 missing=()
