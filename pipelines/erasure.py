@@ -8,7 +8,7 @@ DeleteRecords. A job that later starts without state sees the partition begin pa
 goes on from that resume point, so the log continues unchanged.
 
 Nothing is deleted that the archive does not hold: the record just before the resume point's
-offset must be the one that closed its block (a cut marker, or the block's last event), else the
+offset must be the one that closed its block (its fingerprint is in the resume point), else the
 archive's log is not this topic's (a recreated topic, logs built from a recording) and the
 partition is left alone, with the reason. Records not yet archived when `erase` runs stay (the
 job still has to log them); running `erase` again after the job caught up deletes them too.
@@ -16,12 +16,10 @@ job still has to log them); running `erase` again after the job caught up delete
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.ingest_core import CUT_MARKER, ResumePoint
-from transforms.blocks import decode_block_object
+from pipelines.ingest_core import ResumePoint, record_fingerprint
 
 
 @dataclass(frozen=True)
@@ -45,18 +43,13 @@ def newest_resume_points(archive: Any, topic: str, partitions: list[int]) -> dic
     return found
 
 
-def closes_block(archive: Any, log_id: str, point: ResumePoint, value: bytes | None) -> bool:
-    """True if `value` (the record at `point.next_offset - 1`) is what closed the point's block."""
-    if value == CUT_MARKER:
-        return True
-    if value is None:
-        return False
-    _, entries = decode_block_object(archive.get_block(log_id, point.block_index))
-    try:
-        event, last = json.loads(value), json.loads(entries[-1])
-        return bool((event["tenant_id"], event["event_id"]) == (last["tenant_id"], last["event_id"]))
-    except (ValueError, KeyError, TypeError, IndexError):
-        return False
+def closes_block(point: ResumePoint, timestamp_ms: int, key: bytes | None, value: bytes | None) -> bool:
+    """True if the record at `point.next_offset - 1` is the one that closed the point's block.
+
+    Compared by fingerprint (timestamp, key and value, as the job saw them), so a recreated topic
+    whose record at that offset merely looks alike — a cut marker, the same event — does not pass.
+    """
+    return bool(point.closing) and record_fingerprint(max(timestamp_ms, 0), key, value) == point.closing
 
 
 def truncate_archived(archive: Any, admin: Any, consumer: Any, topic: str, timeout_s: float = 30) -> list[Truncation]:
@@ -79,8 +72,8 @@ def truncate_archived(archive: Any, admin: Any, consumer: Any, topic: str, timeo
         why = ""
         if point.next_offset > high:
             why = f"the archive's log is ahead of the topic (offset {point.next_offset} > end {high})"
-        elif not closes_block(archive, f"{topic}.p{partition}", point, _record_at(consumer, topic, partition, point)):
-            why = f"the record at offset {point.next_offset - 1} did not close block {point.block_index}"
+        elif not closes_block(point, *_record_at(consumer, topic, partition, point)):
+            why = f"the record at offset {point.next_offset - 1} is not the one that closed block {point.block_index}"
         if why:
             done.append(Truncation(partition, point.next_offset, point.block_index, f"{why}: not this topic's log"))
             continue
@@ -92,7 +85,10 @@ def truncate_archived(archive: Any, admin: Any, consumer: Any, topic: str, timeo
     return done
 
 
-def _record_at(consumer: Any, topic: str, partition: int, point: ResumePoint, timeout_s: float = 30) -> bytes | None:
+def _record_at(
+    consumer: Any, topic: str, partition: int, point: ResumePoint, timeout_s: float = 30
+) -> tuple[int, bytes | None, bytes | None]:
+    """(timestamp ms, key, value) of the record at `point.next_offset - 1`; (-1, None, None) if none is there."""
     import time
 
     from confluent_kafka import TopicPartition
@@ -105,10 +101,9 @@ def _record_at(consumer: Any, topic: str, partition: int, point: ResumePoint, ti
             message = consumer.poll(1.0)
             if message is None or message.error():
                 continue
-            if message.offset() == offset:
-                value: bytes | None = message.value()
-                return value
-            return None  # the offset holds no record (a transaction marker): not a block's end
+            if message.offset() != offset:
+                break  # the offset holds no record (a transaction marker): not a block's end
+            return int(message.timestamp()[1]), message.key(), message.value()
     finally:
         consumer.unassign()
-    return None
+    return -1, None, None

@@ -47,6 +47,7 @@ from pipelines.ingest_core import (
     LogSequencer,
     SealedBlockRecord,
     SourceRecord,
+    archived_event_keys,
     key_group,
     partition_key,
     partition_of_key,
@@ -347,7 +348,7 @@ class SequenceFunction(KeyedProcessFunction):
             log_id = self.config.options.log_id(partition)
             pending = [entry.encode() for entry in (self.pending_state.get() or [])]
             cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
-            if not stored and not pending and offset:
+            if offset:
                 cursor = self._resume(cursor, offset)
             self.cursors[partition] = cursor
             # A counter, not a gauge: Flink reads a Python gauge by calling into the interpreter
@@ -360,22 +361,29 @@ class SequenceFunction(KeyedProcessFunction):
         return cursor
 
     def _resume(self, cursor: LogCursor, offset: int) -> LogCursor:
-        """A new log whose first record is past offset 0 goes on from the archive's resume point.
+        """A log whose records before `offset` were deleted goes on from the archive's resume point.
 
-        The records before were deleted after they were archived (`auditlog erase` truncates the
-        topic): without this the job would start the log again from leaf 0 at a later record.
+        `auditlog erase` deletes what the archive holds from the topic. A job that then starts
+        without state (or restores a checkpoint older than the archive, whose records are gone)
+        would start the log again from leaf 0, or re-seal an archived block without its records.
+        The archive is ahead exactly when it has a resume point at or before `offset` past the
+        cursor's last block; then the log goes on from there (the open block it restored was
+        sealed into the archive already) with every archived event id remembered for dedupe.
         """
-        found = resume_cursor(cursor.log_id, offset, self.archived, self.config.dedupe_ttl_days)
-        if found is None:
+        resumed = resume_cursor(cursor.log_id, offset, self.archived)
+        if resumed is None or resumed.last_block is None:
             return cursor
-        resumed, seen = found
+        resumed_from = resumed.last_block.block_index
+        if cursor.last_block is not None and resumed_from <= cursor.last_block.block_index:
+            return cursor  # an ordinary restore: the state is as far as the archive
+        seen = archived_event_keys(cursor.log_id, resumed_from, self.archived)
         for key in seen:
             self.dedupe.seen(key)
+        self.pending_state.clear()
         self.cursor_state.update(resumed.to_bytes().decode())
         print(
-            f"ingest: {cursor.log_id} starts at offset {offset}: resumed after block "
-            f"{resumed.last_block.block_index if resumed.last_block else '?'} (tree size {resumed.tree.size}) "
-            f"from the archive, {len(seen)} event ids restored for dedupe",
+            f"ingest: {cursor.log_id} starts at offset {offset}: resumed after block {resumed_from} "
+            f"(tree size {resumed.tree.size}) from the archive, {len(seen)} event ids restored for dedupe",
             file=sys.stderr,
         )
         return resumed

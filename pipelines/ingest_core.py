@@ -22,10 +22,10 @@ re-running a topic after an erasure derives the same log.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -139,8 +139,10 @@ class LogCursor:
     # occurred_at of each pending entry, as the step saw it (not persisted: after a restore the
     # seal reads them from the entries, which costs a JSON parse each).
     pending_times: list[str] = field(default_factory=list, repr=False, compare=False)
-    # The Kafka offset after the last record stepped (kept at each block, for its resume point).
+    # The Kafka offset after the last record stepped (kept at each block, for its resume point),
+    # and the fingerprint of that record (`record_fingerprint`; not persisted).
     next_offset: int = 0
+    last_record: str = field(default="", repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         """The sealed part of the cursor (the open block is kept separately, record by record)."""
@@ -178,11 +180,15 @@ class ResumePoint:
     next_offset: int
     tree_size: int
     hashes: tuple[bytes, ...]
+    # SHA-256 of the record that closed the block (at next_offset - 1): its timestamp, key and
+    # value. `auditlog erase` deletes records only where the topic still holds that very record.
+    closing: str = ""
 
     def to_bytes(self) -> bytes:
         return json.dumps(
             {
                 "block_index": self.block_index,
+                "closing": self.closing,
                 "hashes": [h.hex() for h in self.hashes],
                 "next_offset": self.next_offset,
                 "tree_size": self.tree_size,
@@ -196,9 +202,8 @@ class ResumePoint:
         obj = json.loads(data)
         if obj.get("version") != 1:
             raise ValueError(f"resume point version {obj.get('version')!r} is not 1")
-        return cls(
-            obj["block_index"], obj["next_offset"], obj["tree_size"], tuple(bytes.fromhex(h) for h in obj["hashes"])
-        )
+        hashes = tuple(bytes.fromhex(h) for h in obj["hashes"])
+        return cls(obj["block_index"], obj["next_offset"], obj["tree_size"], hashes, obj.get("closing", ""))
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,7 @@ class LogSequencer:
         """
         value = record.value
         log.next_offset = record.offset + 1
+        log.last_record = record_fingerprint(record.timestamp_ms, record.key, value)
         if value == CUT_MARKER:
             self.counters.cut_markers += 1
             block = self.seal(log, closed_by_record=True)
@@ -342,7 +348,9 @@ class LogSequencer:
             Checkpoint(self.options.origin(log.log_id), header.tree_size, header.tree_root), self.signer
         )
         self.counters.blocks += 1
-        resume = ResumePoint(header.block_index, log.next_offset, log.tree.size, tuple(log.tree.hashes))
+        resume = ResumePoint(
+            header.block_index, log.next_offset, log.tree.size, tuple(log.tree.hashes), log.last_record
+        )
         return SealedBlockRecord(
             log.log_id,
             header.block_index,
@@ -383,17 +391,13 @@ class LogSequencer:
         )
 
 
-def resume_cursor(
-    log_id: str, first_offset: int, archived: ArchivedBlocks, dedupe_days: float
-) -> tuple[LogCursor, list[str]] | None:
-    """The cursor of a log whose partition starts at `first_offset` > 0, and the dedupe keys to restore.
+def resume_cursor(log_id: str, first_offset: int, archived: ArchivedBlocks) -> LogCursor | None:
+    """The cursor of a log whose partition now starts at `first_offset`, from the archive.
 
-    Used when the job has no state for the log and its first record is past offset 0: the records
-    before were deleted (an erasure truncates the topic up to the newest resume point). Takes the
-    newest resume point at or before `first_offset`; the dedupe keys are the (tenant, event id) of
-    the archived blocks whose events end within `dedupe_days` of that block's last event, as the
-    job's dedupe state would have kept them. None when the archive has no such point (the log
-    then starts anew, as it always did).
+    For a log the job has no state for, or restored state older than the archive, whose records
+    before `first_offset` were deleted (an erasure truncates the topic up to the newest resume
+    point). Takes the newest resume point at or before `first_offset`; None when there is none.
+    The caller restores dedupe with `archived_event_keys`.
     """
     for index in reversed(archived.resume_points(log_id)):
         point = ResumePoint.from_bytes(archived.resume_point(log_id, index))
@@ -407,21 +411,30 @@ def resume_cursor(
     cursor = LogCursor(log_id, CompactRange(point.tree_size, list(point.hashes)), header, next_offset=point.next_offset)
     if cursor.tree.root() != header.tree_root:
         raise ValueError(f"resume point {point.block_index} of {log_id} does not match its block's tree root")
-    horizon = _days_before(header.max_event_time, dedupe_days) if header.max_event_time else ""
+    return cursor
+
+
+def archived_event_keys(log_id: str, last_block: int, archived: ArchivedBlocks) -> list[str]:
+    """The dedupe keys (tenant, event id) of every archived block of a log up to `last_block`.
+
+    A run that read the deleted records would have remembered all of them, so a resumed log
+    restores them all: anything less lets a late duplicate become a leaf. One S3 read per block,
+    once per resumed log; an expired block's events are long past any dedupe window.
+    """
     keys: list[str] = []
-    for index in range(point.block_index, -1, -1):
-        older = archived.header(log_id, index)
-        if older is None or (horizon and older.max_event_time and older.max_event_time < horizon):
-            break
+    for index in range(last_block + 1):
         for entry in archived.entries(log_id, index) or ():
             doc = orjson.loads(entry)
             keys.append(f"{doc['tenant_id']}\x00{doc['event_id']}")
-    return cursor, keys
+    return keys
 
 
-def _days_before(when: str, days: float) -> str:
-    moment = datetime.fromisoformat(when.replace("Z", "+00:00")) - timedelta(days=days)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def record_fingerprint(timestamp_ms: int, key: bytes | None, value: bytes | None) -> str:
+    """SHA-256 over a Kafka record's timestamp, key and value: which record a resume point follows."""
+    digest = hashlib.sha256(str(timestamp_ms).encode() + b"\n")
+    for part in (key, value):
+        digest.update(b"-" if part is None else b"+%d:" % len(part) + part)
+    return digest.hexdigest()
 
 
 def service_sig(headers: Iterable[tuple[str, bytes | None]]) -> bytes | None:

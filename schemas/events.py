@@ -158,6 +158,13 @@ def validate_event(obj: Any) -> dict[str, Any]:
         raise EventValidationError(
             "schema_version", obj["schema_version"], f"must be the number {SCHEMA_VERSION}", event_id
         )
+    actor_id = obj["actor"]["id"]
+    if not actor_id.isprintable():
+        # The PII subject: it names keys in the key store (PostgreSQL refuses NUL in text).
+        bad = next(c for c in actor_id if not c.isprintable())
+        raise EventValidationError(
+            "actor.id", actor_id, f"holds the control character U+{ord(bad):04X}; send printable text", event_id
+        )
     event = dict(obj)
     event["occurred_at"] = normalize_time(obj["occurred_at"], event_id)
     event["schema_version"] = SCHEMA_VERSION

@@ -15,6 +15,7 @@ its bytes and headers alone, so replays decide the same way.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from transforms.note import Signer, Verifier
@@ -25,13 +26,22 @@ SERVICE_SIG_HEADER = "auditlog-service-sig"
 SERVICE_SIG_CONTEXT = b"auditlog/service-event/v1\n"
 
 
+def _looks_like(value: str, prefix: str) -> bool:
+    """True if `value` starts with `prefix` as a person reads it: any case, width or leading space."""
+    return unicodedata.normalize("NFKC", value).strip().casefold().startswith(prefix)
+
+
 def reserved_name(event: dict[str, Any]) -> tuple[str, str] | None:
-    """The first reserved name a validated event uses, as (field, value), or None."""
+    """The first reserved name a validated event uses, as (field, value), or None.
+
+    Compared after NFKC normalisation, case folding and stripping, so `AUDIT_LOG.search`,
+    `APIKEY:…` or a fullwidth colon cannot pass for something else in a list of reads.
+    """
     action = event["action"]
-    if action.startswith(RESERVED_ACTION_PREFIX):
+    if _looks_like(action, RESERVED_ACTION_PREFIX):
         return "action", action
     actor = event["actor"]["id"]
-    if actor.startswith(RESERVED_ACTOR_PREFIX):
+    if _looks_like(actor, RESERVED_ACTOR_PREFIX):
         return "actor.id", actor
     return None
 

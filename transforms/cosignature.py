@@ -223,6 +223,18 @@ class WitnessReport:
     problems: dict[str, str] = field(default_factory=dict)  # witness name -> why it does not count
 
 
+def _distinct(witnesses: list[CosignatureVerifier] | tuple[CosignatureVerifier, ...]) -> list[CosignatureVerifier]:
+    """The witnesses with each public key once: one witness given twice (or under two names) counts once."""
+    seen: set[bytes] = set()
+    out = []
+    for witness in witnesses:
+        raw = witness.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if raw not in seen:
+            seen.add(raw)
+            out.append(witness)
+    return out
+
+
 def check_cosigned(
     signed_checkpoint: str | bytes,
     log_verifier: Verifier,
@@ -236,9 +248,10 @@ def check_cosigned(
     WitnessError, naming each witness and why, when a known witness's cosignature line does not
     verify or fewer than `min_witnesses` of `witnesses` validly cosigned the checkpoint.
     """
+    witnesses = _distinct(witnesses)
     if min_witnesses > len(witnesses):
         raise WitnessError(
-            f"--min-witnesses {min_witnesses} asks for more witnesses than the {len(witnesses)} keys given"
+            f"--min-witnesses {min_witnesses} asks for more witnesses than the {len(witnesses)} distinct keys given"
         )
     note = open_note(signed_checkpoint, log_verifier)
     checkpoint = parse_checkpoint(note.text)

@@ -129,3 +129,22 @@ def test_bad_log_signature_is_not_a_witness_matter() -> None:
 def test_only_checkpoints_are_cosigned() -> None:
     with pytest.raises(NoteFormatError):
         cosigned_message("hello\n", 1)
+
+
+def test_one_witness_given_twice_counts_once_toward_min_witnesses() -> None:
+    """`--witness w.vkey --witness w.vkey --min-witnesses 2` must not pass on one cosignature."""
+    import pytest as _pytest
+
+    from transforms.checkpoint import Checkpoint, sign_checkpoint
+    from transforms.cosignature import WitnessError, check_cosigned
+    from transforms.note import Signer
+
+    log = Signer.generate("example.com/log")
+    note = sign_checkpoint(Checkpoint("example.com/log", 3, bytes(32)), log)
+    signer = CosignatureSigner.generate("example.com/w1")
+    body = note.split("\n\n", 1)[0] + "\n"
+    cosigned = add_cosignatures(note, [signer.cosign(body, 1_700_000_000)])
+    witness = signer.verifier()
+    assert len(check_cosigned(cosigned, log.verifier(), [witness], 1).cosigned) == 1
+    with _pytest.raises(WitnessError, match="distinct keys"):
+        check_cosigned(cosigned, log.verifier(), [witness, witness], 2)

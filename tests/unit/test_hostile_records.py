@@ -97,6 +97,7 @@ def hostile_values(draw: st.DrawFn) -> tuple[bytes | None, bytes | None]:
                 "bool_version",
                 "null",
                 "long",
+                "control",
             ]
         )
     )
@@ -145,6 +146,8 @@ def hostile_values(draw: st.DrawFn) -> tuple[bytes | None, bytes | None]:
         return value, sig
     elif kind == "bool_version":
         event["schema_version"] = True
+    elif kind == "control":
+        event = _put(event, ("actor", "id"), "u" + draw(st.sampled_from(["\u0000", "\n", "\u200d", "\x7f"])))
     elif kind == "long":
         event = _put(event, draw(TEXT_FIELDS), "x" * draw(st.sampled_from([64, 65, 129, 257, 300_000])))
     return _text(event).encode(), sig
@@ -213,6 +216,9 @@ def test_each_known_crash_is_a_dead_letter_naming_what_was_wrong():
         "schema_version True": _text({**BASE, "schema_version": True}),
         "reserved name 'audit_log.search'": _text(_put(BASE, ("action",), "audit_log.search")),
         "reserved name 'apikey:k1'": _text(_put(BASE, ("actor", "id"), "apikey:k1")),
+        "reserved name 'AUDIT_LOG.search'": _text(_put(BASE, ("action",), "AUDIT_LOG.search")),
+        "reserved name 'APIKEY\uff1ak1'": _text(_put(BASE, ("actor", "id"), "APIKEY\uff1ak1")),
+        "control character U+0000": _text(_put(BASE, ("actor", "id"), "u\u0000x")),
     }
     for expected, text in cases.items():
         counters, blocks, letters = _run([(text.encode(), None)])

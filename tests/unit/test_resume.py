@@ -21,6 +21,7 @@ from pipelines.ingest_core import (
     MemoryDedupe,
     ResumePoint,
     SourceRecord,
+    archived_event_keys,
     resume_cursor,
 )
 from pipelines.io.archive import InMemoryArchive
@@ -73,8 +74,9 @@ def test_a_log_resumed_from_the_archive_gives_the_same_blocks_as_one_that_kept_i
     first = _run(records[:cut], archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
     point = newest_resume_points(archive, TOPIC, [0])[0]
     assert point.next_offset <= cut and point.block_index == max(b.block_index for b in first if b.resume)
-    resumed, keys = resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(archive), dedupe_days=7)
-    dedupe = MemoryDedupe(keys)
+    resumed = resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(archive))
+    assert resumed is not None and resumed.last_block is not None
+    dedupe = MemoryDedupe(archived_event_keys(f"{TOPIC}.p0", resumed.last_block.block_index, ArchivedEntries(archive)))
     rest = _run(records[point.next_offset :], archive, resumed, dedupe)
     by_index = {b.block_index: b for b in first + rest}
     assert [by_index[b.block_index].block_object for b in reference] == [b.block_object for b in reference]
@@ -93,10 +95,10 @@ def test_resume_points_are_only_for_blocks_a_record_closed():
 
 def test_a_first_offset_the_archive_does_not_cover_starts_the_log_anew():
     archive = InMemoryArchive()
-    assert resume_cursor(f"{TOPIC}.p0", 5, ArchivedEntries(archive), 7) is None
+    assert resume_cursor(f"{TOPIC}.p0", 5, ArchivedEntries(archive)) is None
     _run(_records(30), archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
     first = ResumePoint.from_bytes(archive.get_resume_point(f"{TOPIC}.p0", 0))
-    assert resume_cursor(f"{TOPIC}.p0", first.next_offset - 1, ArchivedEntries(archive), 7) is None
+    assert resume_cursor(f"{TOPIC}.p0", first.next_offset - 1, ArchivedEntries(archive)) is None
 
 
 def test_a_resume_point_that_disagrees_with_its_block_is_refused():
@@ -110,7 +112,7 @@ def test_a_resume_point_that_disagrees_with_its_block_is_refused():
             other.put_immutable(key, archive.get(key))
     other.put_immutable(f"logs/{TOPIC}.p0/resume/000000000001.resume", forged.to_bytes())
     with pytest.raises(ValueError, match="does not match"):
-        resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(other), 7)
+        resume_cursor(f"{TOPIC}.p0", point.next_offset, ArchivedEntries(other))
 
 
 def test_only_the_record_that_closed_a_block_lets_erase_delete_up_to_its_resume_point():
@@ -120,9 +122,39 @@ def test_only_the_record_that_closed_a_block_lets_erase_delete_up_to_its_resume_
     archive = InMemoryArchive()
     _run(records, archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
     log_id = f"{TOPIC}.p0"
+    markers = 0
     for index in archive.list_resume_points(log_id):
         point = ResumePoint.from_bytes(archive.get_resume_point(log_id, index))
-        closing = records[point.next_offset - 1].value
-        assert closes_block(archive, log_id, point, closing)
-        assert not closes_block(archive, log_id, point, records[0].value) or point.block_index == 0
-        assert not closes_block(archive, log_id, point, b"not json") and not closes_block(archive, log_id, point, None)
+        closing = records[point.next_offset - 1]
+        markers += closing.value == CUT_MARKER
+        assert closes_block(point, closing.timestamp_ms, closing.key, closing.value)
+        # Another cut marker, or the same bytes at another time, is not that record.
+        assert not closes_block(point, closing.timestamp_ms + 1, closing.key, closing.value)
+        assert not closes_block(point, closing.timestamp_ms, closing.key, b"not json")
+        assert not closes_block(point, -1, None, None)
+    assert markers, "the records include blocks a cut marker closed"
+
+
+def test_a_late_duplicate_of_an_old_event_is_still_dropped_after_a_resume():
+    """Every archived event id is restored, not only the recent ones: a run that read the deleted
+    records would have dropped the repeat, so the resumed one must too (else the archive alarms)."""
+    gen = EventGenerator(seed=9)
+    events = []
+    for day in range(43):
+        event = gen.event()
+        event["occurred_at"] = (
+            f"2026-03-{1 + day % 28:02d}T00:00:00.000Z" if day < 28 else f"2026-04-{day - 27:02d}T00:00:00.000Z"
+        )
+        events.append(to_record(event)[1])
+    values = events[:40] + [CUT_MARKER, events[0]] + events[40:]
+    records = [SourceRecord(0, i, 1000 + i, None, v) for i, v in enumerate(values)]
+    whole = InMemoryArchive()
+    reference = _run(records, whole, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    archive = InMemoryArchive()
+    cut = values.index(CUT_MARKER) + 1
+    _run(records[:cut], archive, LogCursor(f"{TOPIC}.p0"), MemoryDedupe())
+    resumed = resume_cursor(f"{TOPIC}.p0", cut, ArchivedEntries(archive))
+    assert resumed is not None and resumed.last_block is not None
+    keys = archived_event_keys(f"{TOPIC}.p0", resumed.last_block.block_index, ArchivedEntries(archive))
+    rest = _run(records[cut:], archive, resumed, MemoryDedupe(keys))
+    assert [b.block_object for b in rest] == [b.block_object for b in reference[-len(rest) :]]
