@@ -48,7 +48,7 @@ from pipelines.io.archive import COSIGNED_DIR, REFUSALS_DIR, ArchiveNotFoundErro
 from transforms.blocks import decode_block_object, decode_expired_block
 from transforms.checkpoint import open_checkpoint
 from transforms.cosignature import CosignatureVerifier, add_cosignatures, parse_signature_lines
-from transforms.errors import VerificationError
+from transforms.errors import NoteFormatError, VerificationError
 from transforms.merkle import MerkleTree, leaf_hash
 from transforms.note import Verifier
 
@@ -142,6 +142,10 @@ class PublishStats:
     refused: int = 0
     failures: int = 0
     registered: list[str] = field(default_factory=list)
+
+
+class WitnessTrouble(OSError):
+    """A witness answered, but not usefully (wrong URL or key, unknown log, throttling): retried with backoff."""
 
 
 class _Refused(Exception):
@@ -245,6 +249,8 @@ class Publisher:
             done += 1
             self.stats.cosigned += 1
         if state.known_size is not None and state.known_size > newest and state.cosigned_size < state.known_size:
+            if self.archive.list_checkpoints(log_id)[-1:] != [newest]:
+                return done  # the archive grew meanwhile (another publisher cosigned it): look again next pass
             self._refuse(
                 witness,
                 log_id,
@@ -270,20 +276,23 @@ class Publisher:
             body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof) + "\n" + note
             status, text = self._post(witness, body)
             if status == 200:
-                lines = [
-                    s
-                    for s in parse_signature_lines(text)
-                    if (s.name, s.key_id) == (witness.verifier.name, witness.verifier.key_id)
-                ]
+                try:
+                    answered = parse_signature_lines(text)
+                except NoteFormatError as exc:
+                    raise WitnessTrouble(f"the witness answered 200 with no signature lines ({exc})") from None
+                lines = [s for s in answered if (s.name, s.key_id) == (witness.verifier.name, witness.verifier.key_id)]
                 checkpoint_text = note[: note.rfind("\n\n") + 1]
                 if not lines or any(witness.verifier.verify(checkpoint_text, s.signature) is None for s in lines):
-                    raise _Refused(f"the witness answered 200 without a valid cosignature from its key: {text!r}")
+                    raise WitnessTrouble(
+                        f"the witness answered 200 without a valid cosignature from its key (is its vkey "
+                        f"configured right?): {text[:200]!r}"
+                    )
                 return lines
             if status == 409:
                 try:
                     old = int(text.strip())
                 except ValueError:
-                    raise _Refused(f"409 with a body that is not a size: {text!r}") from None
+                    raise WitnessTrouble(f"409 with a body that is not a size: {text[:200]!r}") from None
                 state.known_size = old
                 continue
             if status == 403 and "unknown log" in text and self.register is not None and not registered:
@@ -297,8 +306,10 @@ class Publisher:
                     f"{size} does not hold — the archive's log is not the history the witness cosigned "
                     "(split view or rollback)"
                 )
-            raise _Refused(f"HTTP {status}: {text.strip()}")
-        raise _Refused(f"the witness kept changing its size (last {old})")
+            # Anything else (a wrong URL, a log the witness's operator has not added yet, throttling)
+            # is trouble to retry, not evidence: only a 422 says the history does not hold.
+            raise WitnessTrouble(f"HTTP {status}: {text.strip()[:200]}")
+        raise WitnessTrouble(f"the witness kept changing its size (last {old})")
 
     def _refuse(self, witness: Witness, log_id: str, size: int, note: str, state: _State, why: str) -> None:
         state.refused = why
