@@ -40,7 +40,7 @@ def test_status_lists_every_daemon_with_address_pid_and_log(stack: Stack, capsys
 
     names = [row.name for row in rows]
     taskmanagers = [f"flink-taskmanager-{i}" for i in range(1, stack.settings.flink_taskmanagers + 1)]
-    assert names == ["kafka", "s3", "flink-jobmanager", *taskmanagers]
+    assert names == ["kafka", "s3", "flink-jobmanager", *taskmanagers, "witness-ssh-agent", "witness"]
     assert all(row.log.is_relative_to(stack.settings.home) and row.log.is_file() for row in rows)
 
     assert _cli(["stack", "status"], stack.settings) == 0
