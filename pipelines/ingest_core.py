@@ -139,10 +139,8 @@ class LogCursor:
     # occurred_at of each pending entry, as the step saw it (not persisted: after a restore the
     # seal reads them from the entries, which costs a JSON parse each).
     pending_times: list[str] = field(default_factory=list, repr=False, compare=False)
-    # The Kafka offset after the last record stepped (kept at each block, for its resume point),
-    # and the fingerprint of that record (`record_fingerprint`; not persisted).
+    # The Kafka offset after the last record stepped (kept at each block, for its resume point).
     next_offset: int = 0
-    last_record: str = field(default="", repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         """The sealed part of the cursor (the open block is kept separately, record by record)."""
@@ -270,10 +268,9 @@ class LogSequencer:
         """
         value = record.value
         log.next_offset = record.offset + 1
-        log.last_record = record_fingerprint(record.timestamp_ms, record.key, value)
         if value == CUT_MARKER:
             self.counters.cut_markers += 1
-            block = self.seal(log, closed_by_record=True)
+            block = self.seal(log, closing=record)
             return [("block", block)] if block else []
         try:
             event = self._admit(record)
@@ -302,7 +299,7 @@ class LogSequencer:
         if keys is None:
             self.counters.erased_subject_events += 1
         if len(log.pending) >= self.options.block_size:
-            block = self.seal(log, closed_by_record=True)
+            block = self.seal(log, closing=record)
             return [("block", block)] if block else []
         return []
 
@@ -320,11 +317,11 @@ class LogSequencer:
         self.counters.dead_letters += 1
         return [("dlq", self._dead_letter(record, field_name, reason))]
 
-    def seal(self, log: LogCursor, closed_by_record: bool = False) -> SealedBlockRecord | None:
+    def seal(self, log: LogCursor, closing: SourceRecord | None = None) -> SealedBlockRecord | None:
         """Seals the open block of `log`, if any: header, archive object, signed checkpoint.
 
-        `closed_by_record`: a record (the block's last event or a cut marker) closed it, so the
-        block gets a resume point at `log.next_offset`.
+        `closing`: the record that closed it (the block's last event or a cut marker), which gives
+        the block a resume point at `log.next_offset`; None when the end of a bounded input did.
         """
         if not log.pending:
             return None
@@ -348,9 +345,11 @@ class LogSequencer:
             Checkpoint(self.options.origin(log.log_id), header.tree_size, header.tree_root), self.signer
         )
         self.counters.blocks += 1
-        resume = ResumePoint(
-            header.block_index, log.next_offset, log.tree.size, tuple(log.tree.hashes), log.last_record
-        )
+        resume = b""
+        if closing is not None:  # fingerprinted here, once a block, not for every record stepped
+            fingerprint = record_fingerprint(closing.timestamp_ms, closing.key, closing.value)
+            point = ResumePoint(header.block_index, log.next_offset, log.tree.size, tuple(log.tree.hashes), fingerprint)
+            resume = point.to_bytes()
         return SealedBlockRecord(
             log.log_id,
             header.block_index,
@@ -358,7 +357,7 @@ class LogSequencer:
             encode_block_object(header, entries),
             note,
             retain_until,
-            resume.to_bytes() if closed_by_record else b"",
+            resume,
         )
 
     def _as_archived(self, log: LogCursor, entries: list[bytes]) -> list[bytes]:

@@ -28,7 +28,8 @@ SERVICE_SIG_CONTEXT = b"auditlog/service-event/v1\n"
 
 def _looks_like(value: str, prefix: str) -> bool:
     """True if `value` starts with `prefix` as a person reads it: any case, width or leading space."""
-    return unicodedata.normalize("NFKC", value).strip().casefold().startswith(prefix)
+    text = value if value.isascii() else unicodedata.normalize("NFKC", value)  # per record: skip NFKC for ASCII
+    return text.strip().casefold().startswith(prefix)
 
 
 def reserved_name(event: dict[str, Any]) -> tuple[str, str] | None:

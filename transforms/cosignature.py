@@ -31,20 +31,19 @@ from hashlib import sha256
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from transforms.checkpoint import Checkpoint, parse_checkpoint
 from transforms.errors import NoteFormatError, SignatureError, VerificationError
 from transforms.note import (
-    MAX_NOTE_SIZE,
-    MAX_SIGNATURES,
-    SIG_PREFIX,
     NoteSignature,
     Verifier,
-    _b64decode,
     _check_name,
     _check_text,
     open_note,
+    parse_public_key,
+    parse_signature_lines,
+    raw_public,
+    split_note,
 )
 
 ALG_COSIGNATURE_V1 = b"\x04"
@@ -72,10 +71,6 @@ def cosigned_message(checkpoint_text: str, timestamp: int) -> bytes:
     return f"{COSIGNATURE_HEADER}\ntime {timestamp}\n".encode() + checkpoint_text.encode()
 
 
-def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 @dataclass(frozen=True)
 class CosignatureVerifier:
     """A witness's named cosignature/v1 public key."""
@@ -86,26 +81,14 @@ class CosignatureVerifier:
 
     @classmethod
     def from_key(cls, vkey: str) -> CosignatureVerifier:
-        """Parses a witness verifier key `name+hexkeyid+base64(0x04 ‖ pubkey)`."""
-        vkey = vkey.strip()
-        parts = vkey.split("+", 2)  # the base64 may itself contain '+'
-        if len(parts) != 3:
-            raise NoteFormatError(f"witness key {vkey!r} is not name+keyid+base64key")
-        name, hex_id, b64 = parts
-        _check_name(name)
-        raw = _b64decode(b64, "witness key")
-        if len(raw) != 33 or raw[:1] != ALG_COSIGNATURE_V1:
-            raise NoteFormatError(
-                f"witness key for {name!r} is not a cosignature/v1 key (0x04 ‖ 32 bytes); "
-                "a log's key (0x01) cannot stand for a witness"
-            )
-        try:
-            claimed = int(hex_id, 16)
-        except ValueError:
-            raise NoteFormatError(f"witness key id {hex_id!r} is not hexadecimal") from None
-        if len(hex_id) != 8 or claimed != cosignature_key_id(name, raw[1:]):
-            raise NoteFormatError(f"witness key id {hex_id!r} does not match the key for {name!r}")
-        return cls(name, claimed, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        """Parses a witness verifier key `name+hexkeyid+base64(0x04 ‖ pubkey)`.
+
+        A log's key (0x01) cannot stand for a witness: it is refused as not a cosignature/v1 key.
+        """
+        name, claimed, public = parse_public_key(
+            vkey, ALG_COSIGNATURE_V1, "witness key", cosignature_key_id, "a cosignature/v1 key"
+        )
+        return cls(name, claimed, public)
 
     @classmethod
     def from_public(cls, name: str, public_key: bytes) -> CosignatureVerifier:
@@ -113,7 +96,7 @@ class CosignatureVerifier:
         return cls(name, cosignature_key_id(name, public_key), Ed25519PublicKey.from_public_bytes(public_key))
 
     def encode(self) -> str:
-        raw = ALG_COSIGNATURE_V1 + _raw(self.public_key)
+        raw = ALG_COSIGNATURE_V1 + raw_public(self.public_key)
         return f"{self.name}+{self.key_id:08x}+{base64.b64encode(raw).decode()}"
 
     def verify(self, checkpoint_text: str, signature: bytes) -> int | None:
@@ -146,7 +129,7 @@ class CosignatureSigner:
     @classmethod
     def from_private(cls, name: str, private_key: Ed25519PrivateKey) -> CosignatureSigner:
         _check_name(name)
-        return cls(name, cosignature_key_id(name, _raw(private_key.public_key())), private_key)
+        return cls(name, cosignature_key_id(name, raw_public(private_key.public_key())), private_key)
 
     def verifier(self) -> CosignatureVerifier:
         return CosignatureVerifier(self.name, self.key_id, self.private_key.public_key())
@@ -154,45 +137,6 @@ class CosignatureSigner:
     def cosign(self, checkpoint_text: str, timestamp: int) -> NoteSignature:
         signature = self.private_key.sign(cosigned_message(checkpoint_text, timestamp))
         return NoteSignature(self.name, self.key_id, struct.pack(">Q", timestamp) + signature)
-
-
-def split_note(message: str | bytes) -> tuple[str, list[NoteSignature]]:
-    """Splits a signed note into its text and its signature lines, checking only the format."""
-    if len(message) > MAX_NOTE_SIZE:
-        raise NoteFormatError(f"note is {len(message)} bytes or more, above the limit of {MAX_NOTE_SIZE}")
-    if isinstance(message, bytes):
-        try:
-            message = message.decode("utf-8")
-        except UnicodeDecodeError:
-            raise NoteFormatError("note is not valid UTF-8") from None
-    split = message.rfind("\n\n")
-    if split < 0:
-        raise NoteFormatError("note has no blank line between text and signatures")
-    text, block = message[: split + 1], message[split + 2 :]
-    _check_text(text)
-    return text, parse_signature_lines(block)
-
-
-def parse_signature_lines(block: str) -> list[NoteSignature]:
-    """Parses signature lines (`— name base64`, each ending in a newline), as a witness returns them."""
-    if not block.endswith("\n"):
-        raise NoteFormatError("signature lines must end with a newline")
-    lines = block[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise NoteFormatError(f"note has {len(lines)} signatures, more than {MAX_SIGNATURES}")
-    out = []
-    for line in lines:
-        if not line.startswith(SIG_PREFIX):
-            raise NoteFormatError(f"signature line {line!r} does not start with an em dash and a space")
-        name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")
-        if not sep or not name or not b64 or " " in b64:
-            raise NoteFormatError(f"signature line {line!r} is not '— name signature'")
-        _check_name(name)
-        blob = _b64decode(b64, "signature")
-        if len(blob) < 5:
-            raise NoteFormatError(f"signature from {name!r} is too short ({len(blob)} bytes)")
-        out.append(NoteSignature(name, int(struct.unpack(">I", blob[:4])[0]), blob[4:]))
-    return out
 
 
 def add_cosignatures(signed_checkpoint: str, signatures: list[NoteSignature]) -> str:
@@ -228,7 +172,7 @@ def _distinct(witnesses: list[CosignatureVerifier] | tuple[CosignatureVerifier, 
     seen: set[bytes] = set()
     out = []
     for witness in witnesses:
-        raw = witness.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        raw = raw_public(witness.public_key)
         if raw not in seen:
             seen.add(raw)
             out.append(witness)

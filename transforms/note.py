@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -55,8 +56,37 @@ def _b64decode(text: str, what: str) -> bytes:
         raise NoteFormatError(f"{what} {text!r} is not valid base64") from None
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key."""
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def parse_public_key(
+    vkey: str, alg: bytes, what: str, key_id_of: Callable[[str, bytes], int], kind: str
+) -> tuple[str, int, Ed25519PublicKey]:
+    """Parses `name+hexkeyid+base64(alg ‖ pubkey)` into (name, key id, key); `what` and `kind` word the errors.
+
+    Shared by log verifier keys (alg 0x01) and witness keys (cosignature/v1, alg 0x04); the key
+    id must be `key_id_of(name, pubkey)`, as Go's sumdb/note checks it.
+    """
+    vkey = vkey.strip()
+    # The base64 key may itself contain '+': split off only the name and the key ID, as
+    # Go's note.NewVerifier does (names cannot contain '+').
+    parts = vkey.split("+", 2)
+    if len(parts) != 3:
+        raise NoteFormatError(f"{what} {vkey!r} is not name+keyid+base64key")
+    name, hex_id, b64 = parts
+    _check_name(name)
+    raw = _b64decode(b64, what)
+    if len(raw) != 33 or raw[:1] != alg:
+        raise NoteFormatError(f"{what} for {name!r} is not {kind} (0x{alg.hex()} ‖ 32 bytes)")
+    try:
+        claimed = int(hex_id, 16)
+    except ValueError:
+        raise NoteFormatError(f"{what} id {hex_id!r} is not hexadecimal") from None
+    if len(hex_id) != 8 or claimed != key_id_of(name, raw[1:]):
+        raise NoteFormatError(f"{what} id {hex_id!r} does not match the key for {name!r}")
+    return name, claimed, Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
 @dataclass(frozen=True)
@@ -70,27 +100,11 @@ class Verifier:
     @classmethod
     def from_key(cls, vkey: str) -> Verifier:
         """Parses a verifier key `name+hexkeyid+base64(0x01 ‖ pubkey)`."""
-        vkey = vkey.strip()
-        # The base64 key may itself contain '+': split off only the name and the key ID, as
-        # Go's note.NewVerifier does (names cannot contain '+').
-        parts = vkey.split("+", 2)
-        if len(parts) != 3:
-            raise NoteFormatError(f"verifier key {vkey!r} is not name+keyid+base64key")
-        name, hex_id, b64 = parts
-        _check_name(name)
-        raw = _b64decode(b64, "verifier key")
-        if len(raw) != 33 or raw[:1] != ALG_ED25519:
-            raise NoteFormatError(f"verifier key for {name!r} is not an Ed25519 key (0x01 ‖ 32 bytes)")
-        try:
-            claimed = int(hex_id, 16)
-        except ValueError:
-            raise NoteFormatError(f"verifier key id {hex_id!r} is not hexadecimal") from None
-        if len(hex_id) != 8 or claimed != key_id(name, raw[1:]):
-            raise NoteFormatError(f"verifier key id {hex_id!r} does not match the key for {name!r}")
-        return cls(name, claimed, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        name, claimed, public = parse_public_key(vkey, ALG_ED25519, "verifier key", key_id, "an Ed25519 key")
+        return cls(name, claimed, public)
 
     def encode(self) -> str:
-        raw = ALG_ED25519 + _raw_public(self.public_key)
+        raw = ALG_ED25519 + raw_public(self.public_key)
         return f"{self.name}+{self.key_id:08x}+{base64.b64encode(raw).decode()}"
 
     def verify(self, text: bytes, signature: bytes) -> bool:
@@ -113,7 +127,7 @@ class Signer:
     def generate(cls, name: str) -> Signer:
         _check_name(name)
         private = Ed25519PrivateKey.generate()
-        return cls(name, key_id(name, _raw_public(private.public_key())), private)
+        return cls(name, key_id(name, raw_public(private.public_key())), private)
 
     @classmethod
     def from_key(cls, skey: str) -> Signer:
@@ -130,7 +144,7 @@ class Signer:
         if len(raw) != 33 or raw[:1] != ALG_ED25519:
             raise NoteFormatError(f"signer key for {name!r} is not an Ed25519 seed (0x01 ‖ 32 bytes)")
         private = Ed25519PrivateKey.from_private_bytes(raw[1:])
-        kid = key_id(name, _raw_public(private.public_key()))
+        kid = key_id(name, raw_public(private.public_key()))
         if len(hex_id) != 8 or hex_id != f"{kid:08x}":
             raise NoteFormatError(f"signer key id {hex_id!r} does not match the key for {name!r}")
         return cls(name, kid, private)
@@ -187,13 +201,8 @@ def sign_note(text: str, *signers: Signer) -> str:
     return text + "\n" + "".join(lines)
 
 
-def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
-    """Splits a signed note and checks its signatures against `verifiers`.
-
-    Returns the note when at least one known key's signature verifies. Raises NoteFormatError
-    for a malformed note and SignatureError when a known key's signature is wrong or no
-    signature comes from a known key.
-    """
+def split_note(message: str | bytes) -> tuple[str, list[NoteSignature]]:
+    """Splits a signed note into its text and its signature lines, checking only the format."""
     if len(message) > MAX_NOTE_SIZE:
         raise NoteFormatError(f"note is {len(message)} bytes or more, above the limit of {MAX_NOTE_SIZE}")
     if isinstance(message, bytes):
@@ -204,18 +213,22 @@ def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
     split = message.rfind("\n\n")
     if split < 0:
         raise NoteFormatError("note has no blank line between text and signatures")
-    text, sig_block = message[: split + 1], message[split + 2 :]
+    text, block = message[: split + 1], message[split + 2 :]
     _check_text(text)
-    if not sig_block.endswith("\n"):
+    if not block.endswith("\n"):
         raise NoteFormatError("note signature block must end with a newline")
-    known = {(v.name, v.key_id): v for v in verifiers}
-    verified: list[NoteSignature] = []
-    unverified: list[NoteSignature] = []
-    body = text.encode()
-    sig_lines = sig_block[:-1].split("\n")
-    if len(sig_lines) > MAX_SIGNATURES:
-        raise NoteFormatError(f"note has {len(sig_lines)} signatures, more than {MAX_SIGNATURES}")
-    for line in sig_lines:
+    return text, parse_signature_lines(block)
+
+
+def parse_signature_lines(block: str) -> list[NoteSignature]:
+    """Parses signature lines (`— name base64`, each ending in a newline), as a witness returns them."""
+    if not block.endswith("\n"):
+        raise NoteFormatError("signature lines must end with a newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteFormatError(f"note has {len(lines)} signatures, more than {MAX_SIGNATURES}")
+    out = []
+    for line in lines:
         if not line.startswith(SIG_PREFIX):
             raise NoteFormatError(f"signature line {line!r} does not start with an em dash and a space")
         name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")
@@ -225,7 +238,23 @@ def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
         blob = _b64decode(b64, "signature")
         if len(blob) < 5:
             raise NoteFormatError(f"signature from {name!r} is too short ({len(blob)} bytes)")
-        sig = NoteSignature(name, int(struct.unpack(">I", blob[:4])[0]), blob[4:])
+        out.append(NoteSignature(name, int(struct.unpack(">I", blob[:4])[0]), blob[4:]))
+    return out
+
+
+def open_note(message: str | bytes, *verifiers: Verifier) -> Note:
+    """Splits a signed note and checks its signatures against `verifiers`.
+
+    Returns the note when at least one known key's signature verifies. Raises NoteFormatError
+    for a malformed note and SignatureError when a known key's signature is wrong or no
+    signature comes from a known key.
+    """
+    text, signatures = split_note(message)
+    known = {(v.name, v.key_id): v for v in verifiers}
+    verified: list[NoteSignature] = []
+    unverified: list[NoteSignature] = []
+    body = text.encode()
+    for sig in signatures:
         verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             unverified.append(sig)

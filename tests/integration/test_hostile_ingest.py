@@ -113,18 +113,23 @@ def create_topics(settings: Settings, topic: str) -> None:
     ensure_bucket(s3_client(settings), settings.bucket)
 
 
-def erase(settings: Settings) -> str:
+def auditlog(settings: Settings, *args: str, timeout: float = 600) -> str:
+    """Runs `auditlog ARGS` against the test's deployment; fails with its output unless it exits 0."""
     done = subprocess.run(
-        [auditlog_command(), "erase", "--tenant", TENANT, "--subject", SUBJECT, "--reason", "test: GDPR request"],
+        [auditlog_command(), *args],
         env=cli_env(settings),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+def erase(settings: Settings) -> str:
+    return auditlog(settings, "erase", "--tenant", TENANT, "--subject", SUBJECT, "--reason", "test: GDPR request")
 
 
 def archived_entries(settings: Settings) -> dict[str, list[bytes]]:
@@ -205,17 +210,7 @@ def test_hostile_records_and_an_erased_subject_never_stop_the_job_and_reruns_agr
     assert "indexed into ClickHouse: 0 blocks, 0 events" in third.output, third.output[-4000:]
     assert second.output and "indexed into ClickHouse" in second.output
     # The resumed logs chain on from the blocks archived before the truncation, and verify.
-    verified = subprocess.run(
-        [auditlog_command(), "verify"],
-        env=cli_env(settings),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert verified.returncode == 0, verified.stdout[-4000:] + verified.stderr[-4000:]
-    assert "verified" in verified.stdout + verified.stderr
+    assert "verified" in auditlog(settings, "verify")
     # The first run dead-lettered each hostile record once; they were archived past, so deleted.
     sources = [(d["source"]["partition"], d["source"]["offset"]) for d in dead_letters(settings)]
     assert len(sources) == len(set(sources)) == len(hostile)
