@@ -127,28 +127,36 @@ async function computeKeyId(name, publicKey, alg = ALG_ED25519) {
  * Returns {name, keyId (uint32), keyIdHex, publicKey (32 bytes), text}.
  */
 export async function parseVerifierKey(vkey) {
-  if (typeof vkey !== 'string') throw new VerifyError('verifier key is missing');
+  return parsePublicKey(vkey, ALG_ED25519, 'verifier key', 'an Ed25519 key (0x01 ‖ 32 bytes)');
+}
+
+/**
+ * Parses `name+hexkeyid+base64(alg ‖ pubkey)` and checks its key id (SHA-256(name ‖ 0x0A ‖ alg ‖
+ * key)[0:4]); `what` and `kind` word the errors. Shared by log keys (0x01) and witness keys (0x04).
+ */
+async function parsePublicKey(vkey, alg, what, kind) {
+  if (typeof vkey !== 'string') throw new VerifyError(`${what} is missing`);
   const text = vkey.trim();
   // The base64 may itself contain '+': split off only the name and the key id.
   const first = text.indexOf('+');
   const second = first < 0 ? -1 : text.indexOf('+', first + 1);
   if (first < 0 || second < 0) {
-    throw new VerifyError(`verifier key ${JSON.stringify(text.slice(0, 80))} is not name+keyid+base64key`);
+    throw new VerifyError(`${what} ${JSON.stringify(text.slice(0, 80))} is not name+keyid+base64key`);
   }
   const name = text.slice(0, first);
   const keyIdHex = text.slice(first + 1, second);
   checkName(name);
-  const raw = b64decode(text.slice(second + 1), 'verifier key');
-  if (raw.length !== 33 || raw[0] !== ALG_ED25519) {
-    throw new VerifyError(`verifier key for ${JSON.stringify(name)} is not an Ed25519 key (0x01 ‖ 32 bytes)`);
+  const raw = b64decode(text.slice(second + 1), what);
+  if (raw.length !== 33 || raw[0] !== alg) {
+    throw new VerifyError(`${what} for ${JSON.stringify(name)} is not ${kind}`);
   }
   if (!/^[0-9a-fA-F]{8}$/.test(keyIdHex)) {
-    throw new VerifyError(`verifier key id ${JSON.stringify(keyIdHex)} is not 8 hexadecimal digits`);
+    throw new VerifyError(`${what} id ${JSON.stringify(keyIdHex)} is not 8 hexadecimal digits`);
   }
   const publicKey = raw.slice(1);
-  const keyId = await computeKeyId(name, publicKey);
+  const keyId = await computeKeyId(name, publicKey, alg);
   if (parseInt(keyIdHex, 16) !== keyId) {
-    throw new VerifyError(`verifier key id ${keyIdHex} does not match the key for ${JSON.stringify(name)}`);
+    throw new VerifyError(`${what} id ${keyIdHex} does not match the key for ${JSON.stringify(name)}`);
   }
   return { name, keyId, keyIdHex: keyId.toString(16).padStart(8, '0'), publicKey, text };
 }
@@ -380,31 +388,12 @@ function toNumber(big) {
  * (SHA-256(name ‖ 0x0A ‖ 0x04 ‖ key)[0:4]). Returns {name, keyId, keyIdHex, publicKey, text}.
  */
 export async function parseWitnessKey(vkey) {
-  if (typeof vkey !== 'string') throw new VerifyError('witness key is missing');
-  const text = vkey.trim();
-  const first = text.indexOf('+');
-  const second = first < 0 ? -1 : text.indexOf('+', first + 1);
-  if (first < 0 || second < 0) {
-    throw new VerifyError(`witness key ${JSON.stringify(text.slice(0, 80))} is not name+keyid+base64key`);
-  }
-  const name = text.slice(0, first);
-  const keyIdHex = text.slice(first + 1, second);
-  checkName(name);
-  const raw = b64decode(text.slice(second + 1), 'witness key');
-  if (raw.length !== 33 || raw[0] !== ALG_COSIGNATURE_V1) {
-    throw new VerifyError(
-      `witness key for ${JSON.stringify(name)} is not a cosignature/v1 key (0x04 ‖ 32 bytes); a log's key (0x01) cannot stand for a witness`,
-    );
-  }
-  if (!/^[0-9a-fA-F]{8}$/.test(keyIdHex)) {
-    throw new VerifyError(`witness key id ${JSON.stringify(keyIdHex)} is not 8 hexadecimal digits`);
-  }
-  const publicKey = raw.slice(1);
-  const keyId = await computeKeyId(name, publicKey, ALG_COSIGNATURE_V1);
-  if (parseInt(keyIdHex, 16) !== keyId) {
-    throw new VerifyError(`witness key id ${keyIdHex} does not match the key for ${JSON.stringify(name)}`);
-  }
-  return { name, keyId, keyIdHex: keyId.toString(16).padStart(8, '0'), publicKey, text };
+  return parsePublicKey(
+    vkey,
+    ALG_COSIGNATURE_V1,
+    'witness key',
+    "a cosignature/v1 key (0x04 ‖ 32 bytes); a log's key (0x01) cannot stand for a witness",
+  );
 }
 
 /** The bytes a witness signs: "cosignature/v1", "time T", then the checkpoint body. */
