@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runners.settings import Settings
+    from schemas.settings import Settings
 
 __all__ = [
     "KEY_PREFIX",

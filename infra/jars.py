@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.daemons import StackError
-from runners.settings import Settings
+from schemas.settings import Settings
 
 POM = Path(__file__).resolve().with_name("pom.xml")
 STAMP_NAME = ".pom.sha256"

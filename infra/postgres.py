@@ -27,7 +27,7 @@ from typing import Any
 
 from api.sdk.localpg import LocalPostgres, PostgresUnavailable
 from infra.daemons import Daemon, PortUse, StackError, port_open
-from runners.settings import Settings
+from schemas.settings import Settings
 
 DATABASE = "auditlog"
 

@@ -3,7 +3,7 @@
 A witness (C2SP tlog-witness) cosigns a checkpoint only if it is consistent with the last one it
 cosigned for that origin, so a log that shows two histories, or rolls back, is refused by it.
 `auditlog stack up` runs one locally; an outside witness is configured with AUDITLOG_WITNESSES
-(runners/settings.py) instead. Everything lives under `home/witness/`::
+(schemas/settings.py) instead. Everything lives under `home/witness/`::
 
     home/witness/witness.key(.pub)   the witness's Ed25519 key (ssh-keygen, 0600), made once
     home/witness/witness.vkey        its cosignature/v1 verifier key, name+keyid+base64(0x04 ‖ key)
@@ -19,6 +19,7 @@ there or on PATH. Logs are made known to the witness with `witnessctl add-log` a
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.daemons import Daemon, PortUse, StackError, port_open
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 
 TORCHWOOD_VERSION = "v0.6.1"
 BIN_DIR = REPO_ROOT / ".local" / "bin"
@@ -153,6 +154,24 @@ def register_log(settings: Settings, origin: str, log_vkey: str) -> bool:
         if done.returncode != 0:
             raise StackError(f"witness: {' '.join(argv[1:2])} {origin} failed: {done.stderr.strip()}")
     return True
+
+
+def local_registrar(settings: Settings, say: Callable[[str], None] | None = None) -> Callable[[Any, str, str], bool]:
+    """A `register` for pipelines.witnessing's Publisher: adds a log to the local witness only.
+
+    An outside witness's operator adds the log (origin and verifier key) on their side.
+    """
+    local_url = settings.local_witness_url.rstrip("/")
+
+    def register(witness: Any, origin: str, log_vkey: str) -> bool:
+        if witness.url != local_url:
+            return False
+        added = register_log(settings, origin, log_vkey)
+        if added:
+            (say or logging.getLogger(__name__).info)(f"witness: made {origin} known to the local witness")
+        return added
+
+    return register
 
 
 @dataclass

@@ -301,7 +301,7 @@ class SequenceFunction(KeyedProcessFunction):
 
         from pipelines.io.archive import open_archive
         from pipelines.io.keystore import open_keystore
-        from runners.settings import Settings
+        from schemas.settings import Settings
         from transforms.note import Signer
 
         ttl = (

@@ -418,8 +418,16 @@ class PublisherThread:
         self._thread.join(30)
 
 
-def open_publisher(settings: Any, archive: Any = None) -> Publisher | None:
-    """The publisher of this deployment, or None when no witness is configured."""
+def open_publisher(
+    settings: Any,
+    archive: Any = None,
+    register: Callable[[Witness, str, str], bool] | None = None,
+) -> Publisher | None:
+    """The publisher of this deployment, or None when no witness is configured.
+
+    `register` makes a log known to a witness that answers "unknown log" (infra.witness's
+    `local_registrar` does it for the local witness, whose database is ours to change).
+    """
     witnesses = witnesses_from_settings(settings)
     if not witnesses:
         return None
@@ -427,20 +435,6 @@ def open_publisher(settings: Any, archive: Any = None) -> Publisher | None:
     from pipelines.io.archive import open_archive
 
     vkey = settings.verifier_key_file.read_text().strip()
-    local_url = settings.local_witness_url.rstrip("/")
-
-    def register(witness: Witness, origin: str, log_vkey: str) -> bool:
-        # Only the local witness's database is ours to change; an outside witness's operator adds
-        # the log (origin and verifier key) on their side.
-        if witness.url != local_url:
-            return False
-        from infra.witness import register_log
-
-        added = register_log(settings, origin, log_vkey)
-        if added:
-            log.info("witness: made %s known to the local witness", origin)
-        return added
-
     return Publisher(
         archive or open_archive(**archive_spec(settings)),
         Verifier.from_key(vkey),

@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 COMMAND_MODULES = (
     "runners.commands.stack",

@@ -458,7 +458,7 @@ def create_topic(settings: Any, topic: str, partitions: int = PARTITIONS, keep_f
 def _clickhouse_heads_main(args: argparse.Namespace) -> int:
     """`heads`: print the topic's log heads from ClickHouse (its own process: chDB locks its folder)."""
     from pipelines.io.clickhouse import open_clickhouse
-    from runners.settings import Settings
+    from schemas.settings import Settings
 
     settings = Settings.from_env()
     clickhouse = open_clickhouse(settings.effective_clickhouse_url)

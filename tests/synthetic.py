@@ -135,7 +135,7 @@ def build_once(home: Path, script: str, env: dict[str, str]) -> None:
     import sys
     import time
 
-    from runners.settings import REPO_ROOT
+    from schemas.settings import REPO_ROOT
 
     marker = home / "built.json"
     if marker.exists():

@@ -40,7 +40,7 @@ from api.sdk.lanes import DIRECT, GATEWAY, OUTBOX, Lanes
 from api.sdk.outbox import connect, record_in_transaction
 
 if TYPE_CHECKING:
-    from runners.settings import Settings
+    from schemas.settings import Settings
 
 __all__ = ["AuditClient", "DeliveryError", "LaneUnavailable"]
 

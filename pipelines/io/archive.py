@@ -47,7 +47,7 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from runners.settings import Settings
+    from schemas.settings import Settings
     from transforms.retention import Period
 
 __all__ = [

@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from transforms.pii import KEY_SIZE, SubjectErased, SubjectKeys
 
 if TYPE_CHECKING:
-    from runners.settings import Settings
+    from schemas.settings import Settings
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",

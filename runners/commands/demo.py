@@ -16,8 +16,8 @@ from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, Memory
 from pipelines.io.keystore import InMemoryKeyStore
 from runners.commands.keys import key_paths, load_or_create_signer
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
-from runners.settings import Settings
 from schemas.samples import EventGenerator, start_of_today, to_record
+from schemas.settings import Settings
 from transforms.blocks import decode_block_object
 from transforms.merkle import inclusion_proof, leaf_hash
 from transforms.note import Verifier

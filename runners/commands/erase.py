@@ -16,7 +16,7 @@ import argparse
 import getpass
 import sys
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 ERASE_ACTION = "privacy.subject.erase"
 

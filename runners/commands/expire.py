@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from runners.argtypes import utc_time
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def _formats(text: str) -> tuple[str, ...]:

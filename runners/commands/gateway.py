@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runners.argtypes import utc_time
-from runners.settings import Settings
+from schemas.settings import Settings
 
 PLACE_ACTION = "compliance.legal_hold.place"
 RELEASE_ACTION = "compliance.legal_hold.release"

@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
     from pipelines.indexer import ArchiveIndexer
 
-SHIPPED_PACKAGES = ("transforms", "schemas", "pipelines", "runners")
+SHIPPED_PACKAGES = ("transforms", "schemas", "pipelines")  # what the job imports; the CLI stays home
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -158,10 +158,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def start_publisher(settings: Settings) -> Any:
     """The witness publisher in a thread beside the job (None without witnesses); it never stops ingest."""
+    from infra.witness import local_registrar
     from pipelines.witnessing import PublisherThread, open_publisher
 
     try:
-        publisher = open_publisher(settings)
+        publisher = open_publisher(settings, register=local_registrar(settings))
     except Exception as exc:  # noqa: BLE001 - a witness misconfiguration must not stop ingest
         print(f"warning: witnesses not asked to cosign: {exc}", file=sys.stderr)
         return None

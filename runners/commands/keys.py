@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from runners.settings import Settings
+from schemas.settings import Settings
 from transforms.errors import NoteFormatError
 from transforms.note import Signer
 

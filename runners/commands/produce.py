@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 
 from runners.argtypes import positive_int, records_per_second, utc_time
 from runners.sending import pace, produce_waiting, progress_bar
-from runners.settings import Settings
 from schemas.events import MAX_METADATA_BYTES
 from schemas.samples import EPOCH, EventGenerator, start_of_today, to_record
+from schemas.settings import Settings
 from transforms.retention import parse_time
 
 MALFORMED_KINDS = (

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
-from runners.settings import Settings
+from schemas.settings import Settings
 from transforms.errors import VerificationError
 
 

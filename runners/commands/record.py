@@ -23,7 +23,7 @@ from typing import Any
 from pipelines.recording import TIMESTAMP_TYPES, RecordedRecord, RecordingInfo, RecordingWriter
 from runners.argtypes import positive_int
 from runners.sending import progress_bar
-from runners.settings import Settings
+from schemas.settings import Settings
 
 CONNECT_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 60.0

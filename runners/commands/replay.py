@@ -37,7 +37,7 @@ from typing import Any
 from pipelines.recording import RecordedRecord, RecordingFormatError, iter_records, oldest_timestamp_ms, read_info
 from runners.argtypes import records_per_second
 from runners.sending import pace, produce_waiting, progress_bar
-from runners.settings import Settings
+from schemas.settings import Settings
 
 RECORDED = "recorded"
 NOW = "now"

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 FILTERS = {
     "actor": ("actor_id", "String"),

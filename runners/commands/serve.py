@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

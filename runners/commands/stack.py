@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 SERVICE_NAMES = ("kafka", "s3", "flink", "witness", "postgres")  # postgres: only when named
 

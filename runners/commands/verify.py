@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runners.argtypes import utc_time
-from runners.settings import Settings
+from schemas.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.verify import VerifyReport

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from runners.settings import Settings
+from schemas.settings import Settings
 from transforms.cosignature import CosignatureVerifier, check_cosigned
 from transforms.errors import VerificationError
 from transforms.note import Verifier

@@ -15,7 +15,7 @@ import argparse
 import sys
 import threading
 
-from runners.settings import Settings
+from schemas.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,9 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.witness import local_registrar
     from pipelines.witnessing import open_publisher
 
-    publisher = open_publisher(settings)
+    publisher = open_publisher(settings, register=local_registrar(settings))
     if publisher is None:
         print(
             "error: no witness configured: run `auditlog stack up witness` for the local one, or set "

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.stack import Stack, kafka_client_config  # noqa: E402
-from runners.settings import REPO_ROOT, Settings  # noqa: E402
+from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from infra.stack import Stack, kafka_client_config, s3_client  # noqa: E402
 from pipelines.io.archive import ensure_bucket  # noqa: E402
 from runners.commands.produce import Record, generate_records, produce_records  # noqa: E402
-from runners.settings import REPO_ROOT, Settings  # noqa: E402
+from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "300000"))
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "2"))

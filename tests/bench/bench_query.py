@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runners.settings import REPO_ROOT, Settings  # noqa: E402
+from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "10000000"))
 TENANTS = 1000

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runners.settings import REPO_ROOT, Settings  # noqa: E402
+from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000"))
 LOGS = int(os.environ.get("BENCH_LOGS", "8"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from infra.stack import Stack, StackError
-from runners.settings import Settings
+from schemas.settings import Settings
 
 DEFAULT_PORT_OFFSET = 10000
 

@@ -22,8 +22,8 @@ from pipelines.io.archive import ArchiveLockedError, block_key  # noqa: E402
 from pipelines.io.keystore import open_keystore  # noqa: E402
 from pipelines.retention import original_version  # noqa: E402
 from runners.commands.ingest import with_master_key  # noqa: E402
-from runners.settings import Settings  # noqa: E402
 from schemas.retention import load_policy  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.blocks import decode_block_object  # noqa: E402
 from transforms.merkle import leaf_hash  # noqa: E402

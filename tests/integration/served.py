@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 
 SCRIPT = Path(__file__).with_name("tamper_store.py")
 AUDITLOG = [sys.executable, "-m", "runners.cli"]

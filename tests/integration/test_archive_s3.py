@@ -29,7 +29,7 @@ from pipelines.io.archive import (
     lock_until,
     open_archive,
 )
-from runners.settings import Settings
+from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ import pytest
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.clickhouse import ClickHouse, ClickHouseError, IndexIntegrityError, open_clickhouse
 from pipelines.io.keystore import InMemoryKeyStore
-from runners.settings import REPO_ROOT
 from schemas.retention import load_policy
 from schemas.samples import EventGenerator, to_record
+from schemas.settings import REPO_ROOT
 from transforms.blocks import BlockHeader, decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import leaf_hash, root

@@ -32,8 +32,8 @@ from api.sdk import GatewayClient, GatewayError
 from infra.stack import EVENT_TOPIC_PARTITIONS, Stack, kafka_client_config
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.keystore import open_keystore
-from runners.settings import REPO_ROOT, Settings
 from schemas.samples import EventGenerator
+from schemas.settings import REPO_ROOT, Settings
 from transforms.blocks import decode_block_object
 from transforms.merkle import leaf_hash
 from transforms.note import Signer

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from runners.settings import REPO_ROOT, Settings
 from schemas.samples import EventGenerator, to_record
+from schemas.settings import REPO_ROOT, Settings
 from tests.integration.test_ingest_e2e import (
     PII_PATTERN,
     auditlog_command,

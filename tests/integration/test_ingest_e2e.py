@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 

@@ -50,7 +50,7 @@ from infra.stack import Stack, kafka_client_config, s3_client
 from pipelines.ingest import job_config
 from pipelines.ingest_core import LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, parse_key, resume_key
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 from transforms.blocks import decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import leaf_hash

@@ -28,8 +28,8 @@ from api.sdk import SEED_LANES, AuditClient, create_outbox_table, record_in_tran
 from api.sdk.localpg import LocalPostgres
 from infra.stack import Stack
 from pipelines.io.keystore import InMemoryKeyStore
-from runners.settings import REPO_ROOT, Settings
 from schemas.samples import EventGenerator
+from schemas.settings import REPO_ROOT, Settings
 from tests.integration.test_gateway import Consumed, consume, create_topic, log_leaves
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 from api.sdk.localpg import PostgresUnavailable, find_postgres_bin
 from infra.stack import Stack
 from pipelines.io.keystore import PostgresKeyStore, open_keystore
-from runners.settings import Settings
+from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
 

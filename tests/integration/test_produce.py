@@ -24,8 +24,8 @@ from runners.commands.produce import (
     generate_records,
     produce_records,
 )
-from runners.settings import Settings
 from schemas.events import EventValidationError, parse_event
+from schemas.settings import Settings
 
 # --------------------------------------------------------------------------- generation, no Kafka
 

@@ -39,7 +39,7 @@ from pipelines.io.archive import ensure_bucket, open_archive
 from pipelines.recording import iter_records, read_info
 from runners.commands.record import record_topic
 from runners.commands.replay import replay_file, replay_records
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 from tests.golden import (
     Golden,
     LogHead,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 from transforms.retention import parse_time
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.settings import REPO_ROOT, Settings
+from schemas.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 

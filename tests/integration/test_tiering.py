@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.settings import REPO_ROOT
+from schemas.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

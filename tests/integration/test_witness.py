@@ -39,7 +39,7 @@ from pipelines.witnessing import (
     witnesses_from_settings,
 )
 from runners.cli import main as cli_main
-from runners.settings import Settings
+from schemas.settings import Settings
 from tests.synthetic import EVIDENCE, ORIGIN, build_logs, sealed_blocks
 from transforms.blocks import decode_block_object
 from transforms.merkle import leaf_hash

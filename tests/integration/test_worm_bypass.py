@@ -31,7 +31,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.stack import Stack, s3_client, seaweedfs_ports, seaweedfs_security_dir
-from runners.settings import Settings
+from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.stack import s3_client  # noqa: E402
 from pipelines.io.clickhouse import schema_statements  # noqa: E402
-from runners.settings import REPO_ROOT, Settings  # noqa: E402
+from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 BUCKET = "auditlog-clickhouse-cold"
 

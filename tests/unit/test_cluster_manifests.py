@@ -33,7 +33,7 @@ from pipelines.io.archive import DEFAULT_RETENTION_DAYS, LOGS_PREFIX, open_archi
 from pipelines.io.clickhouse import _NativeConnection, cluster_ddl, schema_statements
 from runners.cli import build_parser
 from runners.commands.ingest import SHIPPED_PACKAGES
-from runners.settings import _ENV_NAMES, REPO_ROOT, Settings
+from schemas.settings import _ENV_NAMES, REPO_ROOT, Settings
 
 K8S = REPO_ROOT / "infra" / "k8s"
 CLICKHOUSE = REPO_ROOT / "infra" / "clickhouse"

@@ -36,9 +36,9 @@ from pipelines.io.keystore import (
     parse_master_keys,
     write_master_key_file,
 )
-from runners.settings import Settings
 from schemas.events import pii_subject, protect_event
 from schemas.samples import EventGenerator
+from schemas.settings import Settings
 from transforms.pii import SealError, SubjectKeys, unseal
 
 MASTER = bytes(range(32))
