@@ -13,7 +13,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.witnessing import COSIGNED_DIR, list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
+from transforms.cosignature import add_cosignatures, split_note
 from transforms.errors import VerificationError
 from transforms.merkle import MerkleTree
 from transforms.note import Verifier
@@ -122,13 +124,13 @@ class Prover:
         return Proof(tenant_id, event_id, log_id, index, canonical, text, checkpoint)
 
     def _cosigned(self, log_id: str, min_size: int, max_size: int) -> tuple[int, str] | None:
-        """The newest checkpoint in [min_size, max_size] that witnesses cosigned, or None.
+        """The checkpoint in [min_size, max_size] that the most witnesses cosigned, or None.
 
-        Its note is the operator's with every witness's cosignature lines added (pipelines/witnessing.py).
+        Among those cosigned by as many, the newest: a bundle for `verify-proof --min-witnesses N`
+        should carry every cosignature it can, and a witness that lags behind the others still
+        counts on the older checkpoint it did cosign. Its note is the operator's with every
+        witness's cosignature lines added (pipelines/witnessing.py).
         """
-        from pipelines.witnessing import COSIGNED_DIR, list_cosigned
-        from transforms.cosignature import add_cosignatures, split_note
-
         if not hasattr(self.archive, "keys"):
             return None
         by_size: dict[int, list[str]] = {}
@@ -138,7 +140,7 @@ class Prover:
                     by_size.setdefault(size, []).append(f"{size:015d}.{name}.{key_id}.cosig")
         if not by_size:
             return None
-        size = max(by_size)
+        size = max(by_size, key=lambda s: (len(by_size[s]), s))
         note = self.archive.get_checkpoint(log_id, size)
         prefix = f"logs/{log_id}/{COSIGNED_DIR}/"
         for name in sorted(by_size[size]):
