@@ -343,6 +343,32 @@ test('a flipped byte in a cosignature fails naming the witness, even when enough
   assert.match(r.reason, /only 0 of the required 1 .*witness witness\.example\/w1: its cosignature is by key id/);
 });
 
+test('one witness key pinned under two names counts once toward the minimum', { skip: NO_ED }, async () => {
+  // a witness that signs under a second name with the same key is still one witness
+  const pair = await globalThis.crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const pub = new Uint8Array(await globalThis.crypto.subtle.exportKey('raw', pair.publicKey));
+  const note = cosignedNote(B.proof);
+  const body = note.slice(0, note.indexOf('\n\n') + 1);
+  const lines = [];
+  const keys = [];
+  for (const name of ['one.example/w', 'two.example/w']) {
+    const idInput = new Uint8Array([...new TextEncoder().encode(`${name}\n`), 0x04, ...pub]);
+    const id = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', idInput)).slice(0, 4);
+    keys.push(`${name}+${Buffer.from(id).toString('hex')}+${b64encode(new Uint8Array([0x04, ...pub]))}`);
+    const time = new Uint8Array(8);
+    new DataView(time.buffer).setBigUint64(0, 1767225600n);
+    const message = new Uint8Array([...new TextEncoder().encode('cosignature/v1\ntime 1767225600\n'), ...new TextEncoder().encode(body)]);
+    const sig = new Uint8Array(await globalThis.crypto.subtle.sign({ name: 'Ed25519' }, pair.privateKey, message));
+    lines.push(`\u2014 ${name} ${b64encode(new Uint8Array([...id, ...time, ...sig]))}\n`);
+  }
+  const twice = note + lines.join('');
+  const r = await checkWitnesses(twice, keys, { logKey: VKEY, minWitnesses: 2 });
+  assert.equal(r.ok, false);
+  assert.equal(r.verified, 1);
+  assert.deepEqual(r.witnesses.map((w) => [w.name, w.state]), [['one.example/w', 'verified']]);
+  assert.equal((await checkWitnesses(twice, keys, { logKey: VKEY, minWitnesses: 1 })).ok, true);
+});
+
 test('a wrong, missing or extra witness key: not verified, naming the witness', { skip: NO_ED }, async () => {
   const other = await (async () => {
     // the same name with another key (0x04 ‖ 32 bytes of 7s), key id computed like the witness's

@@ -461,7 +461,9 @@ export async function checkWitnesses(signedNote, witnessKeys, options = {}) {
         out.witnesses.push({ name, keyIdHex: null, key: text, state: 'not-verified', time: null, reason: `its key is not usable: ${e.message}`, bad: true });
         continue;
       }
-      const id = `${key.name}\n${key.keyId}`;
+      // one witness counts once, however often (or under however many names) its key is pinned,
+      // as transforms/cosignature.py counts them
+      const id = b64encode(key.publicKey);
       if (seen.has(id)) continue;
       seen.add(id);
       keys.push(key);
