@@ -19,6 +19,7 @@ from typing import Any
 from pipelines.indexer import ArchiveIndexer, wait_quiet
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.keystore import InMemoryKeyStore
+from runners.deployment import load_or_create_signer
 from schemas.samples import EventGenerator, start_of_today, to_record
 from transforms.note import Signer
 from transforms.retention import RetentionPolicy
@@ -116,7 +117,6 @@ def open_deployment(settings: Any) -> tuple[Any, Any, Signer]:
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import ensure_bucket, open_archive
     from pipelines.io.clickhouse import open_clickhouse
-    from runners.commands.keys import load_or_create_signer
 
     archive = open_archive(**archive_spec(settings))
     ensure_bucket(archive.client, settings.bucket)

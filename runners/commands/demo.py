@@ -14,8 +14,8 @@ from typing import Any
 
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.keystore import InMemoryKeyStore
-from runners.commands.keys import key_paths, load_or_create_signer
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
+from runners.deployment import key_paths, load_or_create_signer
 from schemas.samples import EventGenerator, start_of_today, to_record
 from schemas.settings import Settings
 from transforms.blocks import decode_block_object

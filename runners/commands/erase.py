@@ -16,6 +16,7 @@ import argparse
 import getpass
 import sys
 
+from runners.deployment import with_master_key
 from schemas.settings import Settings
 
 ERASE_ACTION = "privacy.subject.erase"
@@ -54,7 +55,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from api.sdk import AuditClient
     from api.sdk.events import EventValidationError
     from pipelines.io.keystore import KeyStoreError, open_keystore
-    from runners.commands.ingest import with_master_key
 
     reason = args.reason.strip()
     if not reason:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runners.argtypes import utc_time
+from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.export import ExportKeys
+    from pipelines.prover import Prover
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -64,7 +71,7 @@ class _ProverOpener:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def __call__(self) -> tuple[object, object]:
+    def __call__(self) -> tuple[Prover, Callable[[], None]]:
         from pipelines.ingest import archive_spec
         from pipelines.io.archive import open_archive
         from pipelines.io.clickhouse import open_clickhouse
@@ -83,7 +90,7 @@ class KeystoreOpener:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def __call__(self) -> object:
+    def __call__(self) -> ExportKeys:
         from pipelines.io.keystore import open_keystore
 
         return open_keystore(self.settings)
@@ -95,8 +102,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.archive import ArchiveError, open_archive
     from pipelines.io.clickhouse import ClickHouseError
     from pipelines.prover import EventNotFound
-    from runners.commands.ingest import with_master_key
-    from runners.commands.keys import load_or_create_signer
     from runners.commands.verify import beam_args
     from transforms.errors import VerificationError
 

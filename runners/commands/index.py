@@ -6,6 +6,7 @@ import argparse
 import sys
 import threading
 
+from runners.deployment import open_indexer
 from schemas.settings import Settings
 
 
@@ -25,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.indexer import wait_quiet
-    from runners.commands.ingest import open_indexer
 
     indexer = open_indexer(settings)
 

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runners.deployment import indexer_unless_served, load_or_create_signer, with_master_key
 from schemas.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
-    from pipelines.indexer import ArchiveIndexer
+    pass
 
 SHIPPED_PACKAGES = ("transforms", "schemas", "pipelines")  # what the job imports; the CLI stays home
 
@@ -52,28 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
-def with_master_key(settings: Settings) -> Settings:
-    """Settings naming a master key; on the very first local run, makes one under `home`.
-
-    A key store that already exists is never given a new master key: then a missing key is the
-    key store's clear error at start, never silent plaintext.
-    """
-    if settings.master_key_file or settings.master_key:
-        return settings
-    default = settings.keys_dir / "master.key"
-    if not default.exists() and not settings.keystore_path.exists():
-        from pipelines.io.keystore import write_master_key_file
-
-        write_master_key_file(default)
-        print(f"created the key store's master key {default} (back it up; AUDITLOG_MASTER_KEY_FILE)", file=sys.stderr)
-    return settings.replace(master_key_file=str(default))
-
-
 def prepare(settings: Settings, topic: str) -> None:
     """Checks the services and creates what the job needs: signing key, topics, key store."""
     from infra.stack import kafka_client_config
     from pipelines.io.keystore import open_keystore
-    from runners.commands.keys import load_or_create_signer
 
     load_or_create_signer(settings.keys_dir, settings.origin)
     open_keystore(settings).close()  # fails here, clearly, on a wrong or missing master key
@@ -188,38 +171,6 @@ def finish_publisher(thread: Any) -> None:
             f"{row.checkpoints_behind} checkpoint(s) behind{note}",
             file=sys.stderr,
         )
-
-
-def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
-    """The indexer for this run, or None when another process (`auditlog serve`) holds embedded chDB.
-
-    That process follows the archive itself, so the events still reach ClickHouse (and the UI).
-    """
-    from pipelines.io.clickhouse import open_clickhouse_unless_held
-
-    clickhouse = open_clickhouse_unless_held(settings.effective_clickhouse_url)
-    if clickhouse is None:
-        print(
-            f"note: {settings.effective_clickhouse_url} is held by another process (normally `auditlog serve`, "
-            "which indexes the archive itself); this run writes the archive and leaves ClickHouse to it",
-            file=sys.stderr,
-        )
-        return None
-    return open_indexer(settings, clickhouse)
-
-
-def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
-    """The archive → ClickHouse indexer of this deployment; it owns `clickhouse` (opened here if not given)."""
-    from pipelines.indexer import ArchiveIndexer
-    from pipelines.ingest import archive_spec
-    from pipelines.io.archive import open_archive
-    from pipelines.io.clickhouse import open_clickhouse
-    from transforms.note import Verifier
-
-    clickhouse = clickhouse or open_clickhouse(settings.effective_clickhouse_url)
-    clickhouse.ensure_schema()
-    verifier = Verifier.from_key(settings.verifier_key_file.read_text())
-    return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
 
 
 def run_local(settings: Settings, config: Any, bounded: bool, built: Callable[[], None] | None = None) -> int:

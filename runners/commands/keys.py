@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from runners.deployment import with_master_key, write_key_pair
 from schemas.settings import Settings
 from transforms.errors import NoteFormatError
-from transforms.note import Signer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,7 +66,6 @@ def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
     except KeyStoreError as exc:
         print(f"error: {exc}")
         return 2
-    from runners.commands.ingest import with_master_key
 
     try:
         with open_keystore(with_master_key(settings)) as store:
@@ -85,7 +83,6 @@ def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
 
 def retire_master(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.keystore import KeyStoreError, open_keystore
-    from runners.commands.ingest import with_master_key
 
     try:
         with open_keystore(with_master_key(settings)) as store:
@@ -96,35 +93,6 @@ def retire_master(args: argparse.Namespace, settings: Settings) -> int:
     print(f"master key {args.master_id} retired ({count} keys made under it since the rotation were rewrapped)")
     print("remove it from every key file; a process still holding only it will now refuse to start")
     return 0
-
-
-def key_paths(directory: Path, name: str) -> tuple[Path, Path]:
-    stem = name.replace("/", "_")
-    return directory / f"{stem}.key", directory / f"{stem}.vkey"
-
-
-def write_key_pair(directory: Path, name: str, force: bool = False) -> tuple[Path, Path]:
-    """Generates a key pair and writes it; returns (private path, public path)."""
-    signer = Signer.generate(name)
-    directory.mkdir(parents=True, exist_ok=True)
-    private, public = key_paths(directory, name)
-    if not force and (private.exists() or public.exists()):
-        raise FileExistsError(f"{private} or {public} already exists; pass --force to replace the key")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(private, flags, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(signer.encode() + "\n")
-    os.chmod(private, 0o600)
-    public.write_text(signer.verifier().encode() + "\n")
-    return private, public
-
-
-def load_or_create_signer(directory: Path, name: str) -> Signer:
-    """Loads NAME.key from `directory`, generating the pair on first use."""
-    private, _ = key_paths(directory, name)
-    if not private.exists():
-        write_key_pair(directory, name)
-    return Signer.from_key(private.read_text())
 
 
 def generate(args: argparse.Namespace, settings: Settings) -> int:

@@ -36,6 +36,7 @@ from typing import Any
 
 from pipelines.recording import RecordedRecord, RecordingFormatError, iter_records, oldest_timestamp_ms, read_info
 from runners.argtypes import records_per_second
+from runners.deployment import indexer_unless_served, load_or_create_signer, with_master_key
 from runners.sending import pace, produce_waiting, progress_bar
 from schemas.settings import Settings
 
@@ -295,7 +296,6 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
     """
     from pipelines.indexer import IndexerThread, wait_quiet
     from pipelines.ingest import job_config
-    from runners.commands.ingest import indexer_unless_served, with_master_key
 
     if args.cluster:
         print("error: --from-recording runs on the local mini-cluster; drop --cluster", file=sys.stderr)
@@ -345,7 +345,6 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
 def _prepare_without_kafka(settings: Settings) -> None:
     """What `ingest.prepare` does minus Kafka: the signing key, and a key store that opens."""
     from pipelines.io.keystore import open_keystore
-    from runners.commands.keys import load_or_create_signer
 
     load_or_create_signer(settings.keys_dir, settings.origin)
     open_keystore(settings).close()  # fails here, clearly, on a wrong or missing master key

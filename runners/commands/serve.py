@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
 
 
@@ -50,7 +51,6 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.io.keystore import open_keystore
     from pipelines.prover import Prover
-    from runners.commands.ingest import with_master_key
     from transforms.note import Signer, Verifier
 
     settings = with_master_key(settings)
@@ -101,7 +101,6 @@ class _Exporter:
     def __call__(self, query: Any, fmt: str, out: Path) -> None:
         from pipelines.export import ExportQuery, archive_heads, run_export
         from runners.commands.export import KeystoreOpener
-        from runners.commands.keys import load_or_create_signer
 
         signer = load_or_create_signer(self.settings.keys_dir, self.settings.origin)
         heads = archive_heads(self.archive)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipelines.io.archive import block_key, checkpoint_key  # noqa: E402
 from pipelines.io.keystore import open_keystore  # noqa: E402
-from runners.commands.ingest import with_master_key  # noqa: E402
+from runners.deployment import with_master_key  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402

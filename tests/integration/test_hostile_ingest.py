@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from runners.deployment import with_master_key
 from schemas.samples import EventGenerator, to_record
 from schemas.settings import REPO_ROOT, Settings
 from tests.integration.test_ingest_e2e import (
@@ -199,7 +200,6 @@ def test_hostile_records_and_an_erased_subject_never_stop_the_job_and_reruns_agr
     assert [d["resource"]["id"] for d in erasure] == [SUBJECT], "the erasure's own audit event is logged"
 
     from pipelines.io.keystore import open_keystore
-    from runners.commands.ingest import with_master_key
 
     with open_keystore(with_master_key(settings)) as keystore:
         assert keystore.get(TENANT, SUBJECT) is None and keystore.is_erased(TENANT, SUBJECT)

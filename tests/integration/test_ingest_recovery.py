@@ -50,6 +50,7 @@ from infra.stack import Stack, kafka_client_config, s3_client
 from pipelines.ingest import job_config
 from pipelines.ingest_core import LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, parse_key, resume_key
+from runners.deployment import with_master_key
 from schemas.settings import REPO_ROOT, Settings
 from transforms.blocks import decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
@@ -231,7 +232,6 @@ def sizing(settings: Settings, partitions: dict[int, list[SourceRecord]]) -> Ref
 def job_reference(settings: Settings, partitions: dict[int, list[SourceRecord]]) -> Reference:
     """The reference with the job's own signing key and subject keys, so the bytes must match."""
     from pipelines.io.keystore import open_keystore
-    from runners.commands.ingest import with_master_key
 
     signer = Signer.from_key(settings.signer_key_file.read_text())
     with open_keystore(with_master_key(settings)) as store:
