@@ -30,7 +30,8 @@ import yaml
 
 from pipelines.ingest import archive_spec, config_from_json, config_to_json, job_config, keystore_spec
 from pipelines.io.archive import DEFAULT_RETENTION_DAYS, LOGS_PREFIX, open_archive
-from pipelines.io.clickhouse import _NativeConnection, cluster_ddl, schema_statements
+from pipelines.io.clickhouse import cluster_ddl, schema_statements
+from pipelines.io.clickhouse.connections import _NativeConnection
 from runners.cli import build_parser
 from runners.commands.ingest import SHIPPED_PACKAGES
 from schemas.settings import _ENV_NAMES, REPO_ROOT, Settings

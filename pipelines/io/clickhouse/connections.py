@@ -1,0 +1,129 @@
+"""The two drivers under `ClickHouse`: embedded chDB (clickhouse-connect) and a server (clickhouse-driver).
+
+Each loads its client library when a connection is made, so importing the package loads neither.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from pipelines.io.clickhouse.errors import ClickHouseError
+from pipelines.io.clickhouse.schema import DATABASE
+
+
+class _Connection(Protocol):
+    """What the shared code needs from a connection: statements, selects and row inserts."""
+
+    kind: str
+
+    def command(self, sql: str) -> None: ...
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]: ...
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ChdbConnection:
+    """Embedded chDB through clickhouse-connect's `chdb://` client."""
+
+    kind = "chdb"
+
+    def __init__(self, path: str) -> None:
+        import clickhouse_connect
+
+        self.path = path
+        self.client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        self._types: dict[str, dict[str, str]] = {}
+        # One engine per process, but any number of handles to it: each reading thread gets its
+        # own, so concurrent queries (the query API's) run in parallel instead of queueing on
+        # the one handle's lock.
+        self._local = threading.local()
+        self._readers: list[Any] = []
+        self._readers_lock = threading.Lock()
+
+    def _reader(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import clickhouse_connect
+
+            client = self._local.client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            with self._readers_lock:
+                self._readers.append(client)
+        return client
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+        self._types.clear()  # DDL may have changed a table
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        result = self._reader().query(sql, parameters=dict(params) if params else None)
+        return [tuple(row) for row in result.result_rows]
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None:
+        # clickhouse-connect would DESCRIBE the table before every insert; its types are fixed.
+        types = self._types.get(table)
+        if types is None:
+            described = self.client.query(f"DESCRIBE TABLE {table}").result_rows
+            types = self._types[table] = {str(row[0]): str(row[1]) for row in described}
+        try:
+            self.client.insert(
+                table,
+                rows,
+                column_names=list(columns),
+                column_type_names=[types[c] for c in columns],
+                settings=dict(settings),
+            )
+        except Exception:
+            self._types.pop(table, None)
+            raise
+
+    def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
+        self.client.close()
+
+
+class _NativeConnection:
+    """A ClickHouse server over the native TCP protocol (clickhouse-driver), parameters bound server-side."""
+
+    kind = "native"
+
+    def __init__(self, url: str) -> None:
+        from clickhouse_driver import Client
+        from clickhouse_driver.client import parse_url
+
+        host, kwargs = parse_url(url)
+        database = kwargs.pop("database", "") or ""
+        if database not in ("", "default", DATABASE):
+            raise ClickHouseError(
+                f"{url}: the schema lives in database {DATABASE!r}; leave the path empty or use /{DATABASE}"
+            )
+        # Connect to `default`: `auditlog` may not exist before ensure_schema, and all SQL names it.
+        settings = dict(kwargs.pop("settings", {}) or {})
+        settings["server_side_params"] = True
+        self.client = Client(host, database="default", settings=settings, **kwargs)
+
+    def command(self, sql: str) -> None:
+        self.client.execute(sql)
+
+    def select(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        rows = self.client.execute(sql, dict(params) if params else None)
+        return [tuple(row) for row in rows]
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
+    ) -> None:
+        self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(rows), settings=dict(settings))
+
+    def close(self) -> None:
+        self.client.disconnect()

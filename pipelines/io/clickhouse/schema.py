@@ -1,0 +1,63 @@
+"""The auditlog tables: their names, schemas/clickhouse.sql's statements, the migrations, dedup tokens.
+
+Every statement of the package names the database explicitly (`DATABASE`), so a connection to
+`default` works before `ensure_schema` has created it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+
+__all__ = [
+    "BLOCKS_TABLE",
+    "CHECKPOINTS_TABLE",
+    "DATABASE",
+    "LEAVES_TABLE",
+    "LOGS_TABLE",
+    "MIGRATIONS",
+    "NOT_EXPIRED",
+    "dedup_token",
+    "schema_statements",
+]
+
+DATABASE = "auditlog"
+"""The database schemas/clickhouse.sql creates; every statement here names it explicitly."""
+
+LOGS_TABLE = f"{DATABASE}.audit_logs"
+LEAVES_TABLE = f"{DATABASE}.audit_leaves"
+BLOCKS_TABLE = f"{DATABASE}.audit_blocks"
+CHECKPOINTS_TABLE = f"{DATABASE}.audit_checkpoints"
+
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def dedup_token(log_id: str, block_index: int, table: str) -> str:
+    """The insert_deduplication_token of one block's insert into `table` (a bare table name)."""
+    return f"{log_id}/{block_index}/{table}"
+
+
+def schema_statements(sql: str | None = None) -> list[str]:
+    """Returns the statements of schemas/clickhouse.sql (or `sql`), comments removed.
+
+    Requires that no string literal in the file contains `--` or `;` (the file has none).
+    """
+    if sql is None:
+        sql = importlib.resources.files("schemas").joinpath("clickhouse.sql").read_text()
+    text = _COMMENT.sub("", sql)
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+# Rows whose retention ended wait for ClickHouse's next merge to be deleted (TTL); searches and
+# exports no longer show them meanwhile. A legal hold keeps them.
+NOT_EXPIRED = "(retain_until > now64(3) OR hold_until > now64(3))"
+
+# Brings tables created before retention classes up to schemas/clickhouse.sql (no-ops on new ones).
+# A cluster runs the same with ON CLUSTER.
+MIGRATIONS = (
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS retention_class LowCardinality(String)",
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS retain_until DateTime64(3, 'UTC') "
+    "DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC')",
+    f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS hold_until DateTime64(3, 'UTC') DEFAULT 0",
+    f"ALTER TABLE {LOGS_TABLE} MODIFY TTL retain_until DELETE WHERE hold_until <= now()",
+)
