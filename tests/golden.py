@@ -441,7 +441,7 @@ def create_topic(settings: Any, topic: str, partitions: int = PARTITIONS, keep_f
     """Creates a topic; by default one that keeps its records forever (recorded timestamps are old)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     admin = AdminClient(kafka_client_config(settings))
     config = {"retention.ms": "-1"} if keep_forever else {}

@@ -98,10 +98,10 @@ def truncate_topic(settings: Settings) -> int:
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
-    from infra.stack import kafka_client_config
     from pipelines.erasure import truncate_archived
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
+    from pipelines.io.kafka import kafka_client_config
 
     consumer = Consumer(
         kafka_client_config(

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def prepare(settings: Settings, topic: str) -> None:
     """Checks the services and creates what the job needs: signing key, topics, key store."""
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
     from pipelines.io.keystore import open_keystore
 
     load_or_create_signer(settings.keys_dir, settings.origin)
@@ -264,7 +264,7 @@ class CutTicker:
     def _producer(self) -> Any:
         from confluent_kafka import Producer
 
-        from infra.stack import kafka_client_config
+        from pipelines.io.kafka import kafka_client_config
 
         return Producer(kafka_client_config(self.settings, **{"acks": "all", "enable.idempotence": True}))
 

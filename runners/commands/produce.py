@@ -233,7 +233,7 @@ def produce_records(
     """
     from confluent_kafka import KafkaException, Producer
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     topic = topic or settings.topic
     quiet = logging.getLogger("auditlog.produce.librdkafka")

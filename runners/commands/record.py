@@ -76,7 +76,7 @@ def record_topic(
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     quiet = logging.getLogger("auditlog.record.librdkafka")
     quiet.setLevel(logging.CRITICAL)

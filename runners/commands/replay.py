@@ -107,7 +107,7 @@ def replay_records(
     """
     from confluent_kafka import KafkaException, Producer
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
     from runners.commands.produce import PRODUCER_CONFIG
 
     quiet = logging.getLogger("auditlog.replay.librdkafka")
@@ -185,7 +185,7 @@ def _check_retention(settings: Settings, topic: str, oldest_ms: int) -> None:
     """Refuses a replay whose records the topic's time retention would delete right away."""
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     quiet = logging.getLogger("auditlog.replay.librdkafka")
     admin = AdminClient(kafka_client_config(settings, logger=quiet))

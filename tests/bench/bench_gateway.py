@@ -44,7 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.stack import Stack, kafka_client_config  # noqa: E402
+from infra.stack import Stack  # noqa: E402
+from pipelines.io.kafka import kafka_client_config  # noqa: E402
 from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))

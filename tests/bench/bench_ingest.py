@@ -34,8 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.stack import Stack, kafka_client_config, s3_client  # noqa: E402
+from infra.stack import Stack  # noqa: E402
 from pipelines.io.archive import ensure_bucket  # noqa: E402
+from pipelines.io.kafka import kafka_client_config  # noqa: E402
+from pipelines.io.s3 import s3_client  # noqa: E402
 from runners.commands.produce import Record, generate_records, produce_records  # noqa: E402
 from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 

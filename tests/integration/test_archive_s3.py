@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.stack import Stack, s3_client
+from infra.stack import Stack
 from pipelines.io.archive import (
     ArchiveConflictError,
     ArchiveLockedError,
@@ -29,6 +29,7 @@ from pipelines.io.archive import (
     lock_until,
     open_archive,
 )
+from pipelines.io.s3 import s3_client
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -29,8 +29,10 @@ import pytest
 
 from api.keys import ApiKeyStore
 from api.sdk import GatewayClient, GatewayError
-from infra.stack import EVENT_TOPIC_PARTITIONS, Stack, kafka_client_config
+from infra.kafka import EVENT_TOPIC_PARTITIONS
+from infra.stack import Stack
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
+from pipelines.io.kafka import kafka_client_config
 from pipelines.io.keystore import open_keystore
 from schemas.samples import EventGenerator
 from schemas.settings import REPO_ROOT, Settings

@@ -89,7 +89,7 @@ def hostile_values() -> dict[str, bytes]:
 def produce(settings: Settings, topic: str, values: list[bytes], partition: int) -> None:
     from confluent_kafka import Producer
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     producer = Producer(kafka_client_config(settings, **{"enable.idempotence": True}))
     for value in values:
@@ -100,8 +100,9 @@ def produce(settings: Settings, topic: str, values: list[bytes], partition: int)
 def create_topics(settings: Settings, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from infra.stack import kafka_client_config, s3_client
     from pipelines.io.archive import ensure_bucket
+    from pipelines.io.kafka import kafka_client_config
+    from pipelines.io.s3 import s3_client
 
     admin = AdminClient(kafka_client_config(settings))
     for future in admin.create_topics(
@@ -135,7 +136,7 @@ def erase(settings: Settings) -> str:
 
 def archived_entries(settings: Settings) -> dict[str, list[bytes]]:
     """Every archived block's entries, by object key."""
-    from infra.stack import s3_client
+    from pipelines.io.s3 import s3_client
     from transforms.blocks import decode_block_object
 
     s3 = s3_client(settings)

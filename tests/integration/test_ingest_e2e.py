@@ -85,8 +85,9 @@ def produce(settings: Settings, topic: str, records: int, seed: int) -> Produced
     """Creates the topic (and the DLQ topic), writes sample records, and reads them back."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from infra.stack import kafka_client_config, s3_client
     from pipelines.io.archive import ensure_bucket
+    from pipelines.io.kafka import kafka_client_config
+    from pipelines.io.s3 import s3_client
     from runners.commands.produce import MALFORMED, generate_records, produce_records
     from schemas.samples import start_of_today
 
@@ -139,7 +140,7 @@ def read_topic(
     """Every record of a topic as (partition, offset, key, value), read to the end of each partition."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     consumer = Consumer(
         kafka_client_config(
@@ -343,7 +344,7 @@ class Snapshot:
 
 def s3_objects(settings: Settings) -> dict[str, str]:
     """Every key of the bucket with its ETag; checks that no key has a second version or a delete marker."""
-    from infra.stack import s3_client
+    from pipelines.io.s3 import s3_client
 
     s3 = s3_client(settings)
     objects: dict[str, str] = {}

@@ -46,10 +46,12 @@ from typing import Any
 
 import pytest
 
-from infra.stack import Stack, kafka_client_config, s3_client
+from infra.stack import Stack
 from pipelines.ingest import job_config
 from pipelines.ingest_core import LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, parse_key, resume_key
+from pipelines.io.kafka import kafka_client_config
+from pipelines.io.s3 import s3_client
 from runners.deployment import with_master_key
 from schemas.settings import REPO_ROOT, Settings
 from transforms.blocks import decode_block_object, verify_chain

@@ -9,7 +9,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from infra.stack import DLQ_TOPIC_PARTITIONS, EVENT_TOPIC_PARTITIONS, Stack, kafka_client_config
+from infra.kafka import DLQ_TOPIC_PARTITIONS, EVENT_TOPIC_PARTITIONS
+from infra.stack import Stack
+from pipelines.io.kafka import kafka_client_config
 
 pytestmark = pytest.mark.integration
 

@@ -88,7 +88,7 @@ def kill_mid_batch(settings: Settings, topic: str, process: subprocess.Popen[str
     """Waits until Kafka holds `at_least` records, then SIGKILLs the forwarder; returns the count seen."""
     from confluent_kafka import Consumer
 
-    from infra.stack import kafka_client_config
+    from pipelines.io.kafka import kafka_client_config
 
     consumer = Consumer(
         kafka_client_config(settings, **{"group.id": f"it-kill-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})

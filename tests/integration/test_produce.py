@@ -13,7 +13,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from infra.stack import EVENT_TOPIC_PARTITIONS, Stack, kafka_client_config
+from infra.kafka import EVENT_TOPIC_PARTITIONS
+from infra.stack import Stack
+from pipelines.io.kafka import kafka_client_config
 from runners.cli import main
 from runners.commands.produce import (
     DUPLICATE,

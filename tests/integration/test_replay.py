@@ -33,9 +33,10 @@ from typing import Any
 
 import pytest
 
-from infra.stack import Stack, s3_client
+from infra.stack import Stack
 from pipelines.ingest import archive_spec
 from pipelines.io.archive import ensure_bucket, open_archive
+from pipelines.io.s3 import s3_client
 from pipelines.recording import iter_records, read_info
 from runners.commands.record import record_topic
 from runners.commands.replay import replay_file, replay_records

@@ -8,7 +8,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.stack import Stack, s3_client
+from infra.stack import Stack
+from pipelines.io.s3 import s3_client
 
 pytestmark = pytest.mark.integration
 

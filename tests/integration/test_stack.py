@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import Stack, StackError, s3_client
+from infra.stack import Stack, StackError
+from pipelines.io.s3 import s3_client
 from runners.commands import stack as stack_command
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,9 @@ import grpc
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.stack import Stack, s3_client, seaweedfs_ports, seaweedfs_security_dir
+from infra.seaweedfs import seaweedfs_ports, seaweedfs_security_dir
+from infra.stack import Stack
+from pipelines.io.s3 import s3_client
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -153,9 +155,13 @@ def _request(
 def _multipart(body: bytes) -> tuple[bytes, dict[str, str]]:
     boundary = uuid.uuid4().hex
     payload = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.json\"\r\n"
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.json"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + body
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return payload, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -175,10 +181,15 @@ def _filer_write_attacks(locked: Locked) -> Iterator[tuple[str, str, bytes | Non
         yield "POST", target, form, form_headers
         # Strip or rewrite the Object Lock attributes the S3 gateway keeps on the entry.
         yield "DELETE", f"{target}?tagging", None, {}
-        yield "PUT", f"{target}?tagging", None, {
-            "Seaweed-X-Amz-Object-Lock-Mode": "GOVERNANCE",
-            "Seaweed-X-Amz-Retention-Until-Date": "0",
-        }
+        yield (
+            "PUT",
+            f"{target}?tagging",
+            None,
+            {
+                "Seaweed-X-Amz-Object-Lock-Mode": "GOVERNANCE",
+                "Seaweed-X-Amz-Retention-Until-Date": "0",
+            },
+        )
     # Move the version out of the way, then out of the bucket.
     yield "POST", f"{_quote(locked.object_path)}.moved?mv.from={_quote(locked.version_path)}", None, {}
     yield "POST", f"/elsewhere-{uuid.uuid4().hex}?mv.from={_quote(locked.versions_dir)}", None, {}

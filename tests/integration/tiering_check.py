@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.stack import s3_client  # noqa: E402
 from pipelines.io.clickhouse import schema_statements  # noqa: E402
+from pipelines.io.s3 import s3_client  # noqa: E402
 from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 
 BUCKET = "auditlog-clickhouse-cold"
