@@ -28,7 +28,7 @@ from api.keys import ApiKeyStore
 from api.query.app import Services, create_app
 from api.query.reads import ReadAuditor
 from api.query.store import QueryStore
-from pipelines.io.archive import InMemoryArchive
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.clickhouse import open_clickhouse
 from pipelines.io.keystore import InMemoryKeyStore
 from pipelines.prover import Prover

@@ -29,7 +29,7 @@ import pytest
 
 from infra.stack import Stack
 from infra.witness import register_log
-from pipelines.io.archive import InMemoryArchive
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.prover import Prover
 from pipelines.witnessing import (
     Publisher,

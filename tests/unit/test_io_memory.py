@@ -18,13 +18,13 @@ from pipelines.io.archive import (
     ArchiveLockedError,
     ArchiveNotFoundError,
     ArchiveUnavailableError,
-    InMemoryArchive,
     RetryPolicy,
     S3Archive,
     block_key,
     checkpoint_key,
     lock_until,
 )
+from pipelines.io.archive.testing import InMemoryArchive
 
 UNTIL = lock_until(days=1)
 

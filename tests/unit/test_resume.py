@@ -24,7 +24,7 @@ from pipelines.ingest_core import (
     archived_event_keys,
     resume_cursor,
 )
-from pipelines.io.archive import InMemoryArchive
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.keystore import InMemoryKeyStore
 from schemas.samples import EventGenerator, to_record
 from transforms.note import Signer

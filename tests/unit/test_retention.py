@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.io.archive import InMemoryArchive, Retention, block_key, expired_key
+from pipelines.io.archive import Retention, block_key, expired_key
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.retention import expire_archive, read_holds, write_hold, write_release
 from schemas.retention import DEFAULT_POLICY_FILE, load_policy
 from tests.synthetic import build_logs
@@ -160,7 +161,7 @@ def test_the_shipped_policy_loads_and_round_trips_through_its_spec(tmp_path) -> 
 
 
 def _entries(n: int, policy: RetentionPolicy = POLICY, start: dt.datetime | None = None) -> list[bytes]:
-    from pipelines.io.archive import InMemoryArchive
+    from pipelines.io.archive.testing import InMemoryArchive
 
     archive = InMemoryArchive()
     build_logs(archive, None, n, logs=1, block_size=n, retention=policy, start=start)

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from pipelines.io.archive import InMemoryArchive, block_key, checkpoint_key
+from pipelines.io.archive import block_key, checkpoint_key
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.verify import check_archive_log
 from tests.synthetic import ORIGIN, build_logs
 from transforms.blocks import decode_block_object

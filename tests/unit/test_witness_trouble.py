@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pipelines.io.archive import InMemoryArchive
+from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.witnessing import Publisher, Witness
 from tests.synthetic import ORIGIN, build_logs
 from transforms.cosignature import CosignatureSigner
