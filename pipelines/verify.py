@@ -98,8 +98,11 @@ def _original(archive: Archive, key: str, versions: list[Any]) -> ArchivedObject
 
 def log_history(
     archive: Archive, log_id: str, pool: ThreadPoolExecutor
-) -> tuple[Iterator[tuple[int, ArchivedObject]], Iterator[tuple[int, ArchivedObject]]]:
+) -> tuple[Iterator[tuple[int, ArchivedObject, bool]], Iterator[tuple[int, ArchivedObject]]]:
     """Returns (blocks in index order, read ahead in parallel; checkpoints by size, read meanwhile) of one log.
+
+    Each block comes as (index, object, expired): `expired` when the object is what `auditlog
+    expire` left in the block's place.
 
     One version listing covers the whole log, so overwrites and delete markers are seen for every
     key without a request per key.
@@ -266,7 +269,7 @@ def _count_by(findings: Iterable[Finding], key: Callable[[Finding], str]) -> dic
 # --------------------------------------------------------------------------- the Beam steps
 
 
-class CheckArchiveLogs(beam.DoFn):  # type: ignore[misc]
+class CheckArchiveLogs(beam.DoFn):
     """log id → (log id, ArchiveLog): the archive side of verify, one log per element."""
 
     def __init__(
@@ -341,7 +344,7 @@ def prefetch_snapshots(clickhouse_url: str, clock: RetentionClock | None = None)
     return _PREFETCHED[clickhouse_url]
 
 
-class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
+class ReadIndexSnapshots(beam.DoFn):
     """(nothing) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
 
     def __init__(self, clickhouse_url: str, log_ids: list[str] | None, clock: RetentionClock | None = None):
@@ -364,7 +367,7 @@ class ReadIndexSnapshots(beam.DoFn):  # type: ignore[misc]
                 yield log_id, snapshot
 
 
-class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
+class CompareWithIndex(beam.DoFn):
     """(log id, {archive, index}) → LogReport: ClickHouse held against the archive, drilled down where they differ."""
 
     def __init__(
@@ -428,7 +431,7 @@ class CompareWithIndex(beam.DoFn):  # type: ignore[misc]
         )
 
 
-class VerifyLogs(beam.PTransform):  # type: ignore[misc]
+class VerifyLogs(beam.PTransform[beam.PCollection[str], beam.PCollection[LogReport]]):
     """log ids → LogReport per log: the whole verification, archive and ClickHouse."""
 
     def __init__(
@@ -452,7 +455,7 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
         self.witnesses = witnesses or {}
         self.only_logs = only_logs
 
-    def expand(self, log_ids: Any) -> Any:
+    def expand(self, log_ids: beam.PCollection[str]) -> beam.PCollection[LogReport]:
         archive = (
             log_ids
             | "Spread logs" >> beam.Reshuffle()
@@ -470,7 +473,7 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
             | "After the archive" >> beam.combiners.Count.Globally()
             | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs, self.clock))
         )
-        return (
+        reports: beam.PCollection[LogReport] = (
             {"archive": archive, "index": index}
             | "Join by log" >> beam.CoGroupByKey()
             | "Compare"
@@ -480,9 +483,10 @@ class VerifyLogs(beam.PTransform):  # type: ignore[misc]
                 )
             )
         )
+        return reports
 
 
-class RebuildLogs(beam.DoFn):  # type: ignore[misc]
+class RebuildLogs(beam.DoFn):
     """log id → LogReport: re-indexes one log into ClickHouse from its verified archive originals.
 
     Only blocks that verify are written, in order, each with its checkpoint; the first block that
