@@ -68,7 +68,10 @@ def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     try:
-        with open_keystore(with_master_key(settings)) as store:
+        # `with open_keystore(...) as store` would type store as the abstract KeyStore (its __enter__),
+        # which has no master keys; the opened store is SQL-backed and has them.
+        store = open_keystore(with_master_key(settings))
+        with store:
             old = store.master_id
             count = store.rotate_master(new_key)
             new = store.master_id
@@ -85,7 +88,8 @@ def retire_master(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.keystore import KeyStoreError, open_keystore
 
     try:
-        with open_keystore(with_master_key(settings)) as store:
+        store = open_keystore(with_master_key(settings))
+        with store:
             count = store.retire_master(args.master_id)
     except KeyStoreError as exc:
         print(f"error: {exc}")
