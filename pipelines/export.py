@@ -23,18 +23,21 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import apache_beam as beam
 
 from pipelines.io.clickhouse import LOGS_TABLE, NOT_EXPIRED, open_clickhouse
-from schemas.present import FLAT_COLUMNS, flatten, present_event
+from schemas.present import FLAT_COLUMNS, KeyLookup, flatten, present_event
 from transforms.jcs import canonicalize
 from transforms.note import Signer, Verifier, open_note, sign_note
+
+if TYPE_CHECKING:
+    from pipelines.prover import Prover
 
 FORMATS = ("csv", "jsonl", "parquet")
 MANIFEST_FILE = "MANIFEST.note"
@@ -47,6 +50,19 @@ CSV_NEUTRALISED = {
     "why": "a spreadsheet would run such a cell as a formula (OWASP CSV injection); drop the one leading ' "
     "of such a cell to get the value",
 }
+
+
+class ExportKeys(KeyLookup, Protocol):
+    """What presenting events needs of a key store: its lookups, and closing it when the step ends."""
+
+    def close(self) -> None: ...
+
+
+# Openers run inside the pipeline's steps (so they are picklable callables, not open stores):
+# one opens the key store, the other a Prover and the function that closes what it holds.
+OpenKeys = Callable[[], ExportKeys]
+OpenProver = Callable[[], "tuple[Prover, Callable[[], None]]"]
+
 FILTER_COLUMNS = {
     "actor_id": "actor_id",
     "action": "action",
@@ -129,7 +145,7 @@ def read_rows(clickhouse: Any, query: ExportQuery, page_rows: int = PAGE_ROWS) -
 # --------------------------------------------------------------------------- the Beam steps
 
 
-class ReadExportRows(beam.DoFn):  # type: ignore[misc]
+class ReadExportRows(beam.DoFn):
     """ExportQuery → its rows, paged from ClickHouse."""
 
     def __init__(self, clickhouse_url: str):
@@ -143,14 +159,14 @@ class ReadExportRows(beam.DoFn):  # type: ignore[misc]
             clickhouse.close()
 
 
-class PresentEvents(beam.DoFn):  # type: ignore[misc]
+class PresentEvents(beam.DoFn):
     """row → (sort key, presented record, canonical bytes, place); PII opened with the key store if one is given."""
 
-    def __init__(self, keystore_opener: Any | None):
+    def __init__(self, keystore_opener: OpenKeys | None):
         self.keystore_opener = keystore_opener
 
     def setup(self) -> None:
-        self.keys = self.keystore_opener() if self.keystore_opener else None
+        self.keys: ExportKeys | None = self.keystore_opener() if self.keystore_opener else None
 
     def teardown(self) -> None:
         if self.keys is not None:
@@ -162,10 +178,10 @@ class PresentEvents(beam.DoFn):  # type: ignore[misc]
         yield key, record, row["canonical"]
 
 
-class WriteExportFiles(beam.DoFn):  # type: ignore[misc]
+class WriteExportFiles(beam.DoFn):
     """All presented records → the export files (sorted), and proof bundles on request."""
 
-    def __init__(self, out_dir: str, formats: tuple[str, ...], prover_opener: Any | None):
+    def __init__(self, out_dir: str, formats: tuple[str, ...], prover_opener: OpenProver | None):
         self.out_dir = out_dir
         self.formats = formats
         self.prover_opener = prover_opener
@@ -180,12 +196,12 @@ class WriteExportFiles(beam.DoFn):  # type: ignore[misc]
             _WRITERS[fmt](path, presented)
             yield {"name": path.name, "rows": len(presented)}
         if self.prover_opener:
-            yield from self._proofs(out, records)
+            yield from self._proofs(self.prover_opener, out, records)
 
     def _proofs(
-        self, out: Path, records: list[tuple[tuple[Any, ...], dict[str, Any], bytes]]
+        self, prover_opener: OpenProver, out: Path, records: list[tuple[tuple[Any, ...], dict[str, Any], bytes]]
     ) -> Iterator[dict[str, Any]]:
-        prover, close = self.prover_opener()
+        prover, close = prover_opener()
         proofs = out / "proofs"
         proofs.mkdir(exist_ok=True)
         try:
@@ -236,11 +252,16 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
 _WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}
 
 
-class Export(beam.PTransform):  # type: ignore[misc]
+class Export(beam.PTransform[beam.PCollection[ExportQuery], beam.PCollection[dict[str, Any]]]):
     """ExportQuery → file descriptions: read, present, write."""
 
     def __init__(
-        self, clickhouse_url: str, out_dir: str, formats: tuple[str, ...], keystore_opener: Any, prover_opener: Any
+        self,
+        clickhouse_url: str,
+        out_dir: str,
+        formats: tuple[str, ...],
+        keystore_opener: OpenKeys | None,
+        prover_opener: OpenProver | None,
     ):
         super().__init__()
         self.clickhouse_url = clickhouse_url
@@ -249,14 +270,15 @@ class Export(beam.PTransform):  # type: ignore[misc]
         self.keystore_opener = keystore_opener
         self.prover_opener = prover_opener
 
-    def expand(self, queries: Any) -> Any:
-        return (
+    def expand(self, queries: beam.PCollection[ExportQuery]) -> beam.PCollection[dict[str, Any]]:
+        files: beam.PCollection[dict[str, Any]] = (
             queries
             | "Read rows" >> beam.ParDo(ReadExportRows(self.clickhouse_url))
             | "Present" >> beam.ParDo(PresentEvents(self.keystore_opener))
             | "Gather" >> beam.combiners.ToList()
             | "Write files" >> beam.ParDo(WriteExportFiles(self.out_dir, self.formats, self.prover_opener))
         )
+        return files
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -334,8 +356,8 @@ def run_export(
     clickhouse_url: str,
     signer: Signer,
     heads: Mapping[str, str],
-    keystore_opener: Any | None = None,
-    prover_opener: Any | None = None,
+    keystore_opener: OpenKeys | None = None,
+    prover_opener: OpenProver | None = None,
     beam_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Runs the export pipeline, then writes and returns the signed manifest."""
