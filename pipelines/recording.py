@@ -441,8 +441,18 @@ def _records(parquet: pq.ParquetFile) -> Iterator[RecordedRecord]:
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
         columns = [batch.column(i).to_pylist() for i in range(6)]
         headers = batch.column(6).to_pylist()
-        for row in zip(*columns, headers, strict=True):
-            yield RecordedRecord(*row[:6], tuple((h["key"], h["value"]) for h in row[6]))
+        for partition, offset, timestamp_ms, timestamp_type, key, value, record_headers in zip(
+            *columns, headers, strict=True
+        ):
+            yield RecordedRecord(
+                partition,
+                offset,
+                timestamp_ms,
+                timestamp_type,
+                key,
+                value,
+                tuple((h["key"], h["value"]) for h in record_headers),
+            )
 
 
 def oldest_timestamp_ms(path: str | os.PathLike[str]) -> int | None:
