@@ -33,7 +33,7 @@ import logging
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +122,7 @@ def rejection_of(error: BaseException, batch: bool) -> Rejection:
     return Rejection(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 
 
-def _authorization(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+def _authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" or key == "x-api-key":
             return value if isinstance(value, str) else None
@@ -139,7 +139,7 @@ class GatewayCore:
     def start(
         self,
         requests: Sequence[audit_pb2.RecordEventRequest],
-        metadata: Sequence[tuple[str, Any]] | None,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
         batch: bool,
         on_done: Callable[[list[Receipt] | IntakeError], None],
     ) -> None:
@@ -253,7 +253,7 @@ class AioServicer(audit_pb2_grpc.AuditLogServiceServicer):
         finally:
             self._polling = False
 
-    async def _call(self, requests: Sequence[Any], context: grpc.aio.ServicerContext, batch: bool) -> Any:
+    async def _call(self, requests: Sequence[Any], context: grpc.aio.ServicerContext[Any, Any], batch: bool) -> Any:
         if self._notifier is None:
             self._notifier = _LoopNotifier(asyncio.get_running_loop())
         notifier = self._notifier
@@ -277,10 +277,10 @@ class AioServicer(audit_pb2_grpc.AuditLogServiceServicer):
             context.set_trailing_metadata(rejection.trailers)
             await context.abort(rejection.code, rejection.details)
 
-    async def RecordEvent(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def RecordEvent(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
         return await self._call((request,), context, batch=False)
 
-    async def RecordEvents(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def RecordEvents(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
         return await self._call(request.events, context, batch=True)
 
 

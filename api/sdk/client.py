@@ -40,6 +40,7 @@ from api.sdk.lanes import DIRECT, GATEWAY, OUTBOX, Lanes
 from api.sdk.outbox import connect, record_in_transaction
 
 if TYPE_CHECKING:
+    from api.sdk.gateway_client import GatewayClient
     from schemas.settings import Settings
 
 __all__ = ["AuditClient", "DeliveryError", "LaneUnavailable"]
@@ -77,7 +78,7 @@ class AuditClient:
         self.lanes = lanes or Lanes(default=DIRECT if kafka_bootstrap else GATEWAY if gateway else OUTBOX)
         self.producer_config = dict(producer_config or {})
         self._producer: Any = None
-        self._gateway: Any = None
+        self._gateway: GatewayClient | None = None
         self._outbox_conn: Any = None
         self._lock = threading.Lock()
         self._failures: list[str] = []
@@ -175,11 +176,11 @@ class AuditClient:
             self._producer = make_producer(self.kafka_bootstrap, **self.producer_config)
         return self._producer
 
-    def _gateway_client(self) -> Any:
+    def _gateway_client(self) -> GatewayClient:
         if self._gateway is None:
             if not self.gateway_target:
                 raise LaneUnavailable("the gateway lane needs gateway=HOST:PORT; this client has none")
-            from api.sdk.gateway_client import GatewayClient
+            from api.sdk.gateway_client import GatewayClient  # grpc is imported on first use
 
             self._gateway = GatewayClient(self.gateway_target, self.api_key)
         return self._gateway

@@ -37,9 +37,9 @@ class GatewayError(RuntimeError):
 
 
 def _trailer(error: grpc.RpcError, name: str) -> str:
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == name:
-            return str(value)
+    for metadatum in error.trailing_metadata() or ():
+        if metadatum.key == name:
+            return str(metadatum.value)
     return ""
 
 
@@ -71,14 +71,14 @@ class GatewayClient:
             try:
                 return method(request, metadata=self.metadata, timeout=self.timeout_s)
             except grpc.RpcError as error:
-                code = error.code()  # type: ignore[attr-defined]
+                code = error.code()
                 if code in RETRYABLE and attempt < self.retries:
                     hint = _trailer(error, "retry-after-ms")
                     wait = max(delay, int(hint) / 1000 if hint.isdigit() else 0)
                     time.sleep(wait * (0.5 + random.random()))
                     delay *= 2
                     continue
-                raise GatewayError(code, error.details() or "", _trailer(error, "auditlog-field")) from None  # type: ignore[attr-defined]
+                raise GatewayError(code, error.details() or "", _trailer(error, "auditlog-field")) from None
         raise AssertionError("unreachable")
 
     def record(self, event: Mapping[str, Any]) -> Receipt:
