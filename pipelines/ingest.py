@@ -282,7 +282,7 @@ def dlq_sink(config: JobConfig) -> Any:
 from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext  # noqa: E402
 
 
-class SequenceFunction(KeyedProcessFunction):
+class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
     """Keyed by partition: feeds each record to the LogSequencer with the log's keyed state."""
 
     def __init__(self, config: JobConfig, dlq_tag: Any) -> None:
@@ -462,7 +462,7 @@ def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-class ArchiveWriter(MapFunction):
+class ArchiveWriter(MapFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
     """Archives each sealed block and its signed checkpoint in WORM S3 (idempotent re-puts).
 
     ClickHouse is loaded from the archive by the indexer (pipelines/indexer.py), outside Flink:

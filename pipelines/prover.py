@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.witnessing import COSIGNED_DIR, list_cosigned
+from pipelines.io.archive import COSIGNED_DIR
+from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.cosignature import add_cosignatures, split_note
 from transforms.errors import VerificationError

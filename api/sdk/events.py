@@ -30,6 +30,7 @@ from transforms.pii import SubjectKeys
 from transforms.retention import RetentionPolicy
 
 __all__ = [
+    "EventValidationError",  # what wire_event (and so every record call) raises for a bad event
     "Receipt",
     "encode_event",
     "kafka_record",
