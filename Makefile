@@ -16,13 +16,16 @@ help: ## list every target
 tools: ## install missing system tools (Java 17, Maven, Go, PostgreSQL, Chromium, Node.js) from Debian's packages
 	@infra/bootstrap.sh
 
-$(INSTALLED): pyproject.toml | tools
+# The virtualenv with the project and its dev tools (pytest, ruff, mypy): Python alone builds it
+# (every package is a wheel or pure Python), so `make lint` needs no Java, Go or Chromium. Targets
+# that run those tools ask for `tools` themselves.
+$(INSTALLED): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-jars: $(INSTALLED) ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
+jars: $(INSTALLED) | tools ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
 	$(PY) -m infra.jars
 
 go-deps: ## fetch the Go modules of the interop checks (sumdb/note, transparency-dev/merkle) and the load generator (grpc-go)
@@ -65,7 +68,7 @@ demo: $(INSTALLED) ## the verifiable-log core in one process: build logs, sign, 
 test: setup ## every test: unit, interop, and the real-service tests (they start and stop the stack)
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
-test-unit: $(INSTALLED) ## the pure-core tests only (seconds)
+test-unit: $(INSTALLED) | tools ## the pure-core tests only (seconds; the UI verifier's run under node)
 	$(PY) -m pytest -q tests/unit
 
 test-integration: setup ## only the tests against the real local stack
@@ -74,9 +77,9 @@ test-integration: setup ## only the tests against the real local stack
 golden: setup ## regenerate the committed recording's golden heads (only when logs are meant to change)
 	$(PY) -m tests.golden regenerate
 
-lint: $(INSTALLED) ## ruff and mypy on the code
+lint: $(INSTALLED) ## ruff (lint, format) over the repository, mypy --strict over every package (needs only Python)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check transforms schemas
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)

@@ -115,9 +115,11 @@ _plain_values = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(2**53), max_value=2**53)
     | _plain_text
-    | st.sampled_from(["\u2028\u2029", "\x7f", "\ufeff", "😀", "\x00\x1f\b\f\n\r\t\"\\/"]),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=4),
+    | st.sampled_from(["\u2028\u2029", "\x7f", "\ufeff", "😀", '\x00\x1f\b\f\n\r\t"\\/']),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
