@@ -135,6 +135,8 @@ def record_topic(
                             continue
                         raise RecordError(f"reading {topic} failed: {error.str()}")
                     p, offset = message.partition(), message.offset()
+                    if p is None or offset is None:  # librdkafka sets both on every record it hands out
+                        raise RecordError(f"reading {topic} failed: a record came without its partition or offset")
                     if p not in pending or offset >= end[p]:
                         continue  # written after recording began
                     if max_records is not None and writer.records >= max_records:
