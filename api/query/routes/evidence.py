@@ -1,0 +1,86 @@
+"""The evidence a reader checks offline: an event's inclusion proof, a log's checkpoint, consistency."""
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.query.deps import Caller, ServicesDep, TenantCaller, audit
+from api.query.errors import NotFound
+from api.query.params import MAX_TREE_SIZE, EventId, LogId, Tenant, check_log_id
+from api.query.store import QueryError
+from pipelines.prover import EventNotFound
+from transforms.checkpoint import open_checkpoint
+
+router = APIRouter()
+
+
+@router.get("/api/v1/tenants/{tenant_id}/audit-logs/{event_id}/proof", tags=["evidence"])
+def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: ServicesDep) -> dict[str, Any]:
+    """The event's canonical bytes and a tlog-proof@v1 bundle, checkable offline with the verifier key."""
+    found = services.store.clickhouse.find_event(tenant_id, event_id)
+    audit(services, who, "proof", tenant_id, "AUDIT_EVENT", event_id, found=found is not None)
+    if found is None:
+        raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r}")
+    # The stored bytes are handed out as they are: the client checks them against the proof.
+    p = services.prover.proof_at(
+        tenant_id, event_id, found["log_id"], found["leaf_index"], found["canonical"], check=False
+    )
+    return {
+        "event_id": event_id,
+        "tenant_id": tenant_id,
+        "log_id": p.log_id,
+        "leaf_index": p.leaf_index,
+        "canonical": p.canonical.decode("utf-8"),
+        "proof": p.text,
+        "checkpoint": {"size": p.checkpoint.size, "root": base64.b64encode(p.checkpoint.root).decode()},
+        "verifier_key": services.verifier_key,
+        "witness_keys": list(services.witness_keys),
+        "origin": f"{services.origin_prefix}/{p.log_id}",
+    }
+
+
+@router.get("/api/v1/logs/{log_id}/checkpoint", tags=["evidence"])
+def checkpoint(log_id: LogId, who: Caller, services: ServicesDep) -> dict[str, Any]:
+    """The log's newest signed checkpoint (C2SP signed note), from the WORM archive."""
+    check_log_id(log_id)
+    audit(services, who, "checkpoint", who.tenant_id, "AUDIT_LOG", log_id)
+    latest = services.archive.latest_checkpoint(log_id)
+    if latest is None:
+        raise NotFound(f"log {log_id!r} has no signed checkpoint")
+    origin = f"{services.origin_prefix}/{log_id}"
+    body = open_checkpoint(latest[1], services.prover.verifier, origin=origin)
+    return {
+        "log_id": log_id,
+        "origin": origin,
+        "size": body.size,
+        "root": base64.b64encode(body.root).decode(),
+        "note": latest[1],
+        "verifier_key": services.verifier_key,
+        "witness_keys": list(services.witness_keys),
+    }
+
+
+@router.get("/api/v1/logs/{log_id}/consistency", tags=["evidence"])
+def consistency(
+    log_id: LogId,
+    who: Caller,
+    services: ServicesDep,
+    from_size: Annotated[int, Query(alias="from", ge=0, le=MAX_TREE_SIZE, description="the older tree size")],
+    to_size: Annotated[int, Query(alias="to", ge=1, le=MAX_TREE_SIZE, description="the newer tree size")],
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof between two tree sizes, with both roots and the covering checkpoint."""
+    check_log_id(log_id)
+    if from_size > to_size:
+        raise QueryError("from", f"from {from_size} is larger than to {to_size}")
+    audit(services, who, "consistency", who.tenant_id, "AUDIT_LOG", log_id, from_size=from_size, to_size=to_size)
+    tree, note = services.prover.tree_for(log_id, to_size)
+    return {
+        "log_id": log_id,
+        "from": from_size,
+        "to": to_size,
+        "old_root": base64.b64encode(tree.root(from_size)).decode(),
+        "new_root": base64.b64encode(tree.root(to_size)).decode(),
+        "proof": [base64.b64encode(h).decode() for h in tree.consistency_proof(from_size, to_size)],
+        "checkpoint": note,
+    }
