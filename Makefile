@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps witness run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
+.PHONY: help setup tools jars go-deps witness prism run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -46,7 +46,20 @@ witness: $(WITNESS_BINS) ## build the local witness: litewitness and witnessctl 
 $(WITNESS_BINS): | tools
 	GOBIN=$(CURDIR)/.local/bin GOTOOLCHAIN=local go install filippo.io/torchwood/cmd/litewitness@$(TORCHWOOD_VERSION) filippo.io/torchwood/cmd/witnessctl@$(TORCHWOOD_VERSION)
 
-setup: $(INSTALLED) jars go-deps witness browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, the witness, npm
+# Beam's Prism runner, built from the Go module proxy at the version of the Beam SDK the virtualenv
+# holds (apache-flink pins apache-beam); rebuilt whenever the two differ (`go version -m` names it).
+PRISM_BIN := .local/bin/prism
+
+prism: $(INSTALLED) | tools ## build Beam's Prism runner at the Python SDK's version into .local/bin (go install from the module proxy)
+	@version=v$$($(PY) -c 'import apache_beam; print(apache_beam.__version__)') && \
+	if go version -m $(PRISM_BIN) 2>/dev/null | grep -Eq "^\s+mod\s+github.com/apache/beam/sdks/v2\s+$$version\s"; then \
+	  echo "$(PRISM_BIN) is Beam's Prism $$version"; \
+	else \
+	  echo "GOBIN=$(CURDIR)/.local/bin go install github.com/apache/beam/sdks/v2/go/cmd/prism@$$version"; \
+	  GOBIN=$(CURDIR)/.local/bin GOTOOLCHAIN=local go install github.com/apache/beam/sdks/v2/go/cmd/prism@$$version; \
+	fi
+
+setup: $(INSTALLED) jars go-deps witness prism browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, the witness, Prism, npm
 
 HOME_DIR := $(or $(AUDITLOG_HOME),var)
 AUDITLOG := $(PY) -m runners.cli
