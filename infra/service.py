@@ -28,6 +28,9 @@ class Service:
     say: Say
 
     service = ""  # kafka, s3 or flink; set by each subclass
+    # True when the daemons depend on each other, so that one missing restarts them all
+    # (infra/witness.py: litewitness signs through the ssh-agent it was started with).
+    restart_together = False
 
     @property
     def home(self) -> Path:

@@ -140,12 +140,14 @@ class Stack:
         launched: dict[str, list[Daemon]] = {}
         try:
             for service in chosen:
-                launched[service.service] = self._launch(service, jars)
+                launched[service.service] = []
+                self._launch(service, jars, launched[service.service])
             self._wait_healthy(chosen, launched, began, timeout)
         except BaseException:
-            # Leave nothing half-started behind: stop what this call launched, keep the rest.
+            # Leave nothing half-started behind: stop what this call launched (also the first
+            # daemons of a service whose next one failed to start), keep the rest.
             for daemons in launched.values():
-                for daemon in daemons:
+                for daemon in reversed(daemons):
                     daemon.stop(STOP_TIMEOUT_S)
             raise
         for service in chosen:
@@ -228,23 +230,31 @@ class Stack:
 
     # ---- internals
 
-    def _launch(self, service: Service, jars: Jars | None) -> list[Daemon]:
-        """Starts the service's daemons that are not running; returns those it started."""
+    def _launch(self, service: Service, jars: Jars | None, started: list[Daemon]) -> None:
+        """Starts the service's daemons that are not running, adding each to `started` as it starts.
+
+        A service whose daemons depend on each other (`restart_together`: litewitness signs
+        through the ssh-agent that holds its key) has its running daemons stopped and all of them
+        started again when one is missing, so a new agent never runs without the key loaded.
+        """
         wanted = service.daemons()
         missing = [d for d in wanted if d.pid() is None]
         if not missing:
             self.say(f"{service.service}: already running")
-            return []
+            return
+        if service.restart_together and len(missing) < len(wanted):
+            for daemon in reversed(wanted):
+                if daemon not in missing and daemon.stop(STOP_TIMEOUT_S):
+                    self.say(f"{service.service}: stopped {daemon.name} to start it with the others")
+            missing = wanted
         for daemon in missing:
             daemon.check_ports_free()
         service.prepare(jars)
-        started = []
         for daemon in missing:
             argv, env = service.command(daemon)
             daemon.start(argv, env, cwd=service.home)
             started.append(daemon)
             self.say(f"{service.service}: started {daemon.name} (log: {daemon.log})")
-        return started
 
     def _check_distinct_ports(self) -> None:
         """Raises StackError if two settings give the same port (each service binds its own)."""

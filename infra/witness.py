@@ -185,6 +185,7 @@ class WitnessService:
     say: Callable[[str], None]
 
     service = "witness"
+    restart_together = True  # litewitness needs the agent it started with, holding its key
 
     @property
     def home(self) -> Path:
