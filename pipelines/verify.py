@@ -11,16 +11,19 @@ meet per log, and only blocks whose digests disagree are compared row by row, so
 names the store, the kind, the log, the leaf and the event.
 
 Runs on Beam's DirectRunner in this process by default; Beam flags pass through (`--runner`,
-`--direct_num_workers`, ...). Embedded chDB can be opened by one process only, so the steps that
-touch ClickHouse must run in this process (DirectRunner's default in-memory mode, or a portable
-runner's LOOPBACK workers); with a ClickHouse server any runner works.
+`--direct_num_workers`, ...), and `auditlog verify --runner prism` runs it on Beam's Prism runner
+with SDK workers in processes of their own. Every step reads what it needs from the archive and
+ClickHouse itself, and each log's report reaches the caller as a file the pipeline writes into a
+results directory (pipelines/results.py), so the pipelines run on any runner whose workers can
+reach the stores and that directory. Embedded chDB is opened by one process at a time: the caller
+holds it closed while the pipeline runs, and the steps that touch it open and close it themselves
+(one SDK worker process on Prism; with several workers, or several hosts, use a ClickHouse server).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +43,7 @@ from pipelines.io.archive import (
     parse_key,
 )
 from pipelines.io.clickhouse import open_clickhouse
+from pipelines.results import WriteResults, new_results_dir, read_results, remove_results
 from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
@@ -69,7 +73,11 @@ _MEMORY_ARCHIVES: dict[str, Archive] = {}
 
 
 def register_memory_archive(name: str, archive: Archive) -> dict[str, Any]:
-    """Makes an in-memory archive reachable from DoFns in this process (tests); returns its spec."""
+    """Makes an in-memory archive reachable from DoFns in this process (tests); returns its spec.
+
+    Only steps that run in this process find it (DirectRunner, TestPipeline): the stores of a
+    pipeline on another runner are S3 (`archive_spec`).
+    """
     _MEMORY_ARCHIVES[name] = archive
     return {"memory": name}
 
@@ -77,6 +85,11 @@ def register_memory_archive(name: str, archive: Archive) -> dict[str, Any]:
 def archive_from_spec(spec: dict[str, Any]) -> Archive:
     """Opens the archive a pipeline step names: S3 settings (`archive_spec`) or a registered in-memory one."""
     if "memory" in spec:
+        if spec["memory"] not in _MEMORY_ARCHIVES:
+            raise LookupError(
+                f"in-memory archive {spec['memory']!r} lives in the process that registered it, not in this "
+                "worker; run the pipeline on the DirectRunner or give it an S3 archive"
+            )
         return _MEMORY_ARCHIVES[spec["memory"]]
     return open_archive(**spec)
 
@@ -218,6 +231,25 @@ class LogReport:
             findings=findings,
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything in the report, as the pipeline writes it for the caller (`from_json` reads it)."""
+        return {
+            "log_id": self.log_id,
+            "events": self.events,
+            "blocks": self.blocks,
+            "expired_events": self.expired_events,
+            "expired_blocks": self.expired_blocks,
+            "checkpoint_size": self.checkpoint_size,
+            "checkpoint_root": self.checkpoint_root,
+            "checkpoint_note": self.checkpoint_note,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LogReport:
+        fields = {k: v for k, v in data.items() if k != "findings"}
+        return cls(**fields, findings=[Finding.from_json(f) for f in data["findings"]])
+
 
 @dataclass
 class VerifyReport:
@@ -320,32 +352,8 @@ class CheckArchiveLogs(beam.DoFn):
         )
 
 
-_PREFETCHED: dict[str, Future[dict[str, IndexSnapshot]]] = {}
-
-
-def prefetch_snapshots(clickhouse_url: str, clock: RetentionClock | None = None) -> Future[dict[str, IndexSnapshot]]:
-    """Starts ClickHouse's digest pass in a thread of this process, to overlap the archive replay.
-
-    The engine releases the GIL while it works; ReadIndexSnapshots picks the result up when it
-    runs in this process (DirectRunner, LOOPBACK) and queries ClickHouse itself elsewhere.
-    """
-    if clickhouse_url not in _PREFETCHED:
-
-        def snapshots() -> dict[str, IndexSnapshot]:
-            clickhouse = open_clickhouse(clickhouse_url)
-            try:
-                return clickhouse.index_snapshots(clock)
-            finally:
-                clickhouse.close()
-
-        executor = ThreadPoolExecutor(1, thread_name_prefix="index-digests")
-        _PREFETCHED[clickhouse_url] = executor.submit(snapshots)
-        executor.shutdown(wait=False)
-    return _PREFETCHED[clickhouse_url]
-
-
 class ReadIndexSnapshots(beam.DoFn):
-    """(nothing) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
+    """(any one element) → (log id, IndexSnapshot) for every log ClickHouse mentions, from one pass per table."""
 
     def __init__(self, clickhouse_url: str, log_ids: list[str] | None, clock: RetentionClock | None = None):
         self.clickhouse_url = clickhouse_url
@@ -353,15 +361,11 @@ class ReadIndexSnapshots(beam.DoFn):
         self.clock = clock
 
     def process(self, _: Any) -> Iterator[tuple[str, IndexSnapshot]]:
-        prefetched = _PREFETCHED.pop(self.clickhouse_url, None)
-        if prefetched is not None:
-            snapshots = prefetched.result()
-        else:
-            clickhouse = open_clickhouse(self.clickhouse_url)
-            try:
-                snapshots = clickhouse.index_snapshots(self.clock)
-            finally:
-                clickhouse.close()
+        clickhouse = open_clickhouse(self.clickhouse_url)
+        try:
+            snapshots = clickhouse.index_snapshots(self.clock)
+        finally:
+            clickhouse.close()
         for log_id, snapshot in snapshots.items():
             if self.log_ids is None or log_id in self.log_ids:
                 yield log_id, snapshot
@@ -466,11 +470,11 @@ class VerifyLogs(beam.PTransform[beam.PCollection[str], beam.PCollection[LogRepo
                 )
             )
         )
-        # Read after the archive stage: in this process the digests were started beforehand
-        # (prefetch_snapshots) and are computed by the engine while the archive is replayed.
+        # A branch of its own: a runner that runs stages side by side (Prism, Flink, Dataflow)
+        # digests ClickHouse while the archive is replayed.
         index = (
-            archive
-            | "After the archive" >> beam.combiners.Count.Globally()
+            log_ids.pipeline
+            | "Start digests" >> beam.Impulse()
             | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs, self.clock))
         )
         reports: beam.PCollection[LogReport] = (
@@ -546,28 +550,37 @@ class RebuildLogs(beam.DoFn):
 # --------------------------------------------------------------------------- running it
 
 
-def _run_per_log(log_ids: list[str], step: Any, beam_args: list[str] | None) -> VerifyReport:
-    """Runs `step` (log ids → LogReport) over `log_ids` and collects the reports, in log order."""
+def _report_result(report: LogReport) -> tuple[str, dict[str, Any]]:
+    return report.log_id, report.to_json()
+
+
+def _run_per_log(
+    log_ids: list[str], step: Any, beam_args: list[str] | None, results_base: str | None = None
+) -> VerifyReport:
+    """Runs `step` (log ids → LogReport) over `log_ids` and reads the reports back, in log order.
+
+    Each report is a file the pipeline writes under `results_base` (a folder or URL every worker
+    reaches; default a temporary local folder), read once the run has finished.
+    """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    reports: list[LogReport] = []
-    lock = threading.Lock()
-
-    def collect(report: LogReport) -> None:
-        with lock:
-            reports.append(report)
-
-    collector = _Collector.register(collect)
+    options = PipelineOptions(beam_args or [])
+    results = new_results_dir(results_base)
     try:
-        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+        with beam.Pipeline(options=options) as p:
             _ = (
                 p
                 | "Logs" >> beam.Create(sorted(log_ids))
                 | "Per log" >> step
-                | "Collect" >> beam.Map(_Collector.deliver, collector)
+                | "As results" >> beam.Map(_report_result)
+                | "Write results" >> beam.ParDo(WriteResults(results))
             )
+        reports = [LogReport.from_json(data) for data in read_results(results)]
     finally:
-        _Collector.unregister(collector)
+        remove_results(results)
+    missing = sorted(set(log_ids) - {r.log_id for r in reports})
+    if missing:
+        raise RuntimeError(f"the pipeline finished without a report for logs {missing} (in {results})")
     return VerifyReport(sorted(reports, key=lambda r: r.log_id))
 
 
@@ -582,19 +595,15 @@ def run_verify(
     beam_args: list[str] | None = None,
     progress: bool = False,
     clock: RetentionClock | None = None,
+    results_base: str | None = None,
 ) -> VerifyReport:
-    """Runs VerifyLogs on `log_ids` and collects the reports (in log order).
+    """Runs VerifyLogs on `log_ids` and reads the reports back (in log order).
 
-    `clock` (the time and the legal holds of the run) tells expired by policy from deleted.
+    `clock` (the time and the legal holds of the run) tells expired by policy from deleted;
+    `results_base` is where the pipeline leaves the reports (see `_run_per_log`).
     """
-    prefetch_snapshots(clickhouse_url, clock)
-    try:
-        step = VerifyLogs(
-            archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress, clock
-        )
-        return _run_per_log(log_ids, step, beam_args)
-    finally:
-        _PREFETCHED.pop(clickhouse_url, None)
+    step = VerifyLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, witnesses, only_logs, progress, clock)
+    return _run_per_log(log_ids, step, beam_args, results_base)
 
 
 def run_rebuild(
@@ -606,37 +615,15 @@ def run_rebuild(
     fresh: bool,
     beam_args: list[str] | None = None,
     holds: tuple[LegalHold, ...] = (),
+    results_base: str | None = None,
 ) -> VerifyReport:
     """Re-indexes `log_ids` from the archive (`fresh`: the tables were just recreated).
 
-    Rows the active legal `holds` cover are written exempt from TTL expiry.
+    Rows the active legal `holds` cover are written exempt from TTL expiry. The caller must not
+    hold embedded chDB open meanwhile: the steps may run in another process.
     """
     step = beam.ParDo(RebuildLogs(archive_spec, clickhouse_url, verifier_key, origin_prefix, fresh, holds))
-    return _run_per_log(log_ids, step, beam_args)
-
-
-class _Collector:
-    """Hands a pipeline's results back to the launching process (DirectRunner / LOOPBACK workers)."""
-
-    _sinks: dict[int, Callable[[Any], None]] = {}
-    _next = 0
-
-    @classmethod
-    def register(cls, sink: Callable[[Any], None]) -> int:
-        cls._next += 1
-        cls._sinks[cls._next] = sink
-        return cls._next
-
-    @classmethod
-    def unregister(cls, token: int) -> None:
-        cls._sinks.pop(token, None)
-
-    @staticmethod
-    def deliver(value: Any, token: int) -> None:
-        sink = _Collector._sinks.get(token)
-        if sink is None:
-            raise RuntimeError("verify results reached a worker outside the launching process; use a LOOPBACK runner")
-        sink(value)
+    return _run_per_log(log_ids, step, beam_args, results_base)
 
 
 # --------------------------------------------------------------------------- the witness
@@ -673,11 +660,14 @@ __all__ = [
     "Finding",
     "Kind",
     "LogReport",
+    "ReadIndexSnapshots",
+    "RebuildLogs",
     "Store",
     "VerifyLogs",
     "VerifyReport",
     "check_archive_log",
     "load_witnesses",
+    "run_rebuild",
     "run_verify",
     "save_witnesses",
 ]

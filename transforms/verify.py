@@ -80,6 +80,21 @@ class Finding:
             "detail": self.detail,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        """The finding `to_json` describes (how a pipeline's results come back from its files)."""
+        return cls(
+            Store(data["store"]),
+            Kind(data["kind"]),
+            data["log_id"],
+            data["detail"],
+            leaf_index=data.get("leaf_index"),
+            event_id=data.get("event_id"),
+            block_index=data.get("block_index"),
+            tenant_id=data.get("tenant_id"),
+            occurred_at=data.get("occurred_at"),
+        )
+
     def concerns(self, tenant_id: str | None = None, since: str | None = None) -> bool:
         """False only for an event finding of another tenant, or older than `since` (canonical UTC time).
 
