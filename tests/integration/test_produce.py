@@ -1,12 +1,12 @@
-"""`auditlog produce`: the record generator (no services), then a round trip through real Kafka.
+"""`auditlog produce` through real Kafka: a round trip, the CLI's summary and rate, a missing topic.
 
-.venv/bin/python -m pytest tests/integration/test_produce.py              # both
-.venv/bin/python -m pytest tests/integration/test_produce.py -m "not integration"
+The generator itself (no services) is tested in tests/unit/test_produce.py.
+
+.venv/bin/python -m pytest -m integration tests/integration/test_produce.py
 """
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -17,87 +17,11 @@ from infra.kafka import EVENT_TOPIC_PARTITIONS
 from infra.stack import Stack
 from pipelines.io.kafka import kafka_client_config
 from runners.cli import main
-from runners.commands.produce import (
-    DUPLICATE,
-    EVENT,
-    MALFORMED_KINDS,
-    ProduceError,
-    Record,
-    generate_records,
-    produce_records,
-)
+from runners.commands.produce import DUPLICATE, EVENT, ProduceError, generate_records, produce_records
 from schemas.events import EventValidationError, parse_event
 from schemas.settings import Settings
 
-# --------------------------------------------------------------------------- generation, no Kafka
-
-
-def test_the_same_seed_gives_the_same_records_in_the_same_order() -> None:
-    first = list(generate_records(2000, tenants=4, duplicates=0.1, malformed=0.05, seed=9))
-
-    assert first == list(generate_records(2000, tenants=4, duplicates=0.1, malformed=0.05, seed=9))
-    assert first != list(generate_records(2000, tenants=4, duplicates=0.1, malformed=0.05, seed=10))
-
-
-def test_requested_fractions_are_roughly_honoured_and_every_kind_appears() -> None:
-    records = list(generate_records(10_000, tenants=5, duplicates=0.05, malformed=0.03, seed=1))
-    kinds = Counter(r.kind for r in records)
-    malformed = sum(n for kind, n in kinds.items() if kind.startswith("malformed:"))
-
-    assert len(records) == 10_000
-    assert 400 <= kinds[DUPLICATE] <= 600
-    assert 220 <= malformed <= 380
-    assert {f"malformed:{way}" for way in MALFORMED_KINDS} <= set(kinds)
-    assert all(r.kind == EVENT for r in generate_records(500, duplicates=0, malformed=0))
-
-
-def test_malformed_records_fail_validation_and_the_rest_pass() -> None:
-    for record in generate_records(3000, tenants=3, duplicates=0.05, malformed=0.2, seed=2):
-        if record.kind.startswith("malformed:"):
-            with pytest.raises(EventValidationError):
-                parse_event(record.value)
-        else:
-            event = parse_event(record.value)
-            assert record.key == event["tenant_id"].encode()
-
-
-def test_malformed_records_are_keyed_by_a_real_tenant() -> None:
-    tenants = {f"t_{1000 + i}".encode() for i in range(3)}
-    assert {r.key for r in generate_records(2000, tenants=3, malformed=0.5, seed=4)} == tenants
-
-
-def test_duplicates_repeat_an_earlier_event_exactly_and_later() -> None:
-    seen: set[tuple[bytes, bytes]] = set()
-    duplicates = 0
-    for record in generate_records(5000, tenants=3, duplicates=0.1, seed=5):
-        if record.kind == DUPLICATE:
-            assert (record.key, record.value) in seen
-            duplicates += 1
-        else:
-            assert (record.key, record.value) not in seen
-            seen.add((record.key, record.value))
-    assert duplicates > 0
-
-
-@pytest.mark.parametrize(("duplicates", "malformed"), [(-0.1, 0), (0.6, 0.4), (0, 1.0)])
-def test_impossible_fractions_are_refused(duplicates: float, malformed: float) -> None:
-    with pytest.raises(ValueError, match="fractions"):
-        next(generate_records(10, duplicates=duplicates, malformed=malformed))
-
-
-def test_an_unreachable_kafka_is_a_quick_clear_error() -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings(kafka_port=port)
-    began = time.monotonic()
-
-    with pytest.raises(ProduceError, match=f"127.0.0.1:{port} did not answer.*auditlog stack up"):
-        produce_records(settings, iter([Record(b"t", b"{}", EVENT)]), progress=False, connect_timeout_s=2)
-    assert time.monotonic() - began < 10
-
-
-# --------------------------------------------------------------------------- real Kafka
+pytestmark = pytest.mark.integration
 
 
 def _create_topic(settings: Settings, name: str, partitions: int = EVENT_TOPIC_PARTITIONS) -> None:
@@ -142,7 +66,6 @@ def _consume(settings: Settings, topic: str, count: int, timeout_s: float = 90) 
     return received
 
 
-@pytest.mark.integration
 def test_produce_5000_with_duplicates_and_malformed_round_trips_through_kafka(stack: Stack) -> None:
     settings = stack.settings
     topic = f"it.produce.{uuid.uuid4().hex[:8]}"
@@ -177,7 +100,6 @@ def test_produce_5000_with_duplicates_and_malformed_round_trips_through_kafka(st
     assert rejected == summary.malformed
 
 
-@pytest.mark.integration
 def test_cli_produce_prints_a_summary_and_honours_the_rate(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,7 +119,6 @@ def test_cli_produce_prints_a_summary_and_honours_the_rate(
     assert len(_consume(settings, topic, 300, timeout_s=30)) == 300
 
 
-@pytest.mark.integration
 def test_a_missing_topic_is_a_clear_error(stack: Stack) -> None:
     with pytest.raises(ProduceError, match="does not exist.*not created automatically"):
         produce_records(stack.settings, [], topic=f"it.missing.{uuid.uuid4().hex[:8]}", progress=False)

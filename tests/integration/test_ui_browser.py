@@ -11,6 +11,7 @@ interop test checks) rather than a running litewitness, which tests/integration/
 covers. The browser checks them against the witness key pinned in the page; a flipped byte in a
 cosignature, a wrong key for the witness, or only another witness pinned shows "not verified"
 naming the witness. UI_SCREENSHOT_DIR=DIR keeps a screenshot of each page.
+The verifier's own tests under node (no browser, no stack) are tests/unit/test_ui_verifier.py.
 
     .venv/bin/python -m pytest tests/integration/test_ui_browser.py
 """
@@ -96,11 +97,6 @@ def served(stack, stack_settings, tmp_path_factory, browser_ready, witness) -> I
         yield deployment
     finally:
         deployment.stop()
-
-
-def test_the_browsers_own_verifier_on_real_and_tampered_bundles():
-    done = _node("--test", str(BROWSER_DIR / "verify_test.mjs"))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def _event_at(served: ServedDeployment, admin: str, log_id: str, leaf: int) -> dict:

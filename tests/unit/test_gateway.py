@@ -462,3 +462,38 @@ def test_cli_apikeys_create_list_revoke(
     assert main(["apikeys", "revoke", key_id]) == 0
     assert main(["apikeys", "revoke", key_id]) == 1
     assert main(["apikeys", "create", "--admin"]) == 0
+
+
+def test_the_gateway_refuses_to_start_without_kafka(tmp_path: Path) -> None:
+    import base64
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from schemas.settings import REPO_ROOT, Settings
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    settings = Settings.from_env(
+        home=tmp_path,
+        host="127.0.0.1",
+        kafka_port=free_port(),  # nobody listens there
+        gateway_port=free_port(),
+        master_key=base64.b64encode(os.urandom(32)).decode(),
+        keystore_file=str(tmp_path / "keystore.sqlite"),
+        apikeys_file=str(tmp_path / "apikeys.sqlite"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "runners.cli", "gateway"],
+        env={**os.environ, **settings.to_env()},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{settings.kafka_bootstrap} did not answer" in done.stderr and "auditlog stack up" in done.stderr

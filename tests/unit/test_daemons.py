@@ -1,6 +1,6 @@
 """Pid files of the stack: a stale or foreign pid is never taken for ours, never signalled.
 
-These need no service and run in the unit pass too.
+These need no service: each starts at most a sleeping Python of its own.
 """
 
 from __future__ import annotations

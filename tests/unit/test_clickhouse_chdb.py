@@ -2,9 +2,10 @@
 
 Blocks are built by the ingest job's own per-log step (`LogSequencer`: sample events → validation,
 PII sealing, retention stamp, canonical bytes, blocks, checkpoints), written once, the engine
-closed and reopened, and everything checked against the blocks::
+closed and reopened, and everything checked against the blocks. chDB is embedded (a pip package):
+no service runs, so these are unit tests (about 10 s)::
 
-    .venv/bin/python -m pytest tests/integration/test_clickhouse_chdb.py
+    .venv/bin/python -m pytest tests/unit/test_clickhouse_chdb.py
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from transforms.blocks import BlockHeader, decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import leaf_hash, root
 from transforms.note import Signer
-
-pytestmark = pytest.mark.integration
 
 ORIGIN = "auditlog.test/chdb"
 BIG, SMALL = "big.p0", "small.p0"  # the job names a log <topic>.p<partition>
