@@ -1,0 +1,251 @@
+"""Inclusion proofs (pipelines/prover.py): bundles that verify, what is not provable yet, what is refused.
+
+The Prover takes the newest signed checkpoint from the archive and the leaf hashes from ClickHouse,
+and hands out a tlog-proof@v1 bundle only once the leaves give the signed root. Here the archive is
+`InMemoryArchive` and ClickHouse a dict with the two reads the Prover makes, so the index can be
+made to lie. Which witnessed checkpoint a bundle carries is tests/unit/test_prover_cosigned.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.io.archive.testing import InMemoryArchive
+from pipelines.io.clickhouse import IndexIntegrityError
+from pipelines.prover import EventNotFound, Prover
+from pipelines.witnessing import cosigned_key
+from transforms.checkpoint import Checkpoint, sign_checkpoint
+from transforms.cosignature import CosignatureSigner, add_cosignatures, check_cosigned
+from transforms.errors import NoteFormatError, SignatureError, VerificationError
+from transforms.merkle import leaf_hash, root
+from transforms.note import Signer
+from transforms.tlogproof import parse_proof, verify_proof
+
+PREFIX = "auditlog.test"
+LOG = "audit.events.p0"
+ORIGIN = f"{PREFIX}/{LOG}"
+TENANT = "t_1000"
+SIGNER = Signer.generate(PREFIX)
+WITNESS = CosignatureSigner.generate("witness.test/w1")
+
+
+def entry(i: int) -> bytes:
+    return json.dumps({"event_id": f"evt_{i}", "tenant_id": TENANT}, separators=(",", ":")).encode()
+
+
+class Index:
+    """The two ClickHouse reads a Prover makes, over lists a test can change."""
+
+    def __init__(self, entries: list[bytes]) -> None:
+        self.entries = list(entries)
+        self.leaves = [leaf_hash(e) for e in entries]
+        self.reads: list[tuple[str, int]] = []
+
+    def find_event(self, tenant_id: str, event_id: str) -> dict | None:
+        for i, canonical in enumerate(self.entries):
+            doc = json.loads(canonical)
+            if (doc["tenant_id"], doc["event_id"]) == (tenant_id, event_id):
+                return {"log_id": LOG, "leaf_index": i, "canonical": canonical}
+        return None
+
+    def leaf_hashes(self, log_id: str, upto: int) -> list[bytes]:
+        assert log_id == LOG
+        self.reads.append((log_id, upto))
+        if upto > len(self.leaves):
+            raise IndexIntegrityError(f"log {log_id}: leaf {len(self.leaves)} is missing from the index")
+        return self.leaves[:upto]
+
+
+def checkpoint_note(leaves: list[bytes], size: int, signer: Signer = SIGNER, origin: str = ORIGIN) -> str:
+    return sign_checkpoint(Checkpoint(origin, size, root(leaves[:size])), signer)
+
+
+def deployment(n: int, checkpoints: tuple[int, ...]) -> tuple[InMemoryArchive, Index, Prover]:
+    """`n` events indexed, checkpoints of the given sizes archived, and a Prover over both."""
+    index = Index([entry(i) for i in range(n)])
+    archive = InMemoryArchive()
+    for size in checkpoints:
+        archive.put_checkpoint(LOG, size, checkpoint_note(index.leaves, size))
+    return archive, index, Prover(archive, index, SIGNER.verifier(), PREFIX)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def test_every_event_under_the_newest_checkpoint_gets_a_bundle_that_verifies() -> None:
+    _, index, prover = deployment(10, (4, 10))
+
+    for i in range(10):
+        proof = prover.proof(TENANT, f"evt_{i}")
+
+        bundle, checkpoint = verify_proof(proof.text, SIGNER.verifier(), entry=entry(i), origin=ORIGIN)
+        assert (proof.tenant_id, proof.event_id, proof.log_id, proof.leaf_index) == (TENANT, f"evt_{i}", LOG, i)
+        assert proof.canonical == entry(i) and bundle.index == i
+        assert checkpoint == proof.checkpoint and checkpoint.size == 10  # the newest checkpoint
+        with pytest.raises(VerificationError):  # and it proves that entry, not another
+            verify_proof(proof.text, SIGNER.verifier(), entry=entry((i + 1) % 10))
+    assert index.reads == [(LOG, 10)]  # the log's leaves were read once, not once per proof
+
+
+def test_an_event_past_the_newest_checkpoint_is_not_provable_until_the_next_one() -> None:
+    archive, index, prover = deployment(12, (10,))
+    prover.proof(TENANT, "evt_3")
+
+    with pytest.raises(EventNotFound) as caught:
+        prover.proof(TENANT, "evt_11")
+    assert str(caught.value) == f"no signed checkpoint of log {LOG} covers leaf 11 yet; retry after the next block"
+
+    archive.put_checkpoint(LOG, 12, checkpoint_note(index.leaves, 12))
+    proof = prover.proof(TENANT, "evt_11")
+    assert proof.checkpoint.size == 12
+    verify_proof(proof.text, SIGNER.verifier(), entry=entry(11))
+    assert prover.proof(TENANT, "evt_10").checkpoint.size == 12
+    assert index.reads == [(LOG, 10), (LOG, 12)]
+
+
+def test_a_log_without_any_checkpoint_has_nothing_to_prove_against() -> None:
+    _, _, prover = deployment(3, ())
+
+    with pytest.raises(EventNotFound) as caught:
+        prover.proof(TENANT, "evt_0")
+    assert str(caught.value) == f"no signed checkpoint of log {LOG} covers leaf 0 yet; retry after the next block"
+
+
+@pytest.mark.parametrize(("tenant", "event_id"), [(TENANT, "evt_99"), ("t_1001", "evt_1")])
+def test_an_event_the_index_does_not_hold_for_that_tenant_is_not_found(tenant: str, event_id: str) -> None:
+    _, _, prover = deployment(4, (4,))
+
+    with pytest.raises(EventNotFound) as caught:
+        prover.proof(tenant, event_id)
+    assert str(caught.value) == f"no event {event_id!r} for tenant {tenant!r} in ClickHouse"
+
+
+def test_tree_for_is_the_verified_tree_and_its_checkpoint() -> None:
+    archive, index, prover = deployment(10, (4, 10))
+
+    tree, note = prover.tree_for(LOG, 7)
+
+    assert tree.size == 10 and tree.root() == root(index.leaves)
+    assert note == archive.get_checkpoint(LOG, 10)
+    assert prover.tree_for(LOG, 10) == (tree, note)  # all of its leaves
+    with pytest.raises(EventNotFound):
+        prover.tree_for(LOG, 11)
+
+
+# --------------------------------------------------------------------------- what is refused
+
+
+def test_index_leaves_that_do_not_give_the_signed_root_are_refused() -> None:
+    _, index, prover = deployment(10, (10,))
+    index.leaves[6] = leaf_hash(b"forged")
+
+    with pytest.raises(VerificationError) as caught:
+        prover.proof(TENANT, "evt_2")
+    assert str(caught.value) == (
+        f"ClickHouse's leaves of {LOG} do not give the signed root at size 10; run `auditlog verify`"
+    )
+
+
+def test_index_leaves_that_change_under_a_verified_tree_are_refused() -> None:
+    archive, index, prover = deployment(10, (4,))
+    prover.proof(TENANT, "evt_1")  # the tree of 4 leaves is verified and kept
+    index.leaves[1] = leaf_hash(b"rewritten")
+    archive.put_checkpoint(LOG, 10, checkpoint_note([*index.leaves[:1], leaf_hash(entry(1)), *index.leaves[2:]], 10))
+
+    with pytest.raises(VerificationError) as caught:
+        prover.proof(TENANT, "evt_7")
+    assert str(caught.value) == f"log {LOG}: ClickHouse's leaves changed; run `auditlog verify`"
+
+
+def test_an_indexed_event_that_is_not_the_logged_entry_gets_no_bundle() -> None:
+    _, index, prover = deployment(8, (8,))
+    logged = index.entries[5]
+    index.entries[5] = logged.replace(b'"tenant_id"', b'"note":"edited","tenant_id"')  # leaves untouched
+
+    with pytest.raises(VerificationError):
+        prover.proof(TENANT, "evt_5")
+
+    # unchecked (what the query API hands the browser): the bundle is for the logged entry
+    unchecked = prover.proof_at(TENANT, "evt_5", LOG, 5, index.entries[5], check=False)
+    verify_proof(unchecked.text, SIGNER.verifier(), entry=logged)
+    with pytest.raises(VerificationError):
+        verify_proof(unchecked.text, SIGNER.verifier(), entry=index.entries[5])
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused() -> None:
+    _, index, prover = deployment(6, ())
+    prover.archive.put_checkpoint(LOG, 6, checkpoint_note(index.leaves, 6, signer=Signer.generate(PREFIX)))
+
+    with pytest.raises(SignatureError, match="no signature from a known key"):
+        prover.proof(TENANT, "evt_0")
+
+
+def test_a_checkpoint_of_another_log_is_refused() -> None:
+    _, index, prover = deployment(6, ())
+    prover.archive.put_checkpoint(LOG, 6, checkpoint_note(index.leaves, 6, origin=f"{PREFIX}/audit.events.p1"))
+
+    with pytest.raises(NoteFormatError) as caught:
+        prover.proof(TENANT, "evt_0")
+    assert str(caught.value) == f"checkpoint origin '{PREFIX}/audit.events.p1' is not the expected '{ORIGIN}'"
+
+
+# --------------------------------------------------------------------------- witnessed checkpoints
+
+
+def cosign(archive: InMemoryArchive, size: int, note: str) -> None:
+    line = WITNESS.cosign(note.split("\n\n")[0] + "\n", 1_767_225_600)
+    archive.put_immutable(cosigned_key(LOG, size, WITNESS.verifier()), add_cosignatures(note, [line]).encode())
+
+
+def test_a_bundle_carries_the_witnessed_checkpoint_when_one_holds_the_event() -> None:
+    archive, _, prover = deployment(10, (4, 10))
+    cosign(archive, 4, archive.get_checkpoint(LOG, 4))
+
+    early, late = prover.proof(TENANT, "evt_2"), prover.proof(TENANT, "evt_4")
+
+    _, checkpoint = verify_proof(early.text, SIGNER.verifier(), entry=entry(2))
+    assert checkpoint.size == early.checkpoint.size == 4  # cosigned, though older than 10
+    note = parse_proof(early.text).signed_checkpoint
+    report = check_cosigned(note, SIGNER.verifier(), [WITNESS.verifier()], min_witnesses=1)
+    assert [(c.witness, c.timestamp) for c in report.cosigned] == [(WITNESS.name, 1_767_225_600)]
+    assert late.checkpoint.size == 10  # leaf 4 is not in the tree of 4 leaves
+    verify_proof(late.text, SIGNER.verifier(), entry=entry(4))
+
+
+def test_a_witnessed_checkpoint_that_is_not_the_verified_trees_is_refused() -> None:
+    # A split view: a checkpoint of size 4 signed with the log's key but over other leaves, which a
+    # witness cosigned. The newest checkpoint (10) and the index agree; the bundle must not carry it.
+    archive, index, prover = deployment(10, (10,))
+    forked = checkpoint_note([leaf_hash(b"other")] * 4, 4)
+    archive.put_checkpoint(LOG, 4, forked)
+    cosign(archive, 4, forked)
+
+    with pytest.raises(VerificationError) as caught:
+        prover.proof(TENANT, "evt_2")
+    assert str(caught.value) == f"log {LOG}: the cosigned checkpoint at 4 is not the verified tree's"
+
+
+# --------------------------------------------------------------------------- a property
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_event_under_any_checkpoints_proves_against_the_newest_and_only_its_own_bytes(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 40), label="events")
+    sizes = data.draw(st.sets(st.integers(1, n), min_size=1, max_size=4), label="checkpoint sizes")
+    i = data.draw(st.integers(0, max(sizes) - 1), label="leaf")
+    _, _, prover = deployment(n, tuple(sorted(sizes)))
+
+    proof = prover.proof(TENANT, f"evt_{i}")
+
+    _, checkpoint = verify_proof(proof.text, SIGNER.verifier(), entry=entry(i), origin=ORIGIN)
+    assert checkpoint.size == max(sizes)
+    flipped = bytearray(entry(i))
+    position = data.draw(st.integers(0, len(flipped) - 1), label="byte")
+    flipped[position] ^= data.draw(st.integers(1, 255), label="flip")
+    with pytest.raises(VerificationError):
+        verify_proof(proof.text, SIGNER.verifier(), entry=bytes(flipped))
