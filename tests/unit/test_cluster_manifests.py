@@ -195,7 +195,7 @@ def test_init_container_fills_every_placeholder_of_job_json(
 ) -> None:
     init = flink["spec"]["jobManager"]["podTemplate"]["spec"]["initContainers"][0]
     placeholders = set(re.findall(r"\$\{(\w+)\}", job_json))
-    assert placeholders == {e["name"] for e in init["env"]}
+    assert placeholders and placeholders == {e["name"] for e in init["env"]}
     assert all("secretKeyRef" in e["valueFrom"] for e in init["env"])
 
     script = init["command"][-1]
