@@ -147,7 +147,8 @@ def test_every_checkpoint_is_cosigned_and_bundles_verify(witness_settings: Setti
         notes += [archive.get(k).decode() for k in archive.keys(f"logs/{log_id}/cosigned/")]
     audit = verify_witnessing(archive, signer.verifier(), ORIGIN, [witness], min_witnesses=1)
     assert audit.problems == [] and audit.cosignatures == built.blocks
-    assert all(row.checkpoints_behind == 0 for row in publisher.lag())
+    lag = publisher.lag()
+    assert len(lag) == len(built.log_ids) and all(row.checkpoints_behind == 0 for row in lag), lag
 
     # Proof bundles carry the cosignature and verify with --min-witnesses 1.
     bundle = _bundle(archive, signer, built.log_ids[0], 7, tmp_path / "proof")
@@ -161,7 +162,7 @@ def test_every_checkpoint_is_cosigned_and_bundles_verify(witness_settings: Setti
     answers = _go_cosig_verify(
         tmp_path, [{"op": "cosig-verify", "vkey": vkey, "vkey2": signer.verifier().encode(), "msg": n} for n in notes]
     )
-    assert all(a.get("ok") is True for a in answers), answers
+    assert len(answers) == len(notes) == built.blocks and all(a.get("ok") is True for a in answers), answers
 
 
 def test_split_view_is_refused_and_caught(witness_settings: Settings, tmp_path: Path) -> None:
