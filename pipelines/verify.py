@@ -435,6 +435,10 @@ class CompareWithIndex(beam.DoFn):
         )
 
 
+LOG_KEYED = beam.typehints.KV[str, Any]
+"""(log id, value): keyed by a string, so every runner can group by it (Prism has no pickled keys)."""
+
+
 class VerifyLogs(beam.PTransform[beam.PCollection[str], beam.PCollection[LogReport]]):
     """log ids → LogReport per log: the whole verification, archive and ClickHouse."""
 
@@ -468,14 +472,17 @@ class VerifyLogs(beam.PTransform[beam.PCollection[str], beam.PCollection[LogRepo
                 CheckArchiveLogs(
                     self.archive_spec, self.verifier_key, self.origin_prefix, self.witnesses, self.progress, self.clock
                 )
-            )
+            ).with_output_types(LOG_KEYED)
         )
         # A branch of its own: a runner that runs stages side by side (Prism, Flink, Dataflow)
         # digests ClickHouse while the archive is replayed.
         index = (
             log_ids.pipeline
             | "Start digests" >> beam.Impulse()
-            | "Digest ClickHouse" >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs, self.clock))
+            | "Digest ClickHouse"
+            >> beam.ParDo(ReadIndexSnapshots(self.clickhouse_url, self.only_logs, self.clock)).with_output_types(
+                LOG_KEYED
+            )
         )
         reports: beam.PCollection[LogReport] = (
             {"archive": archive, "index": index}

@@ -83,6 +83,17 @@ class Settings:
             name+keyid+base64). Empty means the local witness once `stack up` made its key; `none`
             means no witness. Read it as `witness_list`.
         min_witnesses: cosignatures `auditlog verify` requires on every checkpoint (AUDITLOG_MIN_WITNESSES).
+        beam_runner: where verify, rebuild and export run their Beam pipelines (AUDITLOG_BEAM_RUNNER):
+            `direct` (Beam's DirectRunner, in the command's process) or `prism` (Beam's Prism runner,
+            with SDK workers in processes of their own); `--runner` on those commands overrides it.
+        prism_location: the Prism binary (AUDITLOG_PRISM_LOCATION); empty means `make prism`'s
+            .local/bin/prism, built at the Beam SDK's version.
+        beam_worker_pool: `host:port` of a running Beam SDK worker pool for Prism's EXTERNAL
+            environment (AUDITLOG_BEAM_WORKER_POOL); empty means the command starts one beside
+            itself for the run (infra/beam.py).
+        beam_results: where verify and rebuild pipelines leave their reports for the command
+            (AUDITLOG_BEAM_RESULTS): a folder or a URL Beam's FileSystems write (gs://...) that every
+            worker reaches; empty means a temporary local folder.
     """
 
     home: Path = REPO_ROOT / "var"
@@ -124,6 +135,10 @@ class Settings:
     witness_name: str = ""
     witnesses: str = ""
     min_witnesses: int = 0
+    beam_runner: str = "direct"
+    prism_location: str = ""
+    beam_worker_pool: str = ""
+    beam_results: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
