@@ -40,6 +40,7 @@ class PostgresService:
     say: Callable[[str], None]
 
     service = "postgres"
+    restart_together = False  # one daemon (infra/service.py's Service says what this means)
 
     @property
     def home(self) -> Path:
