@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transforms.errors import AuditlogError
+
 if TYPE_CHECKING:
     from schemas.settings import Settings
 
@@ -89,7 +91,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class ApiKeyError(RuntimeError):
+class ApiKeyError(AuditlogError, RuntimeError):
     """An API key cannot be made or changed as asked."""
 
 

@@ -22,13 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from transforms.errors import AuditlogError
+
 MARKER_ENV = "AUDITLOG_STACK_PROCESS"
 """Environment variable set in every daemon; its value names the stack home and the daemon."""
 
 LOG_TAIL_LINES = 40
 
 
-class StackError(RuntimeError):
+class StackError(AuditlogError, RuntimeError):
     """A service of the local stack could not be fetched, configured, started or stopped.
 
     The message says what went wrong and what to do; the CLI prints it as is.

@@ -33,6 +33,7 @@ import apache_beam as beam
 
 from pipelines.io.clickhouse import LOGS_TABLE, NOT_EXPIRED, open_clickhouse
 from schemas.present import FLAT_COLUMNS, KeyLookup, flatten, present_event
+from transforms.errors import AuditlogError
 from transforms.jcs import canonicalize
 from transforms.note import Signer, Verifier, open_note, sign_note
 
@@ -284,7 +285,7 @@ class Export(beam.PTransform[beam.PCollection[ExportQuery], beam.PCollection[dic
 # --------------------------------------------------------------------------- the manifest
 
 
-class ManifestError(ValueError):
+class ManifestError(AuditlogError, ValueError):
     """An export's manifest does not verify, or a file disagrees with it."""
 
 

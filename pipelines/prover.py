@@ -17,13 +17,13 @@ from pipelines.io.archive import COSIGNED_DIR
 from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.cosignature import add_cosignatures, split_note
-from transforms.errors import VerificationError
+from transforms.errors import AuditlogError, VerificationError
 from transforms.merkle import MerkleTree
 from transforms.note import Verifier
 from transforms.tlogproof import format_proof, verify_proof
 
 
-class EventNotFound(LookupError):
+class EventNotFound(AuditlogError, LookupError):
     """The event is not indexed, or no signed checkpoint covers it yet."""
 
 

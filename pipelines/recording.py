@@ -68,6 +68,8 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.errors import AuditlogError
+
 __all__ = [
     "FORMAT_VERSION",
     "RECORDING_SCHEMA",
@@ -113,7 +115,7 @@ _DICTIONARY_COLUMNS = ["partition", "timestamp_type", "key", "headers.list.item.
 _STATISTICS_COLUMNS = ["partition", "offset", "timestamp_ms"]
 
 
-class RecordingFormatError(ValueError):
+class RecordingFormatError(AuditlogError, ValueError):
     """A file is not a recording this version of auditlog can read (or it is damaged)."""
 
 

@@ -43,6 +43,7 @@ from pipelines.io.archive import (
     parse_key,
 )
 from transforms.blocks import decode_block_object, encode_expired_block
+from transforms.errors import AuditlogError
 from transforms.merkle import leaf_hash, root
 from transforms.retention import (
     LegalHold,
@@ -60,7 +61,7 @@ HOLD_SUFFIX = ".json"
 RELEASE_SUFFIX = ".released.json"
 
 
-class HoldError(ValueError):
+class HoldError(AuditlogError, ValueError):
     """A hold request that cannot be carried out: what was wrong, with the value, and what to do."""
 
 

@@ -48,7 +48,7 @@ from pipelines.io.archive import COSIGNED_DIR, REFUSALS_DIR, ArchiveNotFoundErro
 from transforms.blocks import decode_block_object, decode_expired_block
 from transforms.checkpoint import open_checkpoint
 from transforms.cosignature import CosignatureVerifier, add_cosignatures, parse_signature_lines
-from transforms.errors import NoteFormatError, VerificationError
+from transforms.errors import AuditlogError, NoteFormatError, VerificationError
 from transforms.merkle import MerkleTree, leaf_hash
 from transforms.note import Verifier
 
@@ -144,7 +144,7 @@ class PublishStats:
     registered: list[str] = field(default_factory=list)
 
 
-class WitnessTrouble(OSError):
+class WitnessTrouble(AuditlogError, OSError):
     """A witness answered, but not usefully (wrong URL or key, unknown log, throttling): retried with backoff."""
 
 

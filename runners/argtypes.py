@@ -1,8 +1,28 @@
-"""Argument types shared by the subcommands: each refuses a bad value with what was wrong."""
+"""Argument types shared by the subcommands: each refuses a bad value with what was wrong.
+
+A rule argparse cannot check alone (two flags together, a file the value names) is refused by the
+command with a `UsageError`, which `runners/cli.py` prints to stderr with exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from transforms.errors import AuditlogError
+
+
+class UsageError(AuditlogError):
+    """The command line asks for something that cannot be done: a flag's value, a missing file (exit 2)."""
+
+
+class IncompleteError(AuditlogError):
+    """The command ran, but part of what it was asked is not done (exit 1).
+
+    A service that did not start or stop, records Kafka did not acknowledge or delete, a key that
+    is not there: the status these commands exited with before errors had one base.
+    """
+
+    exit_code = 1
 
 
 def positive_int(text: str) -> int:

@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 COMMAND_MODULES = (
     "runners.commands.stack",
@@ -55,11 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; an AuditlogError is reported here, once, for every command.
+
+    Exit status: 0 done, 1 a check failed, 2 bad usage or the command could not do what was asked
+    (argparse's own usage errors are 2 too), 130 interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     try:
         return int(args.handler(args, settings) or 0)
+    except AuditlogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

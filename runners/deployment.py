@@ -14,7 +14,7 @@ from schemas.settings import Settings
 from transforms.note import Signer
 
 if TYPE_CHECKING:
-    from pipelines.indexer import ArchiveIndexer
+    from pipelines.indexer import ArchiveIndexer, IndexingHalted
 
 
 def with_master_key(settings: Settings) -> Settings:
@@ -93,3 +93,13 @@ def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
     clickhouse.ensure_schema()
     verifier = Verifier.from_key(settings.verifier_key_file.read_text())
     return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
+
+
+def halted_error(halted: dict[str, str]) -> IndexingHalted | None:
+    """The error (exit 1) naming each log the indexer stopped at a block that does not verify; None if none."""
+    from pipelines.indexer import IndexingHalted
+
+    if not halted:
+        return None
+    lines = "".join(f"\n  log {log_id} was not indexed: {why}" for log_id, why in halted.items())
+    return IndexingHalted(f"{len(halted)} log(s) stopped at a block that does not verify; run `auditlog verify`{lines}")

@@ -26,7 +26,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from transforms.errors import CanonicalizationError
+from transforms.errors import AuditlogError, CanonicalizationError
 from transforms.jcs import canonicalize
 from transforms.pii import SubjectKeys, erased_value, seal
 from transforms.retention import RETENTION_FIELD, RetentionPolicy
@@ -41,7 +41,7 @@ MAX_JSON_DEPTH = 1024  # orjson's own limit: records read the same on its path a
 MISSING = object()
 
 
-class EventValidationError(ValueError):
+class EventValidationError(AuditlogError, ValueError):
     """An event does not follow the schema: which field, what value, which rule."""
 
     def __init__(self, field: str, value: Any, rule: str, event_id: str | None = None) -> None:

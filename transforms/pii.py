@@ -20,6 +20,8 @@ from hashlib import blake2b
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
+from transforms.errors import AuditlogError
+
 KEY_SIZE = 32
 NONCE_SIZE = 12
 # Keyed BLAKE2b (RFC 7693) is the MAC: as strong as HMAC-SHA256 here and three times faster on
@@ -46,11 +48,11 @@ def is_erased_value(sealed: object) -> bool:
     return isinstance(sealed, dict) and sealed.get("erased") is True
 
 
-class SubjectErased(Exception):  # noqa: N818 - a base the key store's SubjectErasedError extends
+class SubjectErased(AuditlogError):  # noqa: N818 - a base the key store's SubjectErasedError extends
     """Base of the error a key source raises for an erased subject, which must not get keys again."""
 
 
-class SealError(ValueError):
+class SealError(AuditlogError, ValueError):
     """A sealed value cannot be opened: wrong key, or the ciphertext was altered."""
 
 

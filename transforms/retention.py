@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from transforms.errors import AuditlogError
+
 RETENTION_FIELD = "retention"
 KEPT_FOREVER = "9999-12-31T23:59:59.999Z"
 """The `until` of an entry that carries no retention (written before retention classes existed)."""
@@ -53,7 +55,7 @@ _RETENTION_MEMBER = re.compile(
 )
 
 
-class RetentionPolicyError(ValueError):
+class RetentionPolicyError(AuditlogError, ValueError):
     """A retention policy is malformed: which part, what value, and how to fix it."""
 
 

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from api.sdk.events import Receipt, encode_event, verification_hash
 from schemas.events import EventValidationError, pii_subject, validate_event
 from schemas.retention import load_policy
+from transforms.errors import AuditlogError
 from transforms.pii import SubjectErased, SubjectKeys
 from transforms.retention import RetentionPolicy
 
@@ -62,7 +63,7 @@ DEFAULT_RETRY_AFTER_MS = 200
 LANE = "gateway"
 
 
-class IntakeError(Exception):
+class IntakeError(AuditlogError):
     """Why a request was not accepted; each subclass maps to one gRPC status."""
 
 

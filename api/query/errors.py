@@ -19,10 +19,10 @@ from api.query.deps import services_of
 from api.query.params import RULES
 from api.query.reads import MALFORMED
 from api.query.store import QueryError
-from transforms.errors import VerificationError
+from transforms.errors import AuditlogError, VerificationError
 
 
-class NotFound(LookupError):
+class NotFound(AuditlogError, LookupError):
     pass
 
 

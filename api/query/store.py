@@ -19,6 +19,7 @@ from typing import Any
 from pipelines.io.clickhouse import LOGS_TABLE, NOT_EXPIRED
 from schemas.events import EventValidationError, normalize_time
 from schemas.present import KeyLookup, present_event
+from transforms.errors import AuditlogError
 from transforms.pii import lookup_hash
 
 MAX_LIMIT = 1000
@@ -44,7 +45,7 @@ _COLUMNS = (
 )
 
 
-class QueryError(ValueError):
+class QueryError(AuditlogError, ValueError):
     """A request parameter is wrong; `parameter` names it (the API answers 400)."""
 
     def __init__(self, parameter: str, message: str) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from api.sdk.events import Receipt, kafka_record, wire_event
 from api.sdk.lanes import DIRECT, GATEWAY, OUTBOX, Lanes
 from api.sdk.outbox import connect, record_in_transaction
+from transforms.errors import AuditlogError
 
 if TYPE_CHECKING:
     from api.sdk.gateway_client import GatewayClient
@@ -46,11 +47,11 @@ if TYPE_CHECKING:
 __all__ = ["AuditClient", "DeliveryError", "LaneUnavailable"]
 
 
-class LaneUnavailable(RuntimeError):
+class LaneUnavailable(AuditlogError, RuntimeError):
     """An event's lane is not configured on this client."""
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(AuditlogError, RuntimeError):
     """Kafka did not acknowledge direct-lane events."""
 
 

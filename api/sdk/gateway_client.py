@@ -20,13 +20,14 @@ from typing import Any
 import grpc
 
 from api.sdk.events import Receipt, wire_event
+from transforms.errors import AuditlogError
 
 __all__ = ["GatewayClient", "GatewayError"]
 
 RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 
 
-class GatewayError(RuntimeError):
+class GatewayError(AuditlogError, RuntimeError):
     """The gateway refused a call: `code` is the gRPC status, `field` the offending field if any."""
 
     def __init__(self, code: grpc.StatusCode, details: str, field: str = "") -> None:

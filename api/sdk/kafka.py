@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from transforms.errors import AuditlogError
+
 __all__ = ["PRODUCER_CONFIG", "KafkaUnavailable", "check_topic", "make_producer"]
 
 PRODUCER_CONFIG: dict[str, Any] = {
@@ -27,7 +29,7 @@ PRODUCER_CONFIG: dict[str, Any] = {
 }
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaUnavailable(AuditlogError, RuntimeError):
     """Kafka does not answer, or the topic is missing."""
 
 

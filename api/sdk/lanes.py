@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from transforms.errors import AuditlogError
+
 __all__ = ["DIRECT", "GATEWAY", "LANES", "OUTBOX", "SEED_LANES", "LaneConfigError", "Lanes"]
 
 OUTBOX = "outbox"
@@ -40,7 +42,7 @@ GATEWAY = "gateway"
 LANES = (OUTBOX, DIRECT, GATEWAY)
 
 
-class LaneConfigError(ValueError):
+class LaneConfigError(AuditlogError, ValueError):
     """A lanes configuration names an unknown lane or is malformed."""
 
 

@@ -21,13 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from transforms.errors import AuditlogError
+
 __all__ = ["LocalPostgres", "PostgresUnavailable", "find_postgres_bin"]
 
 SUPERUSER = "auditlog"
 START_TIMEOUT_S = 60
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(AuditlogError, RuntimeError):
     """The PostgreSQL server binaries are missing or the server did not start."""
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from api.sdk.events import encode_event, wire_event
+from transforms.errors import AuditlogError
 
 __all__ = [
     "OUTBOX_TABLE",
@@ -99,11 +100,11 @@ _INSERT = {
 }
 
 
-class OutboxError(RuntimeError):
+class OutboxError(AuditlogError, RuntimeError):
     """The outbox table is missing or the connection is of a kind the SDK does not know."""
 
 
-class ForwardError(RuntimeError):
+class ForwardError(AuditlogError, RuntimeError):
     """A batch was not fully acknowledged by Kafka; its unacknowledged rows stay and are retried."""
 
 

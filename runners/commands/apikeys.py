@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runners.argtypes import IncompleteError, UsageError
 from schemas.settings import Settings
 
 
@@ -52,22 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from api.keys import ApiKeyError, ApiKeyStore
+    from api.keys import ApiKeyStore
 
     with ApiKeyStore.open(settings) as store:
         if args.apikeys_action == "create":
             scopes = tuple(args.scopes or ()) + (("admin",) if args.admin else ())
             if args.tenant is None and "admin" not in scopes:
-                print(
-                    "error: say whose key it is: --tenant TENANT (with --scope read and/or write), or --scope admin",
-                    file=sys.stderr,
+                raise UsageError(
+                    "say whose key it is: --tenant TENANT (with --scope read and/or write), or --scope admin"
                 )
-                return 2
-            try:
-                record, token = store.create(tenant_id=args.tenant, label=args.label, scopes=scopes)
-            except ApiKeyError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
+            record, token = store.create(tenant_id=args.tenant, label=args.label, scopes=scopes)
             print(token)
             print(
                 f"key {record.key_id} ({record.scope}) created; it is shown only now, store it as a secret",
@@ -83,5 +78,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if store.revoke(args.key_id):
             print(f"key {args.key_id} revoked")
             return 0
-        print(f"error: no active key {args.key_id!r} in {store.path}", file=sys.stderr)
-        return 1
+        raise IncompleteError(f"no active key {args.key_id!r} in {store.path}")

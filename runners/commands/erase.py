@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sys
 
+from runners.argtypes import IncompleteError, UsageError
 from runners.deployment import with_master_key
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 ERASE_ACTION = "privacy.subject.erase"
 
@@ -54,17 +55,12 @@ def erasure_event(tenant_id: str, subject_id: str, reason: str, operator: str) -
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from api.sdk import AuditClient
     from api.sdk.events import EventValidationError
-    from pipelines.io.keystore import KeyStoreError, open_keystore
+    from pipelines.io.keystore import open_keystore
 
     reason = args.reason.strip()
     if not reason:
-        print("error: --reason is empty; say why (a ticket id, the request): it is kept in the log", file=sys.stderr)
-        return 2
-    try:
-        keystore = open_keystore(with_master_key(settings))
-    except KeyStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError("--reason is empty; say why (a ticket id, the request): it is kept in the log")
+    keystore = open_keystore(with_master_key(settings))
     try:
         if keystore.is_erased(args.tenant, args.subject):
             print(f"{args.subject} of {args.tenant} was already erased; deleting what Kafka still holds")
@@ -72,16 +68,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         client = AuditClient(kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic)
         try:
             receipt = client.record(erasure_event(args.tenant, args.subject, reason, args.operator), wait=True)
-        except EventValidationError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:  # noqa: BLE001 - Kafka down: nothing is destroyed without its record
-            print(
-                f"error: the erasure could not be recorded in Kafka at {settings.kafka_bootstrap} ({exc}); nothing "
-                "was destroyed. Start Kafka (`auditlog stack up kafka`) and run this again.",
-                file=sys.stderr,
-            )
-            return 2
+        except EventValidationError:
+            raise
+        except Exception as exc:  # Kafka down: nothing is destroyed without its record
+            raise AuditlogError(
+                f"the erasure could not be recorded in Kafka at {settings.kafka_bootstrap} ({exc}); nothing "
+                "was destroyed. Start Kafka (`auditlog stack up kafka`) and run this again."
+            ) from exc
         finally:
             client.close()
         had_keys = keystore.destroy(args.tenant, args.subject)
@@ -94,7 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def truncate_topic(settings: Settings) -> int:
-    """Deletes the records of the events topic that the archive holds; 1 if that failed."""
+    """Deletes the records of the events topic that the archive holds; raises IncompleteError if that failed."""
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
@@ -113,14 +106,12 @@ def truncate_topic(settings: Settings) -> int:
         done = truncate_archived(
             open_archive(**archive_spec(settings)), AdminClient(kafka_client_config(settings)), consumer, settings.topic
         )
-    except Exception as exc:  # noqa: BLE001 - the erasure stands; say what is left to do
-        print(
-            f"error: the keys are destroyed, but the records of {settings.topic} could not be deleted from Kafka "
+    except Exception as exc:  # the erasure stands; say what is left to do
+        raise IncompleteError(
+            f"the keys are destroyed, but the records of {settings.topic} could not be deleted from Kafka "
             f"({type(exc).__name__}: {exc}); their plaintext stays until the topic's retention removes it. "
-            "Run the same `auditlog erase` again once Kafka and the archive are reachable.",
-            file=sys.stderr,
-        )
-        return 1
+            "Run the same `auditlog erase` again once Kafka and the archive are reachable."
+        ) from exc
     finally:
         consumer.close()
     for cut in done:

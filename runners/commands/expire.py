@@ -35,26 +35,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ArchiveError
     from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import expire_archive, read_holds
     from pipelines.verify import archive_from_spec
     from schemas.retention import load_policy
-    from transforms.retention import RetentionPolicyError
 
-    try:
-        evidence = load_policy(settings.retention_policy_path).longest()
-    except RetentionPolicyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        archive = archive_from_spec(archive_spec(settings))
-        holds = read_holds(archive)
-        with tqdm(unit="blocks", desc="archive", disable=args.quiet or not sys.stderr.isatty()) as bar:
-            report = expire_archive(archive, holds, evidence, dry_run=args.dry_run, progress=bar.update)
-    except ArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    evidence = load_policy(settings.retention_policy_path).longest()
+    archive = archive_from_spec(archive_spec(settings))
+    holds = read_holds(archive)
+    with tqdm(unit="blocks", desc="archive", disable=args.quiet or not sys.stderr.isatty()) as bar:
+        report = expire_archive(archive, holds, evidence, dry_run=args.dry_run, progress=bar.update)
     for refusal in report.refused:
         print(f"  refused: {refusal}", file=sys.stderr)
     print(f"archive: {report.line()}")

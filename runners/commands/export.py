@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runners.argtypes import utc_time
+from runners.argtypes import UsageError, utc_time
 from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
 
@@ -99,9 +98,7 @@ class KeystoreOpener:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.export import ExportQuery, archive_heads, run_export
     from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ArchiveError, open_archive
-    from pipelines.io.clickhouse import ClickHouseError
-    from pipelines.prover import EventNotFound
+    from pipelines.io.archive import open_archive
     from runners.commands.verify import beam_args
     from transforms.errors import VerificationError
 
@@ -117,12 +114,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if value is not None
     }
     if args.start and args.end and args.start >= args.end:
-        print(f"error: --from {args.start} is not before --to {args.end}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--from {args.start} is not before --to {args.end}")
     query = ExportQuery(args.tenant, args.start, args.end, filters)
     if not settings.signer_key_file.exists():
-        print(f"error: no signing key at {settings.signer_key_file} to sign the manifest", file=sys.stderr)
-        return 2
+        raise UsageError(f"no signing key at {settings.signer_key_file} to sign the manifest")
     signer = load_or_create_signer(settings.keys_dir, settings.origin)
     keystore = None
     if not args.sealed:
@@ -142,14 +137,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             beam_args=beam_args(args.beam_args),
         )
     except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ArchiveError, ClickHouseError, EventNotFound) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     except VerificationError as exc:
-        print(f"error: an exported event does not match the signed log: {exc}; run `auditlog verify`", file=sys.stderr)
-        return 1
+        raise VerificationError(
+            f"an exported event does not match the signed log: {exc}; run `auditlog verify`"
+        ) from exc
     for entry in manifest["files"]:
         print(f"  {entry['name']:<16} {entry['rows']:>9} rows  sha256 {entry['sha256']}")
     if manifest["proofs"]:
@@ -170,8 +162,7 @@ def run_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         verifier = Verifier.from_key(key_text)
     except (ValueError, VerificationError) as exc:
-        print(f"error: --key is not a verifier key: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--key is not a verifier key: {exc}") from exc
     try:
         manifest = verify_export(args.out, verifier)
     except (ManifestError, VerificationError) as exc:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+from runners.argtypes import IncompleteError, UsageError
 from schemas.settings import Settings
 
 
@@ -71,23 +72,14 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
     from api.gateway.kafka_sink import KafkaAckSink
     from api.gateway.server import GatewayCore, GatewayOptions, serve
     from api.keys import ApiKeyStore
-    from api.sdk.kafka import KafkaUnavailable
-    from pipelines.io.keystore import KeyStoreError, open_keystore
+    from pipelines.io.keystore import open_keystore
     from schemas.retention import load_policy
 
     topic = args.topic or settings.topic
-    try:
-        keystore = open_keystore(settings)
-    except KeyStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        sink = KafkaAckSink(
-            settings.kafka_bootstrap, topic, poll_thread=args.server == "threads", **{"linger.ms": args.linger_ms}
-        )
-    except KafkaUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    keystore = open_keystore(settings)
+    sink = KafkaAckSink(
+        settings.kafka_bootstrap, topic, poll_thread=args.server == "threads", **{"linger.ms": args.linger_ms}
+    )
     apikeys = None if args.no_auth else ApiKeyStore.open(settings)
     intake = EventIntake(
         keystore,
@@ -109,9 +101,8 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
 
     try:
         serve(core, options, ready)
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:  # the address cannot be listened on; the message says which and what to do
+        raise UsageError(str(exc)) from exc
     finally:
         left = intake.close(30.0)
         keystore.close()
@@ -119,8 +110,7 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
             apikeys.close()
     print(f"gateway stopped: sent {intake.sent} events, {intake.duplicates} repeats answered from memory", flush=True)
     if left:
-        print(f"error: {left} events were not acknowledged by Kafka before shutdown", file=sys.stderr)
-        return 1
+        raise IncompleteError(f"{left} events were not acknowledged by Kafka before shutdown")
     return 0
 
 
@@ -149,8 +139,10 @@ def _supervise(args: argparse.Namespace, settings: Settings, address: str) -> in
     code = 0
     while any(child.poll() is None for child in children):
         if not stopping and any(child.poll() is not None for child in children):
-            print("error: a gateway worker exited; stopping the others", file=sys.stderr)
+            print("gateway: a worker exited; stopping the others", file=sys.stderr)
             code = 1
             stop()
         time.sleep(0.2)
-    return code or max((child.returncode or 0) for child in children)
+    if code:
+        raise IncompleteError("a gateway worker exited; the others were stopped")
+    return max((child.returncode or 0) for child in children)

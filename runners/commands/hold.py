@@ -21,8 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from runners.argtypes import utc_time
+from runners.argtypes import UsageError, utc_time
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 PLACE_ACTION = "compliance.legal_hold.place"
 RELEASE_ACTION = "compliance.legal_hold.release"
@@ -60,28 +61,19 @@ def hold_event(action: str, tenant_id: str, hold_id: str, operator: str, **metad
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ArchiveError
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec
 
-    try:
-        archive = archive_from_spec(archive_spec(settings))
-        holds = read_holds(archive)
-    except ArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    archive = archive_from_spec(archive_spec(settings))
+    holds = read_holds(archive)
     now = dt.datetime.now(dt.UTC)
     if args.list:
         return list_holds(holds, now, args.tenant)
     if not args.tenant:
-        print("error: --tenant is required to place or release a hold", file=sys.stderr)
-        return 2
+        raise UsageError("--tenant is required to place or release a hold")
     reason = (args.reason or "").strip()
     if not reason:
-        print(
-            "error: --reason is missing; say why (a case number, the request): it is kept in the log", file=sys.stderr
-        )
-        return 2
+        raise UsageError("--reason is missing; say why (a case number, the request): it is kept in the log")
     if args.release:
         return release(args, settings, archive, holds, now, reason)
     return place(args, settings, archive, holds, now, reason)
@@ -110,22 +102,16 @@ def place(
     from transforms.retention import LegalHold, format_time
 
     evidence = _evidence(settings)
-    if evidence is None:
-        return 2
     if not args.until:
-        print("error: --until is required: when the hold ends, e.g. --until 2027-06-30", file=sys.stderr)
-        return 2
+        raise UsageError("--until is required: when the hold ends, e.g. --until 2027-06-30")
     placed_at = format_time(now)
     if args.until <= placed_at:
-        print(f"error: --until {args.until} is not in the future; a hold must end after {placed_at}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--until {args.until} is not in the future; a hold must end after {placed_at}")
     hold = LegalHold(new_hold_id(now), args.tenant, args.subject, args.until, placed_at, reason)
     event = hold_event(
         PLACE_ACTION, args.tenant, hold.hold_id, args.operator, reason=reason, subject=args.subject, until=args.until
     )
     receipt = record(settings, event, "placed")
-    if receipt is None:
-        return 2
     # Exempt the rows first, then write the record that verify trusts, dated after the exemption:
     # no row can expire between what the record promises and what ClickHouse keeps.
     applied = apply(settings, archive, args.tenant, lambda: [*read_holds(archive), hold], now, [])
@@ -137,15 +123,10 @@ def place(
 
 
 def _evidence(settings: Settings) -> Any:
-    """How long hold records are locked (the policy's longest class); None after saying what is wrong."""
+    """How long hold records are locked (the policy's longest class); raises RetentionPolicyError."""
     from schemas.retention import load_policy
-    from transforms.retention import RetentionPolicyError
 
-    try:
-        return load_policy(settings.retention_policy_path).longest()
-    except RetentionPolicyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+    return load_policy(settings.retention_policy_path).longest()
 
 
 def release(
@@ -161,14 +142,10 @@ def release(
         print(f"no active hold on {scope}; `auditlog hold --list` shows every hold", file=sys.stderr)
         return 1
     evidence = _evidence(settings)
-    if evidence is None:
-        return 2
     released = []
     for hold in ending:
         event = hold_event(RELEASE_ACTION, args.tenant, hold.hold_id, args.operator, reason=reason)
         receipt = record(settings, event, "released")
-        if receipt is None:
-            return 2
         released.append(write_release(archive, hold, reason, evidence, now))
         print(f"released {hold.hold_id} on {hold.scope()} (audit event {receipt.event_id})")
     apply(settings, archive, args.tenant, lambda: read_holds(archive), now, released)
@@ -176,19 +153,17 @@ def release(
 
 
 def record(settings: Settings, event: dict[str, Any], what: str) -> Any:
-    """Records the hold's audit event, acknowledged by Kafka; None (after saying why) if it could not be."""
+    """Records the hold's audit event, acknowledged by Kafka; raises AuditlogError if it could not be."""
     from api.sdk import AuditClient
 
     client = AuditClient(kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic)
     try:
         return client.record(event, wait=True)
-    except Exception as exc:  # noqa: BLE001 - Kafka down: no hold changes without its record
-        print(
-            f"error: the hold could not be recorded in Kafka at {settings.kafka_bootstrap} ({exc}); nothing was "
-            f"{what}. Start Kafka (`auditlog stack up kafka`) and run this again.",
-            file=sys.stderr,
-        )
-        return None
+    except Exception as exc:  # Kafka down: no hold changes without its record
+        raise AuditlogError(
+            f"the hold could not be recorded in Kafka at {settings.kafka_bootstrap} ({exc}); nothing was "
+            f"{what}. Start Kafka (`auditlog stack up kafka`) and run this again."
+        ) from exc
     finally:
         client.close()
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 
-from runners.deployment import open_indexer
+from runners.deployment import halted_error, open_indexer
 from schemas.settings import Settings
 
 
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         indexer.clickhouse.close()
     stats = indexer.stats
     print(f"\rindexed {stats.blocks} blocks, {stats.events} events", file=sys.stderr)
-    for log_id, why in stats.halted.items():
-        print(f"error: log {log_id} was not indexed: {why}; run `auditlog verify`", file=sys.stderr)
-    return 1 if stats.halted else 0
+    halted = halted_error(stats.halted)
+    if halted:
+        raise halted
+    return 0

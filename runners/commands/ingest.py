@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runners.deployment import indexer_unless_served, load_or_create_signer, with_master_key
+from runners.deployment import halted_error, indexer_unless_served, load_or_create_signer, with_master_key
 from schemas.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -133,10 +133,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return rc
     stats = wait_quiet(indexer)
     print(f"indexed into ClickHouse: {stats.blocks} blocks, {stats.events} events", file=sys.stderr)
-    for log_id, why in stats.halted.items():
-        print(f"error: log {log_id} was not indexed: {why}", file=sys.stderr)
     indexer.clickhouse.close()
-    return rc or (1 if stats.halted else 0)
+    halted = halted_error(stats.halted)
+    if halted and not rc:
+        raise halted
+    if halted:  # the job failed too: its exit status stands, the halted logs are still named
+        print(halted, file=sys.stderr)
+    return rc
 
 
 def start_publisher(settings: Settings) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runners.argtypes import UsageError
 from runners.deployment import with_master_key, write_key_pair
 from schemas.settings import Settings
 from transforms.errors import NoteFormatError
@@ -56,28 +57,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.io.keystore import KeyStoreError, open_keystore, parse_master_keys
+    from pipelines.io.keystore import open_keystore, parse_master_keys
 
     try:
         new_key = parse_master_keys(args.new.read_text(), f"new master key file {args.new}")[0]
-    except FileNotFoundError:
-        print(f"error: {args.new} does not exist; make it with `auditlog keys master generate --out {args.new}`")
-        return 2
-    except KeyStoreError as exc:
-        print(f"error: {exc}")
-        return 2
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"{args.new} does not exist; make it with `auditlog keys master generate --out {args.new}`"
+        ) from exc
 
-    try:
-        # `with open_keystore(...) as store` would type store as the abstract KeyStore (its __enter__),
-        # which has no master keys; the opened store is SQL-backed and has them.
-        store = open_keystore(with_master_key(settings))
-        with store:
-            old = store.master_id
-            count = store.rotate_master(new_key)
-            new = store.master_id
-    except KeyStoreError as exc:
-        print(f"error: {exc}")
-        return 2
+    # `with open_keystore(...) as store` would type store as the abstract KeyStore (its __enter__),
+    # which has no master keys; the opened store is SQL-backed and has them.
+    store = open_keystore(with_master_key(settings))
+    with store:
+        old = store.master_id
+        count = store.rotate_master(new_key)
+        new = store.master_id
     print(f"master key {new} now wraps all {count} subject keys (beside {old})")
     print(f"next: put {args.new}'s key first in AUDITLOG_MASTER_KEY_FILE and the old key on the line after it,")
     print(f"restart the processes one by one, then run: auditlog keys master retire {old}")
@@ -85,15 +80,11 @@ def rotate_master(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def retire_master(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.io.keystore import KeyStoreError, open_keystore
+    from pipelines.io.keystore import open_keystore
 
-    try:
-        store = open_keystore(with_master_key(settings))
-        with store:
-            count = store.retire_master(args.master_id)
-    except KeyStoreError as exc:
-        print(f"error: {exc}")
-        return 2
+    store = open_keystore(with_master_key(settings))
+    with store:
+        count = store.retire_master(args.master_id)
     print(f"master key {args.master_id} retired ({count} keys made under it since the rotation were rewrapped)")
     print("remove it from every key file; a process still holding only it will now refuse to start")
     return 0
@@ -102,9 +93,8 @@ def retire_master(args: argparse.Namespace, settings: Settings) -> int:
 def generate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         private, public = write_key_pair(args.out, args.name, args.force)
-    except (FileExistsError, NoteFormatError) as exc:
-        print(f"error: {exc}")
-        return 2
+    except (FileExistsError, NoteFormatError) as exc:  # a key already there, or a --name a key cannot have
+        raise UsageError(str(exc)) from exc
     print(f"private key: {private} (mode 0600, keep it secret)")
     print(f"verifier key: {public}")
     print(public.read_text().strip())
@@ -117,8 +107,7 @@ def generate_master(args: argparse.Namespace, settings: Settings) -> int:
     try:
         path, master_id = write_master_key_file(args.out, args.force)
     except FileExistsError as exc:
-        print(f"error: {exc}")
-        return 2
+        raise UsageError(str(exc)) from exc
     print(f"master key {master_id} written to {path} (mode 0600): keep it secret, back it up")
     print(f"export AUDITLOG_MASTER_KEY_FILE={path}")
     return 0

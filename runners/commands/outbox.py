@@ -20,6 +20,7 @@ import sys
 import threading
 
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -64,13 +65,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             backlog = source.backlog()
         finally:
             source.close()
-    except OutboxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - the database's own message is the useful part
-        print(f"error: {_redact(args.dsn)}: {type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
-        print("(create the table with `auditlog outbox init --dsn ...` if it is missing)", file=sys.stderr)
-        return 2
+    except OutboxError:
+        raise
+    except Exception as exc:  # the database's own message is the useful part
+        raise AuditlogError(
+            f"{_redact(args.dsn)}: {type(exc).__name__}: {str(exc).strip()}\n"
+            "(create the table with `auditlog outbox init --dsn ...` if it is missing)"
+        ) from exc
     if args.outbox_action == "status":
         print(f"{backlog} events waiting in {_redact(args.dsn)}")
         return 0
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _forward(args: argparse.Namespace, settings: Settings, backlog: int) -> int:
-    from api.sdk.kafka import KafkaUnavailable, check_topic, make_producer
+    from api.sdk.kafka import check_topic, make_producer
     from api.sdk.outbox import OutboxForwarder, open_outbox
 
     topic = args.topic or settings.topic
@@ -86,11 +87,7 @@ def _forward(args: argparse.Namespace, settings: Settings, backlog: int) -> int:
     producer = make_producer(
         settings.kafka_bootstrap, **{"linger.ms": args.linger_ms, "delivery.report.only.error": True}
     )
-    try:
-        check_topic(producer, settings.kafka_bootstrap, topic)
-    except KafkaUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_topic(producer, settings.kafka_bootstrap, topic)
     options = {"lease_s": args.lease_s} if args.dsn.startswith("sqlite:") else {}
     forwarder = OutboxForwarder(
         lambda: open_outbox(args.dsn, **options),

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import random
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -28,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from runners.argtypes import positive_int, records_per_second, utc_time
+from runners.argtypes import UsageError, positive_int, records_per_second, utc_time
 from runners.sending import pace, produce_waiting, progress_bar
 from schemas.events import MAX_METADATA_BYTES
 from schemas.samples import EPOCH, EventGenerator, start_of_today, to_record
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 from transforms.retention import parse_time
 
 MALFORMED_KINDS = (
@@ -80,7 +80,7 @@ class Record(NamedTuple):
     kind: str
 
 
-class ProduceError(RuntimeError):
+class ProduceError(AuditlogError, RuntimeError):
     """Records could not be written: Kafka unreachable, topic missing, or deliveries failed."""
 
 
@@ -375,19 +375,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.duplicates + args.malformed >= 1:
-        print(
-            f"error: --duplicates {args.duplicates} plus --malformed {args.malformed} must be less than 1",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"--duplicates {args.duplicates} plus --malformed {args.malformed} must be less than 1")
     start = parse_time(args.start) if args.start else start_of_today()
     records = generate_records(args.events, args.tenants, args.duplicates, args.malformed, args.seed, start=start)
-    try:
-        summary = produce_records(
-            settings, records, topic=args.topic, rate=args.rate, progress=not args.quiet, total=args.events
-        )
-    except ProduceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = produce_records(
+        settings, records, topic=args.topic, rate=args.rate, progress=not args.quiet, total=args.events
+    )
     print(summary.line())
     return 0

@@ -12,7 +12,6 @@ proof that cannot verify.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
@@ -34,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[bytes, str]:
-    """Returns (canonical bytes, proof text) of an event; raises LookupError or VerificationError."""
+    """Returns (canonical bytes, proof text) of an event; raises EventNotFound or VerificationError."""
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
@@ -54,12 +53,8 @@ def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[byte
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         canonical, text = build_proof(settings, args.tenant, args.event_id)
-    except LookupError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
     except VerificationError as exc:
-        print(f"error: the stored event does not match the signed log: {exc}", file=sys.stderr)
-        return 1
+        raise VerificationError(f"the stored event does not match the signed log: {exc}") from exc
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ENTRY_FILE).write_bytes(canonical)
     (args.out / PROOF_FILE).write_text(text)

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
+from runners.argtypes import UsageError
 from schemas.settings import Settings
 
 
@@ -26,47 +27,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ArchiveError
-    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, run_rebuild
     from runners.commands.verify import beam_args
     from transforms.retention import active_holds, format_time
 
     if not settings.verifier_key_file.exists():
-        print(f"error: no verifier key at {settings.verifier_key_file}; cannot check the archive", file=sys.stderr)
-        return 2
+        raise UsageError(f"no verifier key at {settings.verifier_key_file}; cannot check the archive")
     spec = archive_spec(settings)
+    archive = archive_from_spec(spec)
+    log_ids = archive.list_logs()
+    if args.logs:
+        unknown = sorted(set(args.logs) - set(log_ids))
+        if unknown:
+            raise UsageError(f"the archive holds no log {', '.join(unknown)}; logs: {log_ids}")
+        log_ids = sorted(args.logs)
+    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
     try:
-        archive = archive_from_spec(spec)
-        log_ids = archive.list_logs()
-        if args.logs:
-            unknown = sorted(set(args.logs) - set(log_ids))
-            if unknown:
-                print(f"error: the archive holds no log {', '.join(unknown)}; logs: {log_ids}", file=sys.stderr)
-                return 2
-            log_ids = sorted(args.logs)
-        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-        try:
-            if not args.logs:
-                clickhouse.drop_tables()
-            clickhouse.ensure_schema()
-            print(f"rebuilding {len(log_ids)} logs from the archive …", file=sys.stderr)
-            report = run_rebuild(
-                log_ids,
-                spec,
-                settings.effective_clickhouse_url,
-                settings.verifier_key_file.read_text(),
-                settings.origin,
-                fresh=not args.logs,
-                beam_args=beam_args(args.beam_args),
-                holds=active_holds(read_holds(archive), format_time(dt.datetime.now(dt.UTC))),
-            )
-        finally:
-            clickhouse.close()
-    except (ArchiveError, ClickHouseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if not args.logs:
+            clickhouse.drop_tables()
+        clickhouse.ensure_schema()
+        print(f"rebuilding {len(log_ids)} logs from the archive …", file=sys.stderr)
+        report = run_rebuild(
+            log_ids,
+            spec,
+            settings.effective_clickhouse_url,
+            settings.verifier_key_file.read_text(),
+            settings.origin,
+            fresh=not args.logs,
+            beam_args=beam_args(args.beam_args),
+            holds=active_holds(read_holds(archive), format_time(dt.datetime.now(dt.UTC))),
+        )
+    finally:
+        clickhouse.close()
     for r in report.logs:
         print(f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks  checkpoint {r.checkpoint_size:>10}")
         for f in r.findings:

@@ -24,13 +24,14 @@ from pipelines.recording import TIMESTAMP_TYPES, RecordedRecord, RecordingInfo, 
 from runners.argtypes import positive_int
 from runners.sending import progress_bar
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 CONNECT_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 60.0
 CONSUME_BATCH = 1000
 
 
-class RecordError(RuntimeError):
+class RecordError(AuditlogError, RuntimeError):
     """The topic could not be recorded: Kafka unreachable, topic missing, or reading stalled."""
 
 
@@ -207,17 +208,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        summary = record_topic(
-            settings,
-            args.topic or settings.topic,
-            args.out,
-            max_records=args.max,
-            progress=not args.quiet,
-            idle_timeout_s=args.idle_timeout,
-        )
-    except RecordError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = record_topic(
+        settings,
+        args.topic or settings.topic,
+        args.out,
+        max_records=args.max,
+        progress=not args.quiet,
+        idle_timeout_s=args.idle_timeout,
+    )
     print(summary.line())
     return 130 if summary.interrupted else 0

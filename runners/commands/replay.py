@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.recording import RecordedRecord, RecordingFormatError, iter_records, oldest_timestamp_ms, read_info
-from runners.argtypes import records_per_second
-from runners.deployment import indexer_unless_served, load_or_create_signer, with_master_key
+from pipelines.recording import RecordedRecord, iter_records, oldest_timestamp_ms, read_info
+from runners.argtypes import UsageError, records_per_second
+from runners.deployment import halted_error, indexer_unless_served, load_or_create_signer, with_master_key
 from runners.sending import pace, produce_waiting, progress_bar
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 RECORDED = "recorded"
 NOW = "now"
@@ -49,7 +50,7 @@ FLUSH_TIMEOUT_S = 120.0
 PROGRESS_EVERY = 1000
 
 
-class ReplayError(RuntimeError):
+class ReplayError(AuditlogError, RuntimeError):
     """Records could not be replayed: Kafka unreachable, topic missing or too small, or deliveries failed."""
 
 
@@ -276,9 +277,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             progress=not args.quiet,
             timestamps=args.timestamps,
         )
-    except (ReplayError, RecordingFormatError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
     print(summary.line())
     return 0
 
@@ -298,13 +298,11 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import job_config
 
     if args.cluster:
-        print("error: --from-recording runs on the local mini-cluster; drop --cluster", file=sys.stderr)
-        return 2
+        raise UsageError("--from-recording runs on the local mini-cluster; drop --cluster")
     try:
         info = read_info(args.from_recording)
-    except (RecordingFormatError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
     if args.parallelism:
         settings = settings.replace(parallelism=args.parallelism)
     topic = args.topic or info.topic
@@ -336,10 +334,11 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     stats = wait_quiet(indexer)
     print(f"indexed into ClickHouse: {stats.blocks} blocks, {stats.events} events", file=sys.stderr)
-    for log_id, why in stats.halted.items():
-        print(f"error: log {log_id} was not indexed: {why}", file=sys.stderr)
     indexer.clickhouse.close()
-    return 1 if stats.halted else 0
+    halted = halted_error(stats.halted)
+    if halted:
+        raise halted
+    return 0
 
 
 def _prepare_without_kafka(settings: Settings) -> None:

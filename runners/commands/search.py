@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from runners.argtypes import UsageError
 from schemas.settings import Settings
 
 FILTERS = {
@@ -42,8 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.events import EventValidationError, normalize_time
 
     if not 1 <= args.limit <= 1000:
-        print(f"error: --limit {args.limit} must be between 1 and 1000", file=sys.stderr)
-        return 2
+        raise UsageError(f"--limit {args.limit} must be between 1 and 1000")
     where = ["tenant_id = {tenant:String}"]
     params: dict[str, object] = {"tenant": args.tenant, "limit": args.limit}
     for name, (column, kind) in FILTERS.items():
@@ -56,9 +56,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if value:
             try:
                 params[name] = normalize_time(value).replace("T", " ").rstrip("Z")
-            except EventValidationError:
-                print(f"error: --{name} {value!r} is not an ISO-8601 time like 2026-05-22T17:44:00Z", file=sys.stderr)
-                return 2
+            except EventValidationError as exc:
+                raise UsageError(f"--{name} {value!r} is not an ISO-8601 time like 2026-05-22T17:44:00Z") from exc
             where.append(f"occurred_at {op} {{{name}:DateTime64(3, 'UTC')}}")
     sql = (
         "SELECT event_id, occurred_at, actor_id, actor_type, action, resource_type, resource_id, result, "

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runners.argtypes import UsageError
 from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
+from transforms.errors import AuditlogError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
-class ServeError(RuntimeError):
+class ServeError(AuditlogError, RuntimeError):
     """The server cannot start as configured; the message says what to do."""
 
 
@@ -121,23 +123,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.query.app import create_app
-    from pipelines.io.clickhouse import ClickHouseError
 
     if args.print_openapi:
         print(json.dumps(openapi_document(), indent=2, sort_keys=True))
         return 0
     if not settings.verifier_key_file.exists():
-        print(
-            f"error: no verifier key at {settings.verifier_key_file}: run the ingest job once (it makes the "
-            "deployment's keys), or copy the .vkey there",
-            file=sys.stderr,
+        raise UsageError(
+            f"no verifier key at {settings.verifier_key_file}: run the ingest job once (it makes the "
+            "deployment's keys), or copy the .vkey there"
         )
-        return 2
-    try:
-        services, closers = build_services(settings, kafka=not args.no_kafka)
-    except (ClickHouseError, ServeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    services, closers = build_services(settings, kafka=not args.no_kafka)
     follower = None
     if not args.no_index:
         from pipelines.indexer import ArchiveIndexer, IndexerThread

@@ -12,9 +12,9 @@ Ports, host and data folder come from `Settings` (AUDITLOG_* variables); see inf
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
+from runners.argtypes import IncompleteError
 from schemas.settings import Settings
 
 SERVICE_NAMES = ("kafka", "s3", "flink", "witness", "postgres")  # postgres: only when named
@@ -88,8 +88,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rows = stack.up(args.services, timeout=args.timeout)
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise IncompleteError(str(exc)) from exc
     _print_table(rows)
     return 0
 
@@ -100,8 +99,7 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
     try:
         stopped = Stack(settings).down(args.services)
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise IncompleteError(str(exc)) from exc
     if not stopped:
         print("nothing was running")
     return 0

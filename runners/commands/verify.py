@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runners.argtypes import utc_time
+from runners.argtypes import UsageError, utc_time
 from schemas.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,65 +65,54 @@ def beam_args(raw: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest import archive_spec
-    from pipelines.io.archive import ArchiveError
-    from pipelines.io.clickhouse import ClickHouseError, open_clickhouse
+    from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
     from transforms.errors import VerificationError
     from transforms.retention import RetentionClock
 
     if not settings.verifier_key_file.exists():
-        print(
-            f"error: no verifier key at {settings.verifier_key_file}; the deployment's checkpoints cannot be "
-            "checked without it (copy the .vkey there, or set AUDITLOG_HOME / AUDITLOG_ORIGIN)",
-            file=sys.stderr,
+        raise UsageError(
+            f"no verifier key at {settings.verifier_key_file}; the deployment's checkpoints cannot be "
+            "checked without it (copy the .vkey there, or set AUDITLOG_HOME / AUDITLOG_ORIGIN)"
         )
-        return 2
     verifier_key = settings.verifier_key_file.read_text()
     witness_path = args.witness or settings.home / "verify" / f"witness.{settings.bucket}.json"
     try:
         witnesses = {} if args.no_witness else load_witnesses(witness_path)
-    except VerificationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except VerificationError as exc:  # a witness file that cannot be read is not evidence that failed
+        raise UsageError(str(exc)) from exc
     spec = archive_spec(settings)
     started = time.monotonic()
+    archive_logs = set(archive_from_spec(spec).list_logs())
+    clickhouse = open_clickhouse(settings.effective_clickhouse_url)
     try:
-        archive_logs = set(archive_from_spec(spec).list_logs())
-        clickhouse = open_clickhouse(settings.effective_clickhouse_url)
-        try:
-            clickhouse.ensure_schema()
-            indexed_logs = clickhouse.indexed_logs()
-        finally:
-            clickhouse.close()
-        log_ids = sorted(archive_logs | indexed_logs | set(witnesses))
-        # Retention is judged now: an event whose retention ended and that no legal hold keeps is
-        # expired by policy; anything else missing is deleted.
-        clock = RetentionClock.at(dt.datetime.now(dt.UTC), read_holds(archive_from_spec(spec)))
-        if args.logs:
-            unknown = sorted(set(args.logs) - set(log_ids))
-            if unknown:
-                print(
-                    f"error: no log {', '.join(unknown)} in the archive or ClickHouse; logs: {log_ids}", file=sys.stderr
-                )
-                return 2
-            log_ids = sorted(args.logs)
-        print(f"verifying {len(log_ids)} logs …", file=sys.stderr)
-        report = run_verify(
-            log_ids,
-            spec,
-            settings.effective_clickhouse_url,
-            verifier_key,
-            settings.origin,
-            {k: v for k, v in witnesses.items() if k in log_ids},
-            only_logs=log_ids,
-            beam_args=beam_args(args.beam_args),
-            progress=sys.stderr.isatty() and not args.json,
-            clock=clock,
-        )
-    except (ArchiveError, ClickHouseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        clickhouse.ensure_schema()
+        indexed_logs = clickhouse.indexed_logs()
+    finally:
+        clickhouse.close()
+    log_ids = sorted(archive_logs | indexed_logs | set(witnesses))
+    # Retention is judged now: an event whose retention ended and that no legal hold keeps is
+    # expired by policy; anything else missing is deleted.
+    clock = RetentionClock.at(dt.datetime.now(dt.UTC), read_holds(archive_from_spec(spec)))
+    if args.logs:
+        unknown = sorted(set(args.logs) - set(log_ids))
+        if unknown:
+            raise UsageError(f"no log {', '.join(unknown)} in the archive or ClickHouse; logs: {log_ids}")
+        log_ids = sorted(args.logs)
+    print(f"verifying {len(log_ids)} logs …", file=sys.stderr)
+    report = run_verify(
+        log_ids,
+        spec,
+        settings.effective_clickhouse_url,
+        verifier_key,
+        settings.origin,
+        {k: v for k, v in witnesses.items() if k in log_ids},
+        only_logs=log_ids,
+        beam_args=beam_args(args.beam_args),
+        progress=sys.stderr.isatty() and not args.json,
+        clock=clock,
+    )
     witnessing = verify_cosignatures(settings, spec, verifier_key, log_ids, args.min_witnesses)
     elapsed = time.monotonic() - started
     for log_report in report.logs:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 
+from runners.argtypes import UsageError
 from schemas.settings import Settings
 from transforms.cosignature import CosignatureVerifier, check_cosigned
 from transforms.errors import VerificationError
@@ -54,17 +54,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     proof_path = bundle / PROOF_FILE if bundle.is_dir() else bundle
     entry_path = args.entry or (bundle / ENTRY_FILE if bundle.is_dir() else None)
     if not proof_path.is_file():
-        print(
-            f"error: no proof at {proof_path}; give a .tlog-proof file or a directory holding {PROOF_FILE}",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"no proof at {proof_path}; give a .tlog-proof file or a directory holding {PROOF_FILE}")
     if entry_path is None or not entry_path.is_file():
-        print(
-            f"error: no entry at {entry_path}; pass --entry FILE with the event's canonical bytes",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"no entry at {entry_path}; pass --entry FILE with the event's canonical bytes")
     key_text = Path(args.key).read_text() if Path(args.key).is_file() else args.key
     try:
         verifier = Verifier.from_key(key_text)

@@ -12,9 +12,9 @@ that `auditlog stack up` runs (pipelines/witnessing.py, infra/witness.py).
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 
+from runners.argtypes import UsageError
 from schemas.settings import Settings
 
 
@@ -37,12 +37,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     publisher = open_publisher(settings, register=local_registrar(settings))
     if publisher is None:
-        print(
-            "error: no witness configured: run `auditlog stack up witness` for the local one, or set "
-            "AUDITLOG_WITNESSES='name URL VKEY'",
-            file=sys.stderr,
+        raise UsageError(
+            "no witness configured: run `auditlog stack up witness` for the local one, or set "
+            "AUDITLOG_WITNESSES='name URL VKEY'"
         )
-        return 2
     if args.action == "status":
         return print_lag(publisher.lag())
     if args.follow:

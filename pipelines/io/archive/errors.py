@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from transforms.errors import AuditlogError
+
 __all__ = [
     "ArchiveConflictError",
     "ArchiveError",
@@ -11,7 +13,7 @@ __all__ = [
 ]
 
 
-class ArchiveError(Exception):
+class ArchiveError(AuditlogError):
     """Base class of the archive's errors."""
 
 

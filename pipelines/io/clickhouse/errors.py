@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from transforms.errors import VerificationError
+from transforms.errors import AuditlogError, VerificationError
 
 __all__ = ["ChdbHeldError", "ClickHouseError", "IndexIntegrityError"]
 
 
-class ClickHouseError(RuntimeError):
+class ClickHouseError(AuditlogError, RuntimeError):
     """ClickHouse could not be opened or refused a statement."""
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from transforms.errors import AuditlogError
 from transforms.pii import SubjectErased
 
 __all__ = ["KeyStoreError", "MasterKeyError", "SubjectErasedError"]
 
 
-class KeyStoreError(RuntimeError):
+class KeyStoreError(AuditlogError, RuntimeError):
     """The key store cannot do what was asked: damaged, misconfigured, or in the wrong mode."""
 
 
