@@ -5,6 +5,7 @@ as a FastAPI dependency (`ServicesDep`), and the caller as `Caller` (any tenant 
 or `TenantCaller` (the path's tenant, checked).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ class Services:
     origin_prefix: str
     export: Any = None  # callable(tenant, fmt, search) -> Path of a finished export dir; None disables export
     witness_keys: tuple[str, ...] = ()  # the configured witnesses' cosignature/v1 verifier keys
+    metrics: Callable[[], str] | None = None  # Prometheus text for /metrics (pipelines.witnessing.LagMetrics)
 
 
 def services_of(request: Request) -> Services:

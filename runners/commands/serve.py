@@ -53,6 +53,7 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.io.keystore import open_keystore
     from pipelines.prover import Prover
+    from pipelines.witnessing import LagMetrics, witnesses_from_settings
     from transforms.note import Signer, Verifier
 
     settings = with_master_key(settings)
@@ -89,6 +90,7 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
         origin_prefix=settings.origin,
         export=_Exporter(settings, archive),
         witness_keys=tuple(w.vkey for w in settings.witness_list),
+        metrics=LagMetrics(archive, witnesses_from_settings(settings)),
     )
     return services, [auditor.stop, keystore.close, clickhouse.close]
 

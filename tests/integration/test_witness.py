@@ -32,6 +32,7 @@ from infra.witness import register_log
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.prover import Prover
 from pipelines.witnessing import (
+    LagMetrics,
     Publisher,
     PublisherThread,
     list_cosigned,
@@ -184,6 +185,8 @@ def test_split_view_is_refused_and_caught(witness_settings: Settings, tmp_path: 
     text = "\n".join(audit.problems)
     assert f"witness {witness.verifier.name} refused to cosign: HTTP 422" in text and "split view" in text, text
     assert "0 of the required 1 witness cosignature(s)" in text
+    gauges = _gauges(LagMetrics(forked, [witness], max_age_s=0)())
+    assert gauges["auditlog_witness_refusals"] == 1 and gauges["auditlog_witness_cosigned_tree_size"] == -1, gauges
 
     bundle = _bundle(forked, signer, log_id, 3, tmp_path / "forked")
     key, wkey = signer.verifier().encode(), witness.verifier.encode()
@@ -199,6 +202,14 @@ def test_split_view_is_refused_and_caught(witness_settings: Settings, tmp_path: 
     assert publisher.sync_once() == 0 and list_cosigned(rolled, log_id) == {}
     audit = verify_witnessing(rolled, signer.verifier(), ORIGIN, [witness], min_witnesses=0)
     assert any("refused to cosign" in p for p in audit.problems), audit.problems
+
+
+def _gauges(text: str) -> dict[str, int]:
+    """{gauge name: value} of a /metrics text holding one witness on one log."""
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    values = {line.split("{", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in samples}
+    assert len(values) == len(samples), f"more than one witness or log: {samples}"
+    return values
 
 
 def _keys() -> Any:
@@ -236,6 +247,8 @@ def test_witness_down_for_a_minute(witness_settings: Settings) -> None:
         during = written - before
         lag = publisher.lag()[0]
         assert lag.checkpoints_behind > 0 and lag.error, lag
+        gauges = _gauges(LagMetrics(archive, publisher.witnesses, max_age_s=0)())
+        assert gauges["auditlog_witness_checkpoints_behind"] > 0, gauges
         stack.up(["witness"])
         write(3)
         log_id = archive.list_logs()[0]
@@ -249,6 +262,9 @@ def test_witness_down_for_a_minute(witness_settings: Settings) -> None:
         stack.up(["witness"])
     sizes = archive.list_checkpoints(log_id)
     assert list(list_cosigned(archive, log_id).values()) == [sizes], "cosignatures did not catch up"
+    gauges = _gauges(LagMetrics(archive, publisher.witnesses, max_age_s=0)())
+    assert gauges["auditlog_witness_checkpoints_behind"] == gauges["auditlog_witness_leaves_behind"] == 0, gauges
+    assert gauges["auditlog_witness_cosigned_tree_size"] == sizes[-1], gauges
     assert during >= OUTAGE_S / 0.5, f"the writer slowed down while the witness was down: {during} blocks"
     assert slowest < 1.0
     print(f"witness down {OUTAGE_S:.0f} s: {during} blocks written meanwhile, {len(sizes)} checkpoints all cosigned")

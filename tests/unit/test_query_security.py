@@ -33,9 +33,11 @@ from api.query.reads import ReadAuditor, RefusalLimiter
 from api.sdk.events import wire_event
 from pipelines.export import CSV_NEUTRALISED, ExportQuery, build_manifest, neutralise_cell, sign_manifest, verify_export
 from pipelines.io.keystore import InMemoryKeyStore
+from pipelines.witnessing import LagMetrics, Witness
 from schemas.reserved import SERVICE_SIG_HEADER, is_service_record
 from schemas.samples import EventGenerator
 from tests.query_app import ServedApp, served_app
+from transforms.cosignature import CosignatureSigner
 from transforms.note import Signer
 
 T = "/api/v1/tenants"
@@ -552,3 +554,30 @@ def test_a_cursor_the_api_hands_out_is_accepted_whatever_fraction_clickhouse_pri
     for bad in ("2026-13-01T00:00:00.276Z", "2026-05-01T00:00:00Z", "1e400"):
         with pytest.raises(QueryError, match="cursor"):
             _cursor(encode_cursor((bad, "evt_1", "audit.events.p0", 7), 100))
+
+
+def test_metrics_are_for_admin_keys_and_show_each_witness_lag(app: ServedApp) -> None:
+    witness = CosignatureSigner.generate("witness.example/w")
+    app.services.metrics = LagMetrics(app.services.archive, [Witness("w", "http://127.0.0.1:9", witness.verifier())])
+    try:
+        status, body, headers = app.get("/metrics", app.keys["admin"])
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4"), (status, body)
+        logs = app.services.archive.list_logs()
+        samples = {
+            line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line[:1] != "#"
+        }
+        for log_id in logs:  # nothing cosigned: every checkpoint of every log is behind
+            labels = f'{{witness="w",log="{log_id}"}}'
+            assert samples[f"auditlog_witness_checkpoints_behind{labels}"] == len(
+                app.services.archive.list_checkpoints(log_id)
+            )
+            assert samples[f"auditlog_witness_cosigned_tree_size{labels}"] == -1
+        assert logs and len(samples) == 4 * len(logs)
+        for who in ("t_1000", "t_1000_rw"):
+            status, body, _ = app.get("/metrics", app.keys[who])
+            assert status == 403 and "admin scope" in body["error"], body
+        assert app.get("/metrics")[0] == 401
+    finally:
+        app.services.metrics = None
