@@ -43,24 +43,14 @@ from pipelines.io.archive import (
     parse_key,
 )
 from pipelines.io.clickhouse import open_clickhouse
+from pipelines.io.clickhouse.compare import IndexSnapshot, check_leftover_rows, compare_index, compare_rows
 from pipelines.results import WriteResults, new_results_dir, read_results, remove_results
 from transforms.blocks import BlockHeader, decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
 from transforms.note import Verifier
 from transforms.retention import LegalHold, RetentionClock
-from transforms.verify import (
-    ArchivedObject,
-    ArchiveLog,
-    ArchiveLogCheck,
-    Finding,
-    IndexSnapshot,
-    Kind,
-    Store,
-    check_leftover_rows,
-    compare_index,
-    compare_rows,
-)
+from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck, Finding, Kind, Store
 
 log = logging.getLogger(__name__)
 

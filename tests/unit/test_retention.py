@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipelines.io.archive import Retention, block_key, expired_key
 from pipelines.io.archive.testing import InMemoryArchive
+from pipelines.io.clickhouse.compare import compare_rows
 from pipelines.retention import expire_archive, read_holds, write_hold, write_release
 from schemas.retention import DEFAULT_POLICY_FILE, load_policy
 from tests.synthetic import build_logs
@@ -30,7 +31,7 @@ from transforms.retention import (
     parse_time,
     retained,
 )
-from transforms.verify import ArchivedObject, ArchiveLogCheck, Kind, compare_rows
+from transforms.verify import ArchivedObject, ArchiveLogCheck, Kind
 
 POLICY = RetentionPolicy.parse(
     {
@@ -365,7 +366,7 @@ def test_an_expired_block_with_a_wrong_leaf_breaks_the_chain() -> None:
 
 
 def test_rows_left_after_their_retention_must_still_be_true_copies() -> None:
-    from transforms.verify import IndexedRow, check_leftover_rows
+    from pipelines.io.clickhouse.compare import IndexedRow, check_leftover_rows
 
     now = dt.datetime.now(dt.UTC)
     archive, built = _archive(12, now - dt.timedelta(days=400))

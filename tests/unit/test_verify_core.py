@@ -12,12 +12,13 @@ import pytest
 
 from pipelines.io.archive import block_key, checkpoint_key
 from pipelines.io.archive.testing import InMemoryArchive
+from pipelines.io.clickhouse.compare import IndexedRow, compare_rows, diff_fields
 from pipelines.verify import check_archive_log
 from tests.synthetic import ORIGIN, build_logs
 from transforms.blocks import decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from transforms.note import Signer
-from transforms.verify import ArchiveLog, IndexedRow, Kind, Store, compare_rows, diff_fields
+from transforms.verify import ArchiveLog, Kind, Store
 
 LOG = "audit.events.p0"
 ORIGIN_OF_LOG = f"{ORIGIN}/{LOG}"

@@ -29,6 +29,8 @@ is the way in):
     schema        the database and table names, schemas/clickhouse.sql's statements, migrations
     connections   the two drivers: embedded chDB and a server over the native protocol
     digest        the SQL of the per-block digests the verifier compares with the archive
+    compare       the comparison itself: the index's digests and rows held against the archive
+                  (pure; imported from pipelines.io.clickhouse.compare, not re-exported here)
     index         ClickHouse, the one facade every caller holds
     registry      open_clickhouse: one shared chDB instance per path and process
     cluster       cluster_ddl: schemas/clickhouse.sql for a replicated, sharded cluster

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipelines.io.clickhouse.compare import IndexDigest, IndexedRow, IndexSnapshot
 from pipelines.io.clickhouse.connections import _Connection
 from pipelines.io.clickhouse.digest import (
     _BAD_COLUMNS_SQL,
@@ -41,7 +42,6 @@ from schemas.rows import (
 from transforms.blocks import BlockHeader
 from transforms.checkpoint import parse_checkpoint
 from transforms.retention import LegalHold, RetentionClock
-from transforms.verify import IndexDigest, IndexedRow, IndexSnapshot
 
 __all__ = ["ClickHouse"]
 
