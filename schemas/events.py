@@ -30,6 +30,7 @@ from transforms.errors import AuditlogError, CanonicalizationError
 from transforms.jcs import canonicalize
 from transforms.pii import SubjectKeys, erased_value, seal
 from transforms.retention import RETENTION_FIELD, RetentionPolicy
+from transforms.tiles import MAX_ENTRY_BYTES
 
 SCHEMA_PATH = Path(__file__).with_name("audit_event.schema.json")
 SCHEMA_VERSION = 1
@@ -306,7 +307,20 @@ def canonical_entry(
     `keys` must be the subject keys of (tenant, `pii_subject(event)`), or None when that subject was
     erased (its PII is then marked erased, see `protect_event`); `policy` gives the event's
     retention class and end (transforms/retention.py), which the leaf hash then covers.
+
+    Raises EventValidationError when the bytes would be longer than `MAX_ENTRY_BYTES` (65,535), the
+    most a C2SP tlog-tiles entry bundle holds (docs/design.md §13): such an event is refused, not
+    logged in a form tlog clients cannot read. The length depends on the event alone (sealing adds
+    a fixed amount per byte), so every replay refuses the same events.
     """
     document = protect_event(event, keys, pii_fields)
     document[RETENTION_FIELD] = policy.stamp(event["action"], event["occurred_at"])
-    return canonical_bytes(document)
+    entry = canonical_bytes(document)
+    if len(entry) > MAX_ENTRY_BYTES:
+        raise EventValidationError(
+            "event",
+            f"<{len(entry)} bytes in canonical form>",
+            f"is larger than {MAX_ENTRY_BYTES} bytes, the most a tlog-tiles entry bundle holds; send less metadata",
+            event.get("event_id"),
+        )
+    return entry

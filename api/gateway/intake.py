@@ -204,6 +204,7 @@ class EventIntake:
         """Sends what needs sending; `on_done` gets the receipts in request order, or the error.
 
         Raises (before anything is sent, and without calling `on_done`):
+            InvalidEvent: an event's canonical entry would exceed 65,535 bytes (docs/design.md §13).
             EventConflict: an event id already recorded or in flight with other content.
             Backpressure: over `max_in_flight`.
         An erased actor's events are logged as the job logs them: PII marked erased, no key made.
@@ -215,7 +216,10 @@ class EventIntake:
                 keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
             except SubjectErased:
                 keys = None
-            digest = verification_hash(event, keys, self.retention).hex()
+            try:
+                digest = verification_hash(event, keys, self.retention).hex()
+            except EventValidationError as exc:  # its entry would be too large to log (docs/design.md §13)
+                raise InvalidEvent(valid.index, exc) from None
             prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, event))
         waiter = _Waiter(len(prepared), on_done)
         to_send: list[tuple[_Delivery, dict[str, Any]]] = []

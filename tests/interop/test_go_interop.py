@@ -542,3 +542,129 @@ def test_cosignatures_open_in_go(go_call: GoCall) -> None:
     assert real.get("ok") is True, real
     assert ours.get("ok") is True and ours["text"] == cp.text(), ours
     assert tampered.get("ok") is False, tampered
+
+
+# --------------------------------------------------------------------------------------------
+# Tiles (C2SP tlog-tiles, docs/design.md §13) against golang.org/x/mod/sumdb/tlog
+# --------------------------------------------------------------------------------------------
+
+TILE_LEAVES = 70_000  # three tile levels: 273 full level-0 tiles, a full level-1 tile, a level-2 tile
+# (old, new) tree sizes whose new tiles are compared: from scratch at tile edges, and growth steps.
+TILE_SIZE_PAIRS = [(0, n) for n in (1, 2, 255, 256, 257, 511, 512, 513, 65_535, 65_536, 65_537, TILE_LEAVES)] + [
+    (1, 256),
+    (256, 257),
+    (100, 300),
+    (257, 65_537),
+    (65_535, 65_536),
+    (65_536, TILE_LEAVES),
+    (69_999, TILE_LEAVES),
+    (TILE_LEAVES, TILE_LEAVES),
+]
+
+
+@pytest.fixture(scope="session")
+def tile_entries() -> list[bytes]:
+    rng = random.Random(SEED + 17)
+    return [rng.randbytes(rng.choice([0, 1, 7, rng.randrange(60)])) for _ in range(TILE_LEAVES)]
+
+
+def test_hash_tiles_equal_go_new_tiles_and_read_tile_data(go_call: GoCall, tile_entries: list[bytes]) -> None:
+    """Every tile tlog.NewTiles names, with tlog.ReadTileData's bytes, is what Python publishes."""
+    from transforms.tiles import TileBuilder, hash_tiles
+
+    hashes = [leaf_hash(e) for e in tile_entries]
+    (resp,) = go_call([{"op": "tiles", "leaves": [_b64(e) for e in tile_entries], "tile_sizes": TILE_SIZE_PAIRS}])
+    assert "error" not in resp, resp
+    assert len(resp["tiles"]) == len(TILE_SIZE_PAIRS)
+    bad = []
+    for (old, new), go_tiles in zip(TILE_SIZE_PAIRS, resp["tiles"], strict=True):
+        py = [(t.path, data) for t, data in hash_tiles(hashes[:new], old).items()]
+        go = [(t["path"], _unb64(t["data"])) for t in go_tiles]
+        if [p for p, _ in py] != [p for p, _ in go]:
+            bad.append(f"{old} -> {new}: paths Python {[p for p, _ in py][-5:]} Go {[p for p, _ in go][-5:]}")
+        elif py != go:
+            bad += [f"{old} -> {new}: {p} differs" for (p, d), (_, g) in zip(py, go, strict=True) if d != g]
+    assert not bad, _report("tile sets", bad)
+    # The streaming builder publishes the same: full tiles as they complete, partials at the end.
+    builder = TileBuilder()
+    streamed = dict(builder.extend(hashes))
+    streamed.update(builder.partial_tiles())
+    (whole,) = [
+        t for (old, new), t in zip(TILE_SIZE_PAIRS, resp["tiles"], strict=True) if (old, new) == (0, TILE_LEAVES)
+    ]
+    assert {t.path: d for t, d in streamed.items()} == {t["path"]: _unb64(t["data"]) for t in whole}
+    assert builder.root() == root(hashes)
+
+
+def _published(entries: Sequence[bytes]) -> dict[str, bytes]:
+    """A log's hash tiles and entry bundles for its full size, by path, as Python writes them."""
+    from transforms.tiles import BundleBuilder, hash_tiles
+
+    resources = {t.path: d for t, d in hash_tiles([leaf_hash(e) for e in entries]).items()}
+    bundles = BundleBuilder()
+    resources.update({t.path: d for t, d in bundles.extend(entries)})
+    partial = bundles.partial_bundle()
+    if partial is not None:
+        resources[partial[0].path] = partial[1]
+    return resources
+
+
+def _tiles_check(entries: Sequence[bytes], resources: dict[str, bytes], **extra: Any) -> dict[str, Any]:
+    return {
+        "op": "tiles-check",
+        "tree_size": len(entries),
+        "tree_root": _b64(root([leaf_hash(e) for e in entries])),
+        "resources": {p: _b64(d) for p, d in resources.items()},
+        **extra,
+    }
+
+
+def test_go_tile_reader_reads_python_tiles_and_any_flipped_byte_fails(
+    go_call: GoCall, tile_entries: list[bytes]
+) -> None:
+    """tlog.TileHashReader authenticates Python's tiles against the root and every bundle entry
+    hashes to its leaf; then every single byte of every tile and bundle of a 600-leaf log is
+    flipped in turn, and in the 70,000-leaf log one byte of each edge tile (levels 0-2) and of 40
+    other tiles and bundles: each must fail."""
+    small = tile_entries[:600]  # 0/000, 0/001, 0/002.p/88, 1/000.p/2; bundles 000, 001, 002.p/88
+    small_res = _published(small)
+    assert sorted(small_res) == [
+        "tile/0/000",
+        "tile/0/001",
+        "tile/0/002.p/88",
+        "tile/1/000.p/2",
+        "tile/entries/000",
+        "tile/entries/001",
+        "tile/entries/002.p/88",
+    ]
+    every = [{"path": p, "offset": i} for p, d in sorted(small_res.items()) for i in range(len(d))]
+    big_res = _published(tile_entries)
+    rng = random.Random(SEED)
+    edges = ["tile/2/000.p/1", "tile/1/001.p/17", "tile/1/000", "tile/0/273.p/112", "tile/entries/273.p/112"]
+    sample = edges + rng.sample(sorted(set(big_res) - set(edges)), 40)
+    one_each = [{"path": p, "offset": rng.randrange(len(big_res[p]))} for p in sample]
+    one_each += [{"path": p, "offset": 0} for p in edges]
+    small_resp, big_resp = go_call(
+        [_tiles_check(small, small_res, flips=every), _tiles_check(tile_entries, big_res, flips=one_each)]
+    )
+    for entries, resp in ((small, small_resp), (tile_entries, big_resp)):
+        assert resp.get("ok") is True, resp.get("error")
+        assert resp["entries"] == len(entries)
+    passed = [
+        f"{f['path']} byte {f['offset']}"
+        for flips, resp in ((every, small_resp), (one_each, big_resp))
+        for f, err in zip(flips, resp["flip_errors"], strict=True)
+        if err == ""
+    ]
+    assert len(every) > 600 * 32 and not passed, f"Go accepted tampered tiles: {passed[:20]}"
+
+
+def test_go_tile_reader_refuses_a_wrong_root_a_missing_tile_and_leftover_bytes(go_call: GoCall) -> None:
+    entries = [b"entry %d" % i for i in range(300)]
+    res = _published(entries)
+    wrong_root = {**_tiles_check(entries, res), "tree_root": _b64(root([leaf_hash(e) for e in entries[:299]]))}
+    missing = _tiles_check(entries, {p: d for p, d in res.items() if p != "tile/1/000.p/1"})
+    leftover = _tiles_check(entries, {**res, "tile/entries/001.p/44": res["tile/entries/001.p/44"] + b"\x00\x00"})
+    ok, *refused = go_call([_tiles_check(entries, res), wrong_root, missing, leftover])
+    assert ok.get("ok") is True, ok
+    assert [r.get("ok") for r in refused] == [False, False, False], refused

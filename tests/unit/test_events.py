@@ -10,6 +10,7 @@ from schemas.events import (
     DEFAULT_PII_FIELDS,
     EventValidationError,
     canonical_bytes,
+    canonical_entry,
     loads_json,
     parse_event,
     protect_event,
@@ -17,6 +18,7 @@ from schemas.events import (
 )
 from schemas.samples import EventGenerator, to_record
 from transforms.pii import SealError, SubjectKeys, lookup_hash, unseal
+from transforms.tiles import MAX_ENTRY_BYTES
 
 KEYS = SubjectKeys("k1", b"\x01" * 32, b"\x02" * 32)
 EVENT = {
@@ -143,3 +145,47 @@ def test_metadata_nested_too_deeply_is_a_validation_error_not_a_crash():
     raw = json.dumps({**EVENT, "metadata": {"deep": nested}}).encode()
     with pytest.raises(EventValidationError, match="nested too deeply"):
         parse_event(raw)
+
+
+# The entry cap of a C2SP tlog-tiles entry bundle (docs/design.md §13).
+
+_WIDE = "\U0001f600"  # one code point the schema counts once, four UTF-8 bytes
+LARGEST_WITHOUT_METADATA = {
+    "event_id": "e" * 128,
+    "tenant_id": "t" * 64,
+    "actor": {"id": '"' * 256, "type": "SYSTEM", "email": "a" * 100 + "@" + _WIDE * 219, "name": _WIDE * 256},
+    "action": "A" * 128,
+    "resource": {"id": "\x01" * 256, "type": "T" * 64},
+    "result": "FAILURE",
+    "client_ip": "a" * 45,
+    "user_agent": _WIDE * 1024,
+    "request_id": "\x01" * 128,
+    "occurred_at": "2026-05-22T19:44:00.123456789+02:00",
+}
+
+
+def _entry(event, keys=KEYS):
+    from schemas.retention import load_policy
+
+    return canonical_entry(validate_event(event), keys, load_policy())
+
+
+def test_entries_up_to_65535_bytes_are_logged_and_larger_ones_refused():
+    base = len(_entry({**EVENT, "metadata": {"blob": ""}}))
+    fits = {**EVENT, "metadata": {"blob": "x" * (MAX_ENTRY_BYTES - base)}}
+    assert len(_entry(fits)) == MAX_ENTRY_BYTES
+    too_big = {**EVENT, "metadata": {"blob": "x" * (MAX_ENTRY_BYTES - base + 1)}}
+    with pytest.raises(EventValidationError) as caught:
+        _entry(too_big)
+    assert caught.value.field == "event" and caught.value.event_id == EVENT["event_id"]
+    assert "65536 bytes in canonical form" in str(caught.value) and "larger than 65535 bytes" in str(caught.value)
+
+
+def test_any_event_with_at_most_52000_bytes_of_metadata_fits_an_entry_bundle():
+    """Every other field at its schema maximum, in the characters that encode longest (4-byte
+    UTF-8, JCS escapes, sealed PII): what is left for metadata is the documented 52,000 bytes."""
+    keys = SubjectKeys("f" * 64, b"\x01" * 32, b"\x02" * 32)  # a key id longer than the stores' (16 hex)
+    rest = len(_entry({**LARGEST_WITHOUT_METADATA, "metadata": {}}, keys))
+    assert rest + 52_000 <= MAX_ENTRY_BYTES, rest
+    blob = "x" * (52_000 - len('{"b":""}'))
+    assert len(_entry({**LARGEST_WITHOUT_METADATA, "metadata": {"b": blob}}, keys)) <= MAX_ENTRY_BYTES

@@ -16,6 +16,8 @@
 //	                                           tlog-cosignature, as a note.Verifier + note.Open;
 //	                                           "vkey2" optionally names the log's key too)
 //	{"op":"merkle", "leaves":[b64 leaf data], ...} -> see merkleRequest / merkleResponse
+//	{"op":"tiles", ...}, {"op":"tiles-check", ...}   -> C2SP tlog-tiles against
+//	                                           golang.org/x/mod/sumdb/tlog, see tiles.go
 //
 // Any failure to process a request is reported as {"error": "..."} in its response; the
 // process exits non-zero only if stdin is not valid JSON or stdout cannot be written.
@@ -50,6 +52,7 @@ type request struct {
 	MsgB64 []byte `json:"msg_b64,omitempty"`
 
 	merkleRequest
+	tilesRequest
 }
 
 // merkleRequest describes one tree (the leaf data, hashed here with RFC 6962 leaf hashing) and
@@ -92,6 +95,7 @@ type response struct {
 	Text string `json:"text,omitempty"`
 
 	*merkleResponse
+	*tilesResponse
 }
 
 type merkleResponse struct {
@@ -219,6 +223,27 @@ func handle(req *request) response {
 			return fail(err)
 		}
 		return response{merkleResponse: m}
+	case "tiles":
+		t, err := doTiles(req.Leaves, req.TileSizes)
+		if err != nil {
+			return fail(err)
+		}
+		return response{tilesResponse: t}
+	case "tiles-check":
+		ok := false
+		n, err := checkTiles(&req.tilesRequest)
+		if err != nil {
+			r := fail(err)
+			r.OK = &ok
+			r.tilesResponse = &tilesResponse{Entries: &n}
+			return r
+		}
+		flips, err := flipChecks(&req.tilesRequest)
+		if err != nil {
+			return fail(err)
+		}
+		ok = true
+		return response{OK: &ok, tilesResponse: &tilesResponse{Entries: &n, FlipErrors: flips}}
 	default:
 		return fail(fmt.Errorf("unknown op %q", req.Op))
 	}
