@@ -7,8 +7,9 @@ witnessed checkpoints the newest wins.
 
 from __future__ import annotations
 
+from pipelines.io.archive import COSIGNED_DIR
 from pipelines.prover import Prover
-from pipelines.witnessing import COSIGNED_DIR, safe_name
+from pipelines.witnessing import safe_name
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.cosignature import CosignatureSigner, add_cosignatures, check_cosigned
 from transforms.merkle import leaf_hash, root

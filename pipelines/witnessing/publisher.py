@@ -1,114 +1,29 @@
-"""The witness publisher: asks witnesses to cosign every archived checkpoint (C2SP tlog-witness).
-
-For each log in the WORM archive, each configured witness and each checkpoint it has not cosigned
-yet, in tree-size order, the publisher sends::
-
-    POST <witness URL>/add-checkpoint
-
-    old <the witness's last size of this log>
-    <consistency proof from that size, one base64 hash a line>
-    <blank line>
-    <the operator's signed checkpoint note>
-
-The witness answers 200 with its cosignature line(s) (cosignature/v1), which are checked and
-stored beside the operator's checkpoint as the cosigned note (the operator's note with the
-witness's lines added), with the archive's WORM put rules::
-
-    logs/{log_id}/cosigned/{tree_size:015d}.{witness name}.{key id}.cosig
-
-409 gives the witness's current size (the proof is rebuilt from there and sent again). 422 (the
-proof does not connect the witness's last checkpoint to this one) means the archive's log is not
-the history the witness cosigned — a split view or a rollback — and is stored as evidence::
-
-    logs/{log_id}/witness-refusals/{tree_size:015d}.{witness name}.{key id}.{note sha256[:16]}.refused
-
-and the publisher stops asking that witness about that log. So does a witness that already holds
-a larger size than the archive's newest checkpoint (a rolled-back log). A witness that does not
-answer is retried with backoff; it never holds up ingest (the publisher runs in a thread of
-`auditlog ingest`, or as `auditlog witness --follow`), and when it returns every checkpoint it
-missed is cosigned in order. Leaf hashes for the proofs come from the archived blocks (or the
-leaf hashes `auditlog expire` left in their place), checked against each signed root.
-"""
+"""The publisher: asks each witness to cosign each archived checkpoint, in order, with backoff."""
 
 from __future__ import annotations
 
 import base64
 import logging
-import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from hashlib import sha256
 from typing import Any
 
-from pipelines.io.archive import COSIGNED_DIR, REFUSALS_DIR, ArchiveNotFoundError, expired_key, log_prefix
+from pipelines.io.archive import ArchiveNotFoundError, expired_key
+from pipelines.witnessing.lag import WitnessLag, witness_lag
+from pipelines.witnessing.stored import cosigned_key, list_cosigned, refusal_key, safe_name
+from pipelines.witnessing.witness import Witness, witnesses_from_settings
 from transforms.blocks import decode_block_object, decode_expired_block
 from transforms.checkpoint import open_checkpoint
-from transforms.cosignature import CosignatureVerifier, add_cosignatures, parse_signature_lines
+from transforms.cosignature import add_cosignatures, parse_signature_lines
 from transforms.errors import AuditlogError, NoteFormatError, VerificationError
 from transforms.merkle import MerkleTree, leaf_hash
 from transforms.note import Verifier
 
-log = logging.getLogger(__name__)
-
-COSIG_SUFFIX = ".cosig"
-REFUSAL_SUFFIX = ".refused"
-_COSIG_NAME = re.compile(r"(\d{15})\.(.+)\.([0-9a-f]{8})\.cosig")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
-
-
-def safe_name(name: str) -> str:
-    return _UNSAFE.sub("_", name)
-
-
-def cosigned_key(log_id: str, tree_size: int, witness: CosignatureVerifier) -> str:
-    name = f"{tree_size:015d}.{safe_name(witness.name)}.{witness.key_id:08x}{COSIG_SUFFIX}"
-    return f"{log_prefix(log_id)}{COSIGNED_DIR}/{name}"
-
-
-def refusal_key(log_id: str, tree_size: int, witness: CosignatureVerifier, note: str) -> str:
-    digest = sha256(note.encode()).hexdigest()[:16]
-    return (
-        f"{log_prefix(log_id)}{REFUSALS_DIR}/{tree_size:015d}.{safe_name(witness.name)}."
-        f"{witness.key_id:08x}.{digest}{REFUSAL_SUFFIX}"
-    )
-
-
-def list_cosigned(archive: Any, log_id: str) -> dict[tuple[str, str], list[int]]:
-    """{(witness name as stored, key id hex): [tree sizes cosigned, ascending]} of one log."""
-    prefix = f"{log_prefix(log_id)}{COSIGNED_DIR}/"
-    out: dict[tuple[str, str], list[int]] = {}
-    for key in archive.keys(prefix):
-        match = _COSIG_NAME.fullmatch(key[len(prefix) :])
-        if match:
-            out.setdefault((match.group(2), match.group(3)), []).append(int(match.group(1)))
-    for sizes in out.values():
-        sizes.sort()
-    return out
-
-
-def list_refusals(archive: Any, log_id: str) -> list[str]:
-    return list(archive.keys(f"{log_prefix(log_id)}{REFUSALS_DIR}/"))
-
-
-@dataclass(frozen=True)
-class Witness:
-    """A configured witness: a short name, its URL and its cosignature verifier."""
-
-    name: str
-    url: str
-    verifier: CosignatureVerifier
-
-    @classmethod
-    def from_config(cls, name: str, url: str, vkey: str) -> Witness:
-        return cls(name, url.rstrip("/"), CosignatureVerifier.from_key(vkey))
-
-
-def witnesses_from_settings(settings: Any) -> list[Witness]:
-    return [Witness.from_config(w.name, w.url, w.vkey) for w in settings.witness_list]
+log = logging.getLogger("pipelines.witnessing")
 
 
 @dataclass
@@ -119,22 +34,6 @@ class _State:
     error: str = ""  # the last failure to reach it
     failures: int = 0
     retry_at: float = 0.0
-
-
-@dataclass
-class WitnessLag:
-    witness: str
-    log_id: str
-    newest_size: int
-    cosigned_size: int  # -1 when none
-    checkpoints_behind: int
-    refused: str = ""
-    error: str = ""
-    refusals: int = 0  # refusals stored as evidence in the archive
-
-    @property
-    def leaves_behind(self) -> int:
-        return self.newest_size - max(self.cosigned_size, 0)
 
 
 @dataclass
@@ -374,90 +273,6 @@ class Publisher:
             return rows
 
 
-def witness_lag(archive: Any, witnesses: list[Witness]) -> list[WitnessLag]:
-    """Lag of each witness on each log, read from the archive alone."""
-    rows = []
-    for log_id in archive.list_logs():
-        sizes = archive.list_checkpoints(log_id)
-        if not sizes:
-            continue
-        stored = list_cosigned(archive, log_id)
-        refusals = list_refusals(archive, log_id)
-        for witness in witnesses:
-            have = stored.get((safe_name(witness.verifier.name), f"{witness.verifier.key_id:08x}"), [])
-            newest_cosigned = max(have, default=-1)
-            marker = f".{safe_name(witness.verifier.name)}.{witness.verifier.key_id:08x}."
-            refused = [k for k in refusals if marker in k]
-            rows.append(
-                WitnessLag(
-                    witness.name,
-                    log_id,
-                    sizes[-1],
-                    newest_cosigned,
-                    sum(1 for s in sizes if s > newest_cosigned),
-                    refused=f"{len(refused)} refusal(s) recorded" if refused else "",
-                    refusals=len(refused),
-                )
-            )
-    return rows
-
-
-_GAUGES: tuple[tuple[str, str, Callable[[WitnessLag], int]], ...] = (
-    (
-        "auditlog_witness_checkpoints_behind",
-        "Checkpoints of the log newer than the newest one the witness cosigned.",
-        lambda r: r.checkpoints_behind,
-    ),
-    (
-        "auditlog_witness_leaves_behind",
-        "Leaves between the log's newest checkpoint and the newest one the witness cosigned.",
-        lambda r: r.leaves_behind,
-    ),
-    (
-        "auditlog_witness_cosigned_tree_size",
-        "Tree size of the newest checkpoint the witness cosigned (-1: none yet).",
-        lambda r: r.cosigned_size,
-    ),
-    (
-        "auditlog_witness_refusals",
-        "Refusals by the witness stored as evidence in the archive (a split view or a rollback).",
-        lambda r: r.refusals,
-    ),
-)
-
-
-def lag_metrics(rows: list[WitnessLag]) -> str:
-    """Each witness's lag on each log as Prometheus text-format gauges (`auditlog serve`'s /metrics)."""
-
-    def label(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    lines = []
-    for name, help_text, value in _GAUGES:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f'{name}{{witness="{label(r.witness)}",log="{label(r.log_id)}"}} {value(r)}' for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-class LagMetrics:
-    """`lag_metrics` of an archive, read at most every `max_age_s` seconds (scrapes list the archive)."""
-
-    def __init__(self, archive: Any, witnesses: list[Witness], max_age_s: float = 15.0) -> None:
-        self.archive = archive
-        self.witnesses = witnesses
-        self.max_age_s = max_age_s
-        self._lock = threading.Lock()
-        self._text = ""
-        self._read_at = -float("inf")
-
-    def __call__(self) -> str:
-        with self._lock:
-            if time.monotonic() - self._read_at >= self.max_age_s:
-                self._text = lag_metrics(witness_lag(self.archive, self.witnesses))
-                self._read_at = time.monotonic()
-            return self._text
-
-
 class PublisherThread:
     """Runs a Publisher in a background thread (beside the indexer in `auditlog ingest`)."""
 
@@ -501,71 +316,3 @@ def open_publisher(
         witnesses,
         register=register,
     )
-
-
-@dataclass
-class WitnessAudit:
-    """What `verify_witnessing` found over the archive."""
-
-    cosignatures: int = 0
-    checkpoints: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-def verify_witnessing(
-    archive: Any,
-    log_verifier: Verifier,
-    origin_prefix: str,
-    witnesses: list[Witness],
-    min_witnesses: int = 0,
-    log_ids: list[str] | None = None,
-) -> WitnessAudit:
-    """Checks every stored cosignature, every recorded refusal, and `min_witnesses` on each checkpoint.
-
-    A stored cosigned note must be the archived checkpoint's exact text, signed by the log's key,
-    with a valid cosignature from the witness its key names; one from a witness that is not
-    configured is reported (it cannot be checked). A recorded refusal is always a problem: a
-    witness saw this archive's log disagree with what it cosigned before.
-    """
-    from transforms.cosignature import WitnessError, check_cosigned, split_note
-
-    audit = WitnessAudit()
-    by_id = {(safe_name(w.verifier.name), f"{w.verifier.key_id:08x}"): w for w in witnesses}
-    for log_id in log_ids if log_ids is not None else archive.list_logs():
-        origin = f"{origin_prefix}/{log_id}"
-        sizes = archive.list_checkpoints(log_id)
-        audit.checkpoints += len(sizes)
-        valid: dict[int, set[str]] = {}
-        for (name, key_id), cosigned_sizes in list_cosigned(archive, log_id).items():
-            witness = by_id.get((name, key_id))
-            for size in cosigned_sizes:
-                where = f"log {log_id} size {size}"
-                if witness is None:
-                    audit.problems.append(f"{where}: cosignature by witness {name}/{key_id}, which is not configured")
-                    continue
-                try:
-                    note = archive.get(cosigned_key(log_id, size, witness.verifier)).decode("utf-8")
-                    operator = archive.get_checkpoint(log_id, size)
-                    if split_note(note)[0] != split_note(operator)[0]:
-                        raise WitnessError("the cosigned text is not the archived checkpoint's")
-                    check_cosigned(note, log_verifier, [witness.verifier], 1, origin=origin)
-                except (VerificationError, ArchiveNotFoundError, UnicodeDecodeError) as exc:
-                    audit.problems.append(f"{where}: cosignature of witness {witness.name} does not verify: {exc}")
-                    continue
-                audit.cosignatures += 1
-                valid.setdefault(size, set()).add(witness.name)
-        for key in list_refusals(archive, log_id):
-            record = archive.get(key).decode("utf-8", "replace")
-            why = next((line[4:] for line in record.splitlines() if line.startswith("why ")), "?")
-            witness_line = next((line[8:] for line in record.splitlines() if line.startswith("witness ")), "?")
-            audit.problems.append(f"log {log_id}: witness {witness_line.split('+')[0]} refused to cosign: {why}")
-        if min_witnesses:
-            for size in sizes:
-                have = valid.get(size, set())
-                if len(have) < min_witnesses:
-                    missing = ", ".join(w.name for w in witnesses if w.name not in have) or "none configured"
-                    audit.problems.append(
-                        f"log {log_id} size {size}: {len(have)} of the required {min_witnesses} witness "
-                        f"cosignature(s) (missing: {missing})"
-                    )
-    return audit
