@@ -36,7 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.sdk.outbox import OutboxForwarder, OutboxRow, create_outbox_table, open_outbox, record_in_transaction
+from api.sdk.forwarder import OutboxForwarder
+from api.sdk.outbox import OutboxRow, create_outbox_table, open_outbox, record_in_transaction
 from schemas.reserved import SERVICE_SIG_HEADER, service_signature
 from transforms.note import Signer
 

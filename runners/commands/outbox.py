@@ -79,8 +79,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _forward(args: argparse.Namespace, settings: Settings, backlog: int) -> int:
+    from api.sdk.forwarder import OutboxForwarder
     from api.sdk.kafka import check_topic, make_producer
-    from api.sdk.outbox import OutboxForwarder, open_outbox
+    from api.sdk.outbox import open_outbox
 
     topic = args.topic or settings.topic
     # Only failures need a callback: a batch whose flush ends without one was acknowledged whole.

@@ -12,8 +12,9 @@ import pytest
 
 from api.sdk import SEED_LANES, AuditClient, Lanes, LaneUnavailable, create_outbox_table, record_in_transaction
 from api.sdk.events import encode_event, new_event_id, time_from_millis, wire_event
+from api.sdk.forwarder import ForwardError, OutboxForwarder
 from api.sdk.lanes import LaneConfigError
-from api.sdk.outbox import ForwardError, OutboxError, OutboxForwarder, SqliteOutbox, open_outbox
+from api.sdk.outbox import OutboxError, SqliteOutbox, open_outbox
 from schemas.events import EventValidationError, parse_event
 from schemas.samples import EventGenerator
 
