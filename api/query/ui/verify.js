@@ -16,6 +16,10 @@
 //           over "cosignature/v1\ntime <seconds>\n" ‖ checkpoint body; witness key =
 //           name+<8 hex key id>+base64(0x04 ‖ public key), key id = SHA-256(name ‖ 0x0A ‖ 0x04 ‖ key)[0:4]
 //           (transforms/cosignature.py is the reference)
+//
+// One file of about 500 lines, on purpose: it is the whole of what an auditor must trust in the
+// browser, so it can be read top to bottom, hashed and vendored as one script, and it imports
+// nothing.
 
 export const PROOF_HEADER = 'c2sp.org/tlog-proof@v1';
 const SIG_PREFIX = '\u2014 '; // em dash and a space
