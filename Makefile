@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools jars go-deps witness prism run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
+.PHONY: help setup native tools jars go-deps witness prism run demo test test-unit test-integration golden lint bench bench-ingest bench-gateway bench-verify bench-query browser-deps \
         stack-up stack-down stack-status clean
 
 help: ## list every target
@@ -23,6 +23,21 @@ $(INSTALLED): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The compiled event core (transforms/native: Rust, PyO3), built by maturin from the dev
+# dependencies with cargo and installed into the virtualenv as `auditlog_native`. Needs cargo
+# (rustup or Debian's); the crates come from crates.io at Cargo.lock's versions. Without it
+# auditlog runs the Python reference (AUDITLOG_CORE=auto); `make native` is part of setup.
+NATIVE := $(VENV)/.native
+NATIVE_SOURCES := $(wildcard transforms/native/src/*.rs) transforms/native/Cargo.toml transforms/native/Cargo.lock \
+                  transforms/native/pyproject.toml
+
+native: $(NATIVE) ## build the compiled event core (Rust, maturin) into the virtualenv
+
+$(NATIVE): $(INSTALLED) $(NATIVE_SOURCES)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pip install -q --no-build-isolation ./transforms/native
+	$(PY) -c "from schemas.native import event_core; event_core('native')"
 	@touch $@
 
 jars: $(INSTALLED) | tools ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
@@ -59,7 +74,7 @@ prism: $(INSTALLED) | tools ## build Beam's Prism runner at the Python SDK's ver
 	  GOBIN=$(CURDIR)/.local/bin GOTOOLCHAIN=local go install github.com/apache/beam/sdks/v2/go/cmd/prism@$$version; \
 	fi
 
-setup: $(INSTALLED) jars go-deps witness prism browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, the witness, Prism, npm
+setup: $(INSTALLED) $(NATIVE) jars go-deps witness prism browser-deps ## install everything: virtualenv, Python packages, jars, Go modules, the witness, Prism, npm
 
 HOME_DIR := $(or $(AUDITLOG_HOME),var)
 AUDITLOG := $(PY) -m runners.cli
@@ -81,7 +96,7 @@ demo: $(INSTALLED) ## the verifiable-log core in one process: build logs, sign, 
 test: setup ## every test: unit, interop, and the real-service tests (they start and stop the stack)
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
-test-unit: $(INSTALLED) | tools ## the pure-core tests only (seconds; the UI verifier's run under node)
+test-unit: $(INSTALLED) $(NATIVE) | tools ## the pure-core tests only (seconds; the UI verifier's run under node)
 	$(PY) -m pytest -q tests/unit
 
 test-integration: setup ## only the tests against the real local stack
@@ -95,7 +110,7 @@ lint: $(INSTALLED) ## ruff (lint, format) over the repository, mypy --strict ove
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(INSTALLED) ## benchmarks of the core (a table; not a test)
+bench: $(INSTALLED) $(NATIVE) ## benchmarks of the core (a table; not a test), the compiled core against the Python reference
 	$(PY) tests/bench/bench_core.py
 
 bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/signing, and p50/p99 latency

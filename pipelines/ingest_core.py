@@ -38,6 +38,7 @@ from schemas.events import (
     parse_event,
     pii_subject,
 )
+from schemas.native import event_core
 from schemas.reserved import SERVICE_SIG_HEADER, is_service_record, reserved_name, reserved_rule
 from schemas.retention import load_policy
 from transforms.blocks import BlockHeader, decode_block_object, encode_block_object, seal_block
@@ -139,6 +140,9 @@ class LogCursor:
     # occurred_at of each pending entry, as the step saw it (not persisted: after a restore the
     # seal reads them from the entries, which costs a JSON parse each).
     pending_times: list[str] = field(default_factory=list, repr=False, compare=False)
+    # The leaf hash of each pending entry, when the compiled core made it with the entry (None
+    # where the Python path did); not persisted either: the seal hashes what it lacks.
+    pending_hashes: list[bytes | None] = field(default_factory=list, repr=False, compare=False)
     # The Kafka offset after the last record stepped (kept at each block, for its resume point).
     next_offset: int = 0
 
@@ -215,6 +219,9 @@ class IngestOptions:
     # Benchmarks only: False skips leaf hashing, the tree, the chain and signing, to measure
     # what the verifiable log costs. Blocks are then plain, unverifiable JSON Lines.
     verifiable: bool = True
+    # Which event core makes the entries: auto, native or python (Settings.core, schemas/native.py).
+    # Both give the same bytes; the Python reference decides every record the compiled core refers.
+    core: str = "auto"
 
     def log_id(self, partition: int) -> str:
         return f"{self.topic}.p{partition}"
@@ -259,6 +266,7 @@ class LogSequencer:
         self.service = signer.verifier()  # the query service signs its records with the same key
         self.archived = archived
         self.counters = Counters()
+        self.core = event_core(options.core, options.pii_fields)  # None: the Python reference
 
     def step(self, log: LogCursor, dedupe: DedupeIndex, record: SourceRecord) -> list[tuple[str, Any]]:
         """Processes one record; returns the outputs (dead letters and sealed blocks).
@@ -272,6 +280,15 @@ class LogSequencer:
             self.counters.cut_markers += 1
             block = self.seal(log, closing=record)
             return [("block", block)] if block else []
+        if self.core is not None and value is not None:
+            parsed = self.core.parse(value)
+            if parsed is not None:
+                made = self._native_entry(parsed)
+                if made is not None:
+                    return self._append(
+                        log, dedupe, record, parsed.tenant_id, parsed.event_id, parsed.occurred_at, *made
+                    )
+        # The reference path: every record the compiled core did not take, and every dead letter.
         try:
             event = self._admit(record)
         except EventValidationError as exc:
@@ -290,13 +307,49 @@ class LogSequencer:
                 "event",
                 f"event {event['event_id']} rejected: its canonical form could not be made ({_said(exc)})",
             )
-        if dedupe.seen(f"{event['tenant_id']}\x00{event['event_id']}"):
+        return self._append(
+            log, dedupe, record, event["tenant_id"], event["event_id"], event["occurred_at"], entry, None, keys is None
+        )
+
+    def _native_entry(self, parsed: Any) -> tuple[bytes, bytes, bool] | None:
+        """(entry, leaf hash, subject erased) from the compiled core; None hands the record to Python.
+
+        The key store's failures raise, as on the Python path; anything else that goes wrong
+        (a retention end beyond the calendar, say) is left to the reference to name.
+        """
+        try:
+            keys: SubjectKeys | None = self.keys.get_or_create(parsed.tenant_id, parsed.subject)
+        except SubjectErased:
+            keys = None
+        try:
+            stamp = self.options.retention.stamp(parsed.action, parsed.occurred_at)
+            sealing = (keys.enc_key, keys.mac_key, keys.key_id) if keys is not None else None
+            entry, leaf = self.core.entry(parsed, sealing, stamp["class"], stamp["until"])
+        except Exception:  # noqa: BLE001 - the reference path decides, and names the reason
+            return None
+        return entry, leaf, keys is None
+
+    def _append(
+        self,
+        log: LogCursor,
+        dedupe: DedupeIndex,
+        record: SourceRecord,
+        tenant_id: str,
+        event_id: str,
+        occurred_at: str,
+        entry: bytes,
+        leaf: bytes | None,
+        erased: bool,
+    ) -> list[tuple[str, Any]]:
+        """Dedupe, then the entry joins the open block (sealed when full)."""
+        if dedupe.seen(f"{tenant_id}\x00{event_id}"):
             self.counters.duplicates += 1
             return []
         log.pending.append(entry)
-        log.pending_times.append(event["occurred_at"])
+        log.pending_times.append(occurred_at)
+        log.pending_hashes.append(leaf)
         self.counters.accepted += 1
-        if keys is None:
+        if erased:
             self.counters.erased_subject_events += 1
         if len(log.pending) >= self.options.block_size:
             block = self.seal(log, closing=record)
@@ -327,8 +380,11 @@ class LogSequencer:
             return None
         entries, log.pending = log.pending, []
         times, log.pending_times = log.pending_times, []
+        known, log.pending_hashes = log.pending_hashes, []
         if self.archived is not None and any(ERASED_MARK in e for e in entries):
-            entries = self._as_archived(log, entries)
+            adopted = self._as_archived(log, entries)
+            known = [h if a is e else None for h, a, e in zip(known, adopted, entries, strict=False)]
+            entries = adopted
         retain_until = max(entry_until(e) for e in entries)
         if not self.options.verifiable:
             last = log.last_block
@@ -336,7 +392,9 @@ class LogSequencer:
             log.last_block = _unverified_header(log.log_id, index, size, len(entries))
             self.counters.blocks += 1
             return SealedBlockRecord(log.log_id, index, 0, b"\n".join(entries) + b"\n", "", retain_until)
-        hashes = [leaf_hash(e) for e in entries]
+        if len(known) != len(entries):  # restored from a checkpoint: the open block's hashes were not kept
+            known = [None] * len(entries)
+        hashes = [h if h is not None else leaf_hash(e) for h, e in zip(known, entries, strict=True)]
         if len(times) != len(entries):  # restored from a checkpoint: the open block's times were not kept
             times = [json.loads(e)["occurred_at"] for e in entries]
         header = seal_block(log.log_id, log.last_block, log.tree, hashes, times)

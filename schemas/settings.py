@@ -94,6 +94,10 @@ class Settings:
         beam_results: where verify and rebuild pipelines leave their reports for the command
             (AUDITLOG_BEAM_RESULTS): a folder or a URL Beam's FileSystems write (gs://...) that every
             worker reaches; empty means a temporary local folder.
+        core: which event core the ingest step runs (AUDITLOG_CORE): `auto` (the compiled core,
+            transforms/native, when it is built, else the Python reference), `native` (the compiled
+            core or an error) or `python` (the reference only). Both make the same bytes
+            (schemas/native.py, tests/unit/test_native_core.py).
     """
 
     home: Path = REPO_ROOT / "var"
@@ -139,6 +143,7 @@ class Settings:
     prism_location: str = ""
     beam_worker_pool: str = ""
     beam_results: str = ""
+    core: str = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -239,7 +239,11 @@ def heads_from_clickhouse(clickhouse: Any, topic: str = TOPIC) -> dict[str, LogH
 
 
 def heads_by_sequencer(
-    records: Iterable[RecordedRecord], topic: str = TOPIC, block_size: int = BLOCK_SIZE, key_seed: str = KEY_SEED
+    records: Iterable[RecordedRecord],
+    topic: str = TOPIC,
+    block_size: int = BLOCK_SIZE,
+    key_seed: str = KEY_SEED,
+    core: str = "auto",
 ) -> tuple[dict[str, LogHead], int]:
     """The heads the pure core (`LogSequencer`) makes of the records, and the dead-letter count.
 
@@ -251,7 +255,11 @@ def heads_by_sequencer(
     from transforms.note import Signer
 
     options = IngestOptions(
-        topic=topic, origin_prefix="auditlog.golden", block_size=block_size, retention=load_policy(RETENTION_POLICY)
+        topic=topic,
+        origin_prefix="auditlog.golden",
+        block_size=block_size,
+        retention=load_policy(RETENTION_POLICY),
+        core=core,
     )
     sequencer = LogSequencer(options, InMemoryKeyStore(key_seed=key_seed.encode()), Signer.generate("auditlog.golden"))
     cursors: dict[int, LogCursor] = {}
