@@ -493,6 +493,7 @@ def job_config(
         block_size=block_size or settings.block_size,
         verifiable=verifiable,
         retention=load_policy(settings.retention_policy_path),
+        core=settings.core,
     )
     return JobConfig(
         options=options,
