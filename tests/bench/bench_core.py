@@ -1,6 +1,8 @@
 """Benchmarks of the verifiable-log core, printed as a table (`make bench`). Not a test.
 
-Every figure is single-threaded Python on one core; the machine's core count is printed.
+Every figure is single-threaded Python on one core; the machine's core count is printed. The last
+table sets the ingest step's stages on the Python reference against the compiled event core
+(transforms/native), µs per event; `bench_core.py --core` prints that table alone.
 """
 
 from __future__ import annotations
@@ -118,6 +120,70 @@ def main() -> None:
     )
     row("whole per-event core path (parse→seal→JCS→leaf→append), events/s", f"{len(records) / t:,.0f}")
 
+    core_table()
+
+
+def per_event(fn: Callable[[], object], count: int) -> float:
+    """Best of three runs of `fn`, in µs per event."""
+    return timed(fn) / count * 1e6
+
+
+def core_table() -> None:
+    """The ingest step's stages, Python reference against the compiled core (schemas/native.py), µs per event."""
+    from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
+    from pipelines.io.keystore import InMemoryKeyStore
+    from pipelines.recording import iter_records
+    from schemas.events import pii_subject
+    from schemas.native import event_core
+    from schemas.retention import load_policy
+    from tests.golden import RECORDING, RETENTION_POLICY
+
+    core = event_core("native")
+    policy = load_policy(RETENTION_POLICY)
+    store = InMemoryKeyStore(key_seed=b"bench")
+    values = [r.value for r in iter_records(RECORDING) if r.value is not None]
+    parsed = [p for p in (core.parse(v) for v in values) if p is not None]
+    records = [v for v in values if core.parse(v) is not None]
+    n = len(records)
+    events = [parse_event(r) for r in records]
+    keys = [store.get_or_create(e["tenant_id"], pii_subject(e)) for e in events]
+    sealing = [(k.enc_key, k.mac_key, k.key_id) for k in keys]
+    stamps = [policy.stamp(p.action, p.occurred_at) for p in parsed]
+    docs = [protect_event(e, k) for e, k in zip(events, keys, strict=True)]
+    for doc, stamp in zip(docs, stamps, strict=True):
+        doc["retention"] = stamp
+    entries = [canonical_bytes(d) for d in docs]
+    pairs = [(s["class"], s["until"]) for s in stamps]
+    print(f"\nthe ingest step per stage, µs per event ({n:,} valid events of the committed recording, one thread)")
+    print(f"  {'stage':<44} {'Python':>9} {'compiled':>9}")
+    python_parse = per_event(lambda: [parse_event(r) for r in records], n)
+    native_parse = per_event(lambda: core.parse_batch(records), n)
+    print(f"  {'parse + validate + normalise':<44} {python_parse:>9.2f} {native_parse:>9.2f}")
+    t = per_event(lambda: [store.get_or_create(p.tenant_id, p.subject) for p in parsed], n)
+    print(f"  {'subject keys (key store cache; Python both)':<44} {t:>9.2f} {t:>9.2f}")
+    t = per_event(lambda: [policy.stamp(p.action, p.occurred_at) for p in parsed], n)
+    print(f"  {'retention stamp (Python both)':<44} {t:>9.2f} {t:>9.2f}")
+    python_seal = per_event(lambda: [protect_event(e, k) for e, k in zip(events, keys, strict=True)], n)
+    python_jcs = per_event(lambda: [canonical_bytes(d) for d in docs], n)
+    python_leaf = per_event(lambda: [leaf_hash(e) for e in entries], n)
+    native_rest = per_event(lambda: core.entry_batch(parsed, sealing, pairs), n)
+    print(f"  {'seal PII':<44} {python_seal:>9.2f}")
+    print(f"  {'canonicalise (RFC 8785)':<44} {python_jcs:>9.2f}")
+    print(f"  {'leaf hash':<44} {python_leaf:>9.2f}")
+    python_rest = python_seal + python_jcs + python_leaf
+    print(f"  {'seal + canonicalise + leaf hash, together':<44} {python_rest:>9.2f} {native_rest:>9.2f}")
+    for choice in ("python", "native"):
+        options = IngestOptions(topic="b", origin_prefix="auditlog.bench", retention=policy, core=choice)
+        sequencer = LogSequencer(options, InMemoryKeyStore(key_seed=b"bench"), Signer.generate("auditlog.bench"))
+
+        def run(sequencer: LogSequencer = sequencer) -> None:
+            cursor, dedupe = LogCursor("b.p0"), MemoryDedupe()
+            for offset, value in enumerate(values):
+                sequencer.step(cursor, dedupe, SourceRecord(0, offset, 0, None, value))
+            sequencer.seal(cursor)
+
+        row(f"LogSequencer.step, whole (core={choice}), µs per record", f"{per_event(run, len(values)):.2f}")
+
 
 if __name__ == "__main__":
-    main()
+    main() if "--core" not in sys.argv else core_table()
