@@ -374,7 +374,8 @@ def run_export(
         _ = (
             p
             | "Query" >> beam.Create([query])
-            | "Export" >> Export(clickhouse_url, str(out_dir), formats, keystore_opener, prover_opener)
+            # An absolute path: the steps may run in a worker process with another working directory.
+            | "Export" >> Export(clickhouse_url, str(out_dir.resolve()), formats, keystore_opener, prover_opener)
         )
     rows = _count_rows(out_dir, formats)
     proofs_dir = out_dir / "proofs"

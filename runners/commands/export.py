@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runners.argtypes import UsageError, utc_time
+from runners.beam_options import add_runner_argument, pipeline_options
 from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
 
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "optional filters, in time order, and OUT/MANIFEST.note: a signed note (the deployment's checkpoint "
         "key) listing each file's SHA-256 and rows, the query, and every log's newest checkpoint. PII is "
         "opened with the key store (erased subjects show as [erased]); --sealed leaves it sealed. --proofs "
-        "adds OUT/proofs/LOG.INDEX.{json,tlog-proof} for every event. Extra arguments after -- go to Beam.",
+        "adds OUT/proofs/LOG.INDEX.{json,tlog-proof} for every event. --runner prism runs the pipeline on "
+        "Beam's Prism runner with its workers in processes of their own; extra arguments after -- go to Beam.",
     )
     p.add_argument("--tenant", required=True)
     p.add_argument("--from", dest="start", type=utc_time, help="first time included (ISO 8601, e.g. 2026-11-01)")
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--sealed", action="store_true", help="do not open PII with the key store")
     p.add_argument("--proofs", action="store_true", help="write an inclusion proof bundle per event")
     p.add_argument("--out", required=True, type=Path, help="an empty or new directory")
-    p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add_runner_argument(p)
     p.set_defaults(handler=run)
 
     v = subparsers.add_parser(
@@ -99,7 +101,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.export import ExportQuery, archive_heads, run_export
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
-    from runners.commands.verify import beam_args
     from transforms.errors import VerificationError
 
     filters = {
@@ -125,17 +126,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         keystore = KeystoreOpener(settings)
     try:
         heads = archive_heads(open_archive(**archive_spec(settings)))
-        manifest = run_export(
-            query,
-            args.out,
-            args.format,
-            settings.effective_clickhouse_url,
-            signer,
-            heads,
-            keystore_opener=keystore,
-            prover_opener=_ProverOpener(settings) if args.proofs else None,
-            beam_args=beam_args(args.beam_args),
-        )
+        with pipeline_options(args, settings) as options:
+            manifest = run_export(
+                query,
+                args.out,
+                args.format,
+                settings.effective_clickhouse_url,
+                signer,
+                heads,
+                keystore_opener=keystore,
+                prover_opener=_ProverOpener(settings) if args.proofs else None,
+                beam_args=options,
+            )
     except FileExistsError as exc:
         raise UsageError(str(exc)) from exc
     except VerificationError as exc:

@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 
 from runners.argtypes import UsageError
+from runners.beam_options import add_runner_argument, pipeline_options
 from schemas.settings import Settings
 
 
@@ -18,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "versions, each block verified (chain, roots, signed checkpoint) before it is written. With --log, "
         "only those logs' rows are deleted and reloaded. Stop the indexer (`auditlog ingest`, `auditlog "
         "index --follow`, `auditlog serve`) first on embedded chDB. Exit 0 when every log was rebuilt in "
-        "full, 1 when a log stopped at a block the archive cannot prove. Extra arguments after -- go to Beam.",
+        "full, 1 when a log stopped at a block the archive cannot prove. --runner prism runs it on Beam's "
+        "Prism runner with its workers in processes of their own; extra arguments after -- go to Beam.",
     )
     p.add_argument("--log", action="append", dest="logs", metavar="LOG", help="rebuild only this log (repeatable)")
-    p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add_runner_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -30,7 +32,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, run_rebuild
-    from runners.commands.verify import beam_args
     from transforms.retention import active_holds, format_time
 
     if not settings.verifier_key_file.exists():
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not args.logs:
             clickhouse.drop_tables()
         clickhouse.ensure_schema()
-        print(f"rebuilding {len(log_ids)} logs from the archive …", file=sys.stderr)
+    finally:
+        clickhouse.close()  # closed while the pipeline runs: its steps may open chDB in another process
+    print(f"rebuilding {len(log_ids)} logs from the archive …", file=sys.stderr)
+    with pipeline_options(args, settings) as options:
         report = run_rebuild(
             log_ids,
             spec,
@@ -56,11 +60,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings.verifier_key_file.read_text(),
             settings.origin,
             fresh=not args.logs,
-            beam_args=beam_args(args.beam_args),
+            beam_args=options,
             holds=active_holds(read_holds(archive), format_time(dt.datetime.now(dt.UTC))),
+            results_base=settings.beam_results or None,
         )
-    finally:
-        clickhouse.close()
     for r in report.logs:
         print(f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks  checkpoint {r.checkpoint_size:>10}")
         for f in r.findings:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runners.argtypes import UsageError, utc_time
+from runners.beam_options import add_runner_argument, pipeline_options
 from schemas.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "broken, bad signature, checkpoint rolled back or forked, archive object overwritten), the log, "
         "the leaf and the event. A clean run records each log's newest checkpoint in the witness file, "
         "so a later rollback or fork is caught even if both stores are rewound. Exit 0 when everything "
-        "agrees, 1 with findings, 2 on bad usage. Extra arguments after -- go to Beam (e.g. "
+        "agrees, 1 with findings, 2 on bad usage. --runner prism runs the pipeline on Beam's Prism runner "
+        "with its workers in processes of their own; extra arguments after -- go to Beam (e.g. "
         "-- --runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK).",
     )
     p.add_argument("--tenant", help="report only this tenant's event findings (structure is always checked)")
@@ -55,12 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "checkpoint (default AUDITLOG_MIN_WITNESSES, 0); every stored cosignature and recorded witness "
         "refusal is checked either way",
     )
-    p.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add_runner_argument(p)
     p.set_defaults(handler=run)
-
-
-def beam_args(raw: list[str]) -> list[str]:
-    return raw[1:] if raw and raw[0] == "--" else raw
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,18 +99,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"no log {', '.join(unknown)} in the archive or ClickHouse; logs: {log_ids}")
         log_ids = sorted(args.logs)
     print(f"verifying {len(log_ids)} logs …", file=sys.stderr)
-    report = run_verify(
-        log_ids,
-        spec,
-        settings.effective_clickhouse_url,
-        verifier_key,
-        settings.origin,
-        {k: v for k, v in witnesses.items() if k in log_ids},
-        only_logs=log_ids,
-        beam_args=beam_args(args.beam_args),
-        progress=sys.stderr.isatty() and not args.json,
-        clock=clock,
-    )
+    with pipeline_options(args, settings) as options:
+        report = run_verify(
+            log_ids,
+            spec,
+            settings.effective_clickhouse_url,
+            verifier_key,
+            settings.origin,
+            {k: v for k, v in witnesses.items() if k in log_ids},
+            only_logs=log_ids,
+            beam_args=options,
+            progress=sys.stderr.isatty() and not args.json,
+            clock=clock,
+            results_base=settings.beam_results or None,
+        )
     witnessing = verify_cosignatures(settings, spec, verifier_key, log_ids, args.min_witnesses)
     elapsed = time.monotonic() - started
     for log_report in report.logs:
