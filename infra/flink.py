@@ -11,6 +11,7 @@ Started, checked and stopped by infra/stack.py (`Stack.flink_bin`, `Stack.flink_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -219,8 +220,6 @@ class FlinkService(Service):
 
 def flink_home() -> Path:
     """The Flink distribution inside the apache-flink pip package."""
-    import importlib.util
-
     spec = importlib.util.find_spec("pyflink")
     if spec is None or not spec.submodule_search_locations:
         raise StackError("apache-flink is not installed in this Python; run `make install` (pip install apache-flink)")

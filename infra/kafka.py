@@ -10,6 +10,7 @@ pipelines/io/kafka.py (`kafka_client_config`), which does not import this module
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import time
@@ -137,7 +138,6 @@ class KafkaService(Service):
         return argv, dict(os.environ)
 
     def _admin(self) -> Any:
-        import logging
 
         from confluent_kafka.admin import AdminClient
 

@@ -19,6 +19,7 @@ binaries, which infra/bootstrap.sh installs. As root the server runs as user `po
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +90,6 @@ class PostgresService:
             raise StackError(f"postgres: {exc}") from None
 
     def command(self, daemon: Daemon) -> tuple[list[str], dict[str, str]]:
-        import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         return self._server().server_argv(), env

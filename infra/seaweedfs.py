@@ -12,8 +12,10 @@ pipelines/io/s3.py (`s3_client`), which does not import this module.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -195,9 +197,6 @@ def _write_seaweedfs_security(folder: Path, host: str) -> None:
     The files are 0600 in a 0700 folder: whoever can read them is the stack's own user, who can
     read and write the data folder anyway.
     """
-    import ipaddress
-    import secrets
-
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

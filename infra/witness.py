@@ -19,6 +19,7 @@ there or on PATH. Logs are made known to the witness with `witnessctl add-log` a
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from typing import Any
 
 from infra.daemons import Daemon, PortUse, StackError, port_open
 from schemas.settings import REPO_ROOT, Settings
+from transforms.cosignature import CosignatureVerifier
 
 TORCHWOOD_VERSION = "v0.6.1"
 BIN_DIR = REPO_ROOT / ".local" / "bin"
@@ -100,8 +102,6 @@ def ssh_public_key(pub_line: str) -> bytes:
 
 def ensure_key(settings: Settings) -> tuple[str, str]:
     """Makes the witness key once; returns (SSH SHA256 fingerprint, cosignature/v1 verifier key)."""
-    from transforms.cosignature import CosignatureVerifier
-
     key = key_file(settings)
     key.parent.mkdir(parents=True, exist_ok=True)
     if not key.exists():
@@ -136,7 +136,6 @@ def register_log(settings: Settings, origin: str, log_vkey: str) -> bool:
     listed = subprocess.run([ctl, "list-logs", "-db", str(db)], capture_output=True, text=True, timeout=30)
     if listed.returncode != 0:
         raise StackError(f"witness: witnessctl list-logs failed: {listed.stderr.strip()}")
-    import json
 
     known = {}
     for line in listed.stdout.splitlines():

@@ -16,6 +16,7 @@ job still has to log them); running `erase` again after the job caught up delete
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,6 @@ def _record_at(
     consumer: Any, topic: str, partition: int, point: ResumePoint, timeout_s: float = 30
 ) -> tuple[int, bytes | None, bytes | None]:
     """(timestamp ms, key, value) of the record at `point.next_offset - 1`; (-1, None, None) if none is there."""
-    import time
-
     from confluent_kafka import TopicPartition
 
     offset = point.next_offset - 1

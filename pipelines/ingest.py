@@ -29,10 +29,15 @@ indexer's ClickHouse inserts carry a per-block deduplication token.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import sys
+import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +61,8 @@ from pipelines.ingest_core import (
 )
 from schemas.reserved import SERVICE_SIG_HEADER
 from schemas.retention import load_policy
+from schemas.settings import Settings
+from transforms.note import Signer
 from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
@@ -140,9 +147,6 @@ def recording_records(env: Any, path: str) -> Any:
     non-parallel collection in file order, so each partition keeps its offset order. Requires a
     non-empty recording.
     """
-    import shutil
-    import tempfile
-
     from pyflink.common import Row
 
     from pipelines.recording import iter_records
@@ -233,8 +237,6 @@ def keyed_by_partition(records: Any) -> Any:
 
 def _check_key_groups() -> None:
     """Warns if this Flink assigns state keys to key groups otherwise than `key_group` computes."""
-    import logging
-
     from pyflink.java_gateway import get_gateway
 
     gateway = get_gateway()
@@ -301,8 +303,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
 
         from pipelines.io.archive import open_archive
         from pipelines.io.keystore import open_keystore
-        from schemas.settings import Settings
-        from transforms.note import Signer
 
         ttl = (
             StateTtlConfig.new_builder(Time.days(self.config.dedupe_ttl_days))
@@ -581,15 +581,12 @@ def create_environment(
 
 
 def _site_packages() -> list[str]:
-    import sysconfig
 
     return list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point on a cluster: `flink run -py pipelines/ingest.py -pyfs ... --config FILE`."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="auditlog ingest job (submitted by `auditlog ingest --cluster`)")
     parser.add_argument("--config", required=True, help="JSON job config written by `auditlog ingest`")
     parser.add_argument("--bounded", action="store_true")

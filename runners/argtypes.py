@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from schemas.events import EventValidationError, normalize_time
 from transforms.errors import AuditlogError
 
 
@@ -49,8 +50,6 @@ def records_per_second(text: str) -> float:
 
 def utc_time(text: str) -> str:
     """An ISO-8601 time with a zone (or a bare date, read as UTC midnight), as canonical UTC `...mmmZ`."""
-    from schemas.events import EventValidationError, normalize_time
-
     candidate = f"{text}T00:00:00Z" if len(text) == 10 else text
     try:
         return normalize_time(candidate)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.settings import Settings
-from transforms.note import Signer
+from transforms.note import Signer, Verifier
 
 if TYPE_CHECKING:
     from pipelines.indexer import ArchiveIndexer, IndexingHalted
@@ -87,7 +87,6 @@ def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
-    from transforms.note import Verifier
 
     clickhouse = clickhouse or open_clickhouse(settings.effective_clickhouse_url)
     clickhouse.ensure_schema()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import calendar
 import fnmatch
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,8 +243,6 @@ def entry_until(entry: bytes) -> str:
 
 def entry_owner(entry: bytes) -> tuple[str, str]:
     """(tenant_id, actor id) of a canonical entry, for matching legal holds; ("", "") if unreadable."""
-    import json
-
     try:
         doc = json.loads(entry)
         return str(doc["tenant_id"]), str(doc["actor"]["id"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -84,8 +85,6 @@ class LocalPostgres:
             if shutil.which("runuser") is None:
                 raise PostgresUnavailable("running as root needs `runuser` to start PostgreSQL as user postgres")
             try:
-                import pwd
-
                 user = pwd.getpwnam("postgres")
             except KeyError:
                 raise PostgresUnavailable(

@@ -8,6 +8,7 @@ from typing import Any
 from pipelines.io.archive import ArchiveNotFoundError
 from pipelines.witnessing.stored import cosigned_key, list_cosigned, list_refusals, safe_name
 from pipelines.witnessing.witness import Witness
+from transforms.cosignature import WitnessError, check_cosigned, split_note
 from transforms.errors import VerificationError
 from transforms.note import Verifier
 
@@ -36,8 +37,6 @@ def verify_witnessing(
     configured is reported (it cannot be checked). A recorded refusal is always a problem: a
     witness saw this archive's log disagree with what it cosigned before.
     """
-    from transforms.cosignature import WitnessError, check_cosigned, split_note
-
     audit = WitnessAudit()
     by_id = {(safe_name(w.verifier.name), f"{w.verifier.key_id:08x}"): w for w in witnesses}
     for log_id in log_ids if log_ids is not None else archive.list_logs():

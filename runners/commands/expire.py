@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from schemas.retention import load_policy
 from schemas.settings import Settings
 
 
@@ -38,7 +39,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import expire_archive, read_holds
     from pipelines.verify import archive_from_spec
-    from schemas.retention import load_policy
 
     evidence = load_policy(settings.retention_policy_path).longest()
     archive = archive_from_spec(archive_spec(settings))

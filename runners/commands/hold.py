@@ -15,6 +15,7 @@ embedded chDB held by `auditlog serve`, serve's indexer applies it within a pass
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import getpass
 import sys
@@ -22,8 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from runners.argtypes import UsageError, utc_time
+from schemas.retention import load_policy
 from schemas.settings import Settings
 from transforms.errors import AuditlogError
+from transforms.retention import LegalHold, active_holds, format_time
 
 PLACE_ACTION = "compliance.legal_hold.place"
 RELEASE_ACTION = "compliance.legal_hold.release"
@@ -80,7 +83,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def list_holds(holds: list[Any], now: dt.datetime, tenant: str | None) -> int:
-    from transforms.retention import format_time
 
     moment = format_time(now)
     shown = [h for h in holds if not tenant or h.tenant_id == tenant]
@@ -96,10 +98,8 @@ def list_holds(holds: list[Any], now: dt.datetime, tenant: str | None) -> int:
 def place(
     args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
 ) -> int:
-    import dataclasses
 
     from pipelines.retention import new_hold_id, read_holds, write_hold
-    from transforms.retention import LegalHold, format_time
 
     evidence = _evidence(settings)
     if not args.until:
@@ -124,8 +124,6 @@ def place(
 
 def _evidence(settings: Settings) -> Any:
     """How long hold records are locked (the policy's longest class); raises RetentionPolicyError."""
-    from schemas.retention import load_policy
-
     return load_policy(settings.retention_policy_path).longest()
 
 
@@ -133,7 +131,6 @@ def release(
     args: argparse.Namespace, settings: Settings, archive: Any, holds: list[Any], now: dt.datetime, reason: str
 ) -> int:
     from pipelines.retention import read_holds, write_release
-    from transforms.retention import format_time
 
     moment = format_time(now)
     ending = [h for h in holds if h.tenant_id == args.tenant and h.subject_id == args.subject and h.active(moment)]
@@ -182,7 +179,6 @@ def apply(
     """
     from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import apply_holds
-    from transforms.retention import active_holds, format_time
 
     clickhouse = open_clickhouse_unless_held(settings.effective_clickhouse_url)
     if clickhouse is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from runners.commands.verify_proof import ENTRY_FILE, PROOF_FILE
 from schemas.settings import Settings
 from transforms.errors import VerificationError
+from transforms.note import Verifier
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,7 +39,6 @@ def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[byte
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.prover import Prover
-    from transforms.note import Verifier
 
     clickhouse = open_clickhouse(settings.effective_clickhouse_url)
     try:

@@ -26,9 +26,12 @@ Replaying into a topic the ingest job reads yields exactly the logs of the recor
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,9 +354,6 @@ def _prepare_without_kafka(settings: Settings) -> None:
 
 def run_recording_local(settings: Settings, config: Any, path: Path, dlq_file: Path) -> int:
     """Runs the job on the recording at `path`; returns the number of dead letters written to `dlq_file`."""
-    import shutil
-    import uuid
-
     from pyflink.common import Encoder
     from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, OutputFileConfig
 
@@ -402,7 +402,6 @@ def run_recording_local(settings: Settings, config: Any, path: Path, dlq_file: P
 
 def write_dead_letters(lines: list[str], dlq_file: Path) -> int:
     """Writes dead letters (JSON lines) to `dlq_file` in source order (partition, offset), atomically."""
-    import json
 
     def position(line: str) -> tuple[int, int]:
         source = json.loads(line)["source"]

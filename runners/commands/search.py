@@ -7,6 +7,7 @@ import json
 import sys
 
 from runners.argtypes import UsageError
+from schemas.events import EventValidationError, normalize_time
 from schemas.settings import Settings
 
 FILTERS = {
@@ -40,7 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.clickhouse import open_clickhouse
-    from schemas.events import EventValidationError, normalize_time
 
     if not 1 <= args.limit <= 1000:
         raise UsageError(f"--limit {args.limit} must be between 1 and 1000")

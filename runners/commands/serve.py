@@ -18,6 +18,7 @@ from runners.argtypes import UsageError
 from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
 from transforms.errors import AuditlogError
+from transforms.note import Signer, Verifier
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,7 +55,6 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from pipelines.io.keystore import open_keystore
     from pipelines.prover import Prover
     from pipelines.witnessing import LagMetrics, witnesses_from_settings
-    from transforms.note import Signer, Verifier
 
     settings = with_master_key(settings)
     verifier_key = settings.verifier_key_file.read_text().strip()
@@ -138,7 +138,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     follower = None
     if not args.no_index:
         from pipelines.indexer import ArchiveIndexer, IndexerThread
-        from transforms.note import Verifier
 
         indexer = ArchiveIndexer(
             services.archive, services.store.clickhouse, Verifier.from_key(services.verifier_key), settings.origin
