@@ -47,6 +47,7 @@ from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Signer
 from transforms.pii import ERASED_MARK, SubjectErased, SubjectKeys, erased_value, is_erased_value
 from transforms.retention import RetentionPolicy, entry_until
+from transforms.tiles import MAX_ENTRY_BYTES
 
 # A record whose value is exactly this closes the open block of its partition. The cut ticker
 # writes one into every partition at the block latency, so block boundaries live in the input
@@ -327,6 +328,8 @@ class LogSequencer:
             entry, leaf = self.core.entry(parsed, sealing, stamp["class"], stamp["until"])
         except Exception:  # noqa: BLE001 - the reference path decides, and names the reason
             return None
+        if len(entry) > MAX_ENTRY_BYTES:
+            return None  # too long for a tile bundle: the reference refuses it, naming the limit
         return entry, leaf, keys is None
 
     def _append(

@@ -23,6 +23,7 @@ from pipelines.recording import RecordedRecord, iter_records
 from schemas.events import SCHEMA_PATH
 from schemas.native import NativeCoreUnavailable, event_core
 from schemas.retention import load_policy
+from schemas.samples import EventGenerator
 from tests.golden import RECORDING, RETENTION_POLICY, Golden, differences, heads_by_sequencer, service_sig
 from tests.unit.test_hostile_records import BASE, ERASED, SIGNER, TENANT, hostile_values
 from transforms.blocks import decode_block_object
@@ -247,3 +248,14 @@ def _sequence(core: str, values: list[tuple[bytes | None, bytes | None]]) -> tup
 @given(st.lists(hostile_values() | valid_events().map(lambda v: (v, None)), min_size=1, max_size=20))
 def test_the_sequencer_gives_the_same_outputs_with_either_core(values: list[tuple[bytes | None, bytes | None]]) -> None:
     assert _sequence("native", values) == _sequence("python", values)
+
+
+def test_an_entry_too_long_for_a_tile_bundle_is_refused_by_either_core() -> None:
+    """Metadata under its own limit can still make the entry longer than a bundle's 65,535 bytes."""
+    event = EventGenerator(seed=7).event()
+    event["metadata"] = {"note": "x" * 65_000}  # under MAX_METADATA_BYTES (65,536)
+    value = json.dumps(event).encode()
+    counters, outputs = _sequence("native", [(value, None)])
+    assert (counters, outputs) == _sequence("python", [(value, None)])
+    letters = [o for kind, o in outputs if kind == "dlq"]
+    assert len(letters) == 1 and "65535 bytes" in str(letters[0]), outputs
