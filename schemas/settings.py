@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.retention import DEFAULT_POLICY_FILE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -222,7 +224,6 @@ class Settings:
 
     @property
     def retention_policy_path(self) -> Path:
-        from schemas.retention import DEFAULT_POLICY_FILE
 
         if self.retention_policy_file:
             return Path(self.retention_policy_file).expanduser().resolve()

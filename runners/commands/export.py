@@ -11,6 +11,8 @@ from runners.argtypes import UsageError, utc_time
 from runners.beam_options import add_runner_argument, pipeline_options
 from runners.deployment import load_or_create_signer, with_master_key
 from schemas.settings import Settings
+from transforms.errors import VerificationError
+from transforms.note import Verifier
 
 if TYPE_CHECKING:
     from pipelines.export import ExportKeys
@@ -77,7 +79,6 @@ class _ProverOpener:
         from pipelines.io.archive import open_archive
         from pipelines.io.clickhouse import open_clickhouse
         from pipelines.prover import Prover
-        from transforms.note import Verifier
 
         clickhouse = open_clickhouse(self.settings.effective_clickhouse_url)
         verifier = Verifier.from_key(self.settings.verifier_key_file.read_text())
@@ -101,7 +102,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.export import ExportQuery, archive_heads, run_export
     from pipelines.ingest import archive_spec
     from pipelines.io.archive import open_archive
-    from transforms.errors import VerificationError
 
     filters = {
         name: value
@@ -157,8 +157,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.export import ManifestError, verify_export
-    from transforms.errors import VerificationError
-    from transforms.note import Verifier
 
     key_text = Path(args.key).read_text() if Path(args.key).is_file() else args.key
     try:

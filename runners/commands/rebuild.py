@@ -9,6 +9,7 @@ import sys
 from runners.argtypes import UsageError
 from runners.beam_options import add_runner_argument, pipeline_options
 from schemas.settings import Settings
+from transforms.retention import active_holds, format_time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,7 +33,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, run_rebuild
-    from transforms.retention import active_holds, format_time
 
     if not settings.verifier_key_file.exists():
         raise UsageError(f"no verifier key at {settings.verifier_key_file}; cannot check the archive")

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 from runners.argtypes import UsageError, utc_time
 from runners.beam_options import add_runner_argument, pipeline_options
 from schemas.settings import Settings
+from transforms.errors import VerificationError
+from transforms.note import Verifier
+from transforms.retention import RetentionClock
 
 if TYPE_CHECKING:
     from pipelines.verify import VerifyReport
@@ -66,8 +69,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
-    from transforms.errors import VerificationError
-    from transforms.retention import RetentionClock
 
     if not settings.verifier_key_file.exists():
         raise UsageError(
@@ -136,7 +137,6 @@ def verify_cosignatures(
     """Checks the witnesses' stored cosignatures and refusals (pipelines/witnessing.py)."""
     from pipelines.verify import archive_from_spec
     from pipelines.witnessing import verify_witnessing, witnesses_from_settings
-    from transforms.note import Verifier
 
     return verify_witnessing(
         archive_from_spec(spec),

@@ -7,6 +7,7 @@ two modules together, it only hides the cycle until the function runs.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,32 @@ def test_the_checker_sees_a_cycle_and_an_upward_import() -> None:
     assert strongly_connected(made_up) == [["pipelines.b", "transforms.a"]]
     assert layer_of("pipelines.b") > layer_of("transforms.a")
     assert layer_of("runners.commands.ingest") > layer_of("runners.deployment") > layer_of("infra.stack")
+
+
+CHEAP = ("transforms", "schemas")  # the core and the shapes: pure Python, nothing worth deferring
+
+
+def test_imports_inside_functions_only_defer_what_is_heavy() -> None:
+    """An import inside a function is for a heavy or optional dependency (PyFlink, Beam, boto3, chDB...).
+
+    The standard library, the core and the schemas load in milliseconds: deferring them hides
+    what a module depends on and buys nothing.
+    """
+    deferred = []
+    for module, path in project_modules().items():
+        if ".native" in module:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and not inner.level:
+                    name = inner.module or ""
+                elif isinstance(inner, ast.Import):
+                    name = inner.names[0].name
+                else:
+                    continue
+                top = name.split(".")[0]
+                if top in CHEAP or top in sys.stdlib_module_names:
+                    deferred.append(f"{module} line {inner.lineno}: {name}")
+    assert sorted(set(deferred)) == [], "\n".join(sorted(set(deferred)))
