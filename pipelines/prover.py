@@ -130,7 +130,7 @@ class Prover:
         Among those cosigned by as many, the newest: a bundle for `verify-proof --min-witnesses N`
         should carry every cosignature it can, and a witness that lags behind the others still
         counts on the older checkpoint it did cosign. Its note is the operator's with every
-        witness's cosignature lines added (pipelines/witnessing.py).
+        witness's cosignature lines added (pipelines/witnessing/).
         """
         if not hasattr(self.archive, "keys"):
             return None

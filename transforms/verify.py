@@ -138,7 +138,7 @@ def block_digest(leaf_hashes: Sequence[bytes]) -> bytes:
 
     ClickHouse must reproduce it per block twice: over SHA-256(0x00 ‖ canonical) of the
     audit_logs rows and over the leaf_hash column of audit_leaves, each sorted by leaf index
-    (`pipelines/io/clickhouse.py`). The rest of a row (its leaf_hash and block_hash columns, the
+    (`pipelines/io/clickhouse/digest.py`). The rest of a row (its leaf_hash and block_hash columns, the
     search columns against the canonical bytes, distinct and contiguous leaf indexes) comes back
     as counts beside the digest, so the expected value stays one hash per block.
     """

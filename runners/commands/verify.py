@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def verify_cosignatures(
     settings: Settings, spec: dict[str, object], verifier_key: str, log_ids: list[str], min_witnesses: int | None
 ) -> WitnessAudit:
-    """Checks the witnesses' stored cosignatures and refusals (pipelines/witnessing.py)."""
+    """Checks the witnesses' stored cosignatures and refusals (pipelines/witnessing/)."""
     from pipelines.verify import archive_from_spec
     from pipelines.witnessing import verify_witnessing, witnesses_from_settings
 

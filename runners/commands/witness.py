@@ -6,7 +6,7 @@
     auditlog witness status          # per witness and log: newest checkpoint, newest cosigned, lag
 
 Witnesses come from AUDITLOG_WITNESSES (`name URL VKEY;...`), by default the local litewitness
-that `auditlog stack up` runs (pipelines/witnessing.py, infra/witness.py).
+that `auditlog stack up` runs (pipelines/witnessing/, infra/witness.py).
 """
 
 from __future__ import annotations

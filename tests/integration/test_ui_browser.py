@@ -6,7 +6,7 @@ Then the event's row is rewritten in ClickHouse; after a reload the same page sa
 
 Witnesses: the deployment lists one witness (AUDITLOG_WITNESSES) whose cosignatures on each log's
 newest checkpoint are stored in the archive the way the publisher stores them
-(pipelines/witnessing.py), made with transforms/cosignature.py's signer (the reference the Go
+(pipelines/witnessing/), made with transforms/cosignature.py's signer (the reference the Go
 interop test checks) rather than a running litewitness, which tests/integration/test_witness.py
 covers. The browser checks them against the witness key pinned in the page; a flipped byte in a
 cosignature, a wrong key for the witness, or only another witness pinned shows "not verified"

@@ -1,6 +1,6 @@
 """Operational gauges for a monitoring system (Prometheus text format), for admin keys.
 
-Today: each configured witness's lag on each log (pipelines/witnessing.py `lag_metrics`), read
+Today: each configured witness's lag on each log (pipelines/witnessing/lag.py `lag_metrics`), read
 from the archive at most every 15 s. A scrape names no tenant's data, so unlike the reads of
 events it is not itself written to the audit log (a scraper every 15 s would fill it).
 """

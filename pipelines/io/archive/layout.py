@@ -7,7 +7,7 @@ Layout::
     logs/{log_id}/expired/{block_index:012d}.leaves          encode_expired_block(header, leaf hashes, ...)
     logs/{log_id}/resume/{block_index:012d}.resume           where the job resumes after the block (JSON:
                                                              next Kafka offset, tree size, compact range)
-    logs/{log_id}/cosigned/…, logs/{log_id}/witness-refusals/…  witnesses' answers (pipelines/witnessing.py)
+    logs/{log_id}/cosigned/…, logs/{log_id}/witness-refusals/…  witnesses' answers (pipelines/witnessing/)
     holds/{hold_id}.json, holds/{hold_id}.released.json       legal holds (pipelines/retention.py)
 
 Block indexes and tree sizes are zero-padded, so keys sort in log order.
@@ -41,7 +41,7 @@ EXPIRED_DIR = "expired"
 EXPIRED_SUFFIX = ".leaves"
 RESUME_DIR = "resume"
 RESUME_SUFFIX = ".resume"
-COSIGNED_DIR = "cosigned"  # witnesses' cosigned checkpoints (pipelines/witnessing.py)
+COSIGNED_DIR = "cosigned"  # witnesses' cosigned checkpoints (pipelines/witnessing/)
 REFUSALS_DIR = "witness-refusals"  # what witnesses refused to cosign, kept as evidence
 HOLDS_PREFIX = "holds/"
 BLOCK_SUFFIX = ".block"
