@@ -30,58 +30,29 @@ indexer's ClickHouse inserts carry a per-block deduplication token.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import os
 import shutil
 import sys
 import sysconfig
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.ingest_config import JobConfig, config_from_json
 from pipelines.ingest_core import (
     MAX_PARALLELISM,
-    ArchivedEntries,
     DeadLetter,
-    IngestOptions,
-    LogCursor,
-    LogSequencer,
-    SealedBlockRecord,
-    SourceRecord,
-    archived_event_keys,
     key_group,
     partition_key,
-    partition_of_key,
-    resume_cursor,
     service_sig,
 )
+from pipelines.ingest_operators import ArchiveWriter, SequenceFunction
 from schemas.reserved import SERVICE_SIG_HEADER
-from schemas.retention import load_policy
-from schemas.settings import Settings
-from transforms.note import Signer
-from transforms.retention import RetentionPolicy
 
 MAX_TIMESTAMP = 2**63 - 1
 METRICS_EVERY_S = 1.0  # the accepted and duplicate counters reach Flink at least this often
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """Everything the job's functions need on the workers (pickled with them)."""
-
-    options: IngestOptions
-    bootstrap: str
-    signer_key_file: str
-    keystore: dict[str, Any]
-    archive: dict[str, Any]
-    dlq_topic: str
-    dedupe_ttl_days: int = 7
-    group_id: str = "auditlog-ingest"
 
 
 def source_ddl(config: JobConfig, bounded: bool, table: str = "audit_source") -> str:
@@ -279,266 +250,6 @@ def dlq_sink(config: JobConfig) -> Any:
         .set_property("transaction.timeout.ms", "600000")
         .build()
     )
-
-
-from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext  # noqa: E402
-
-
-class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
-    """Keyed by partition: feeds each record to the LogSequencer with the log's keyed state."""
-
-    def __init__(self, config: JobConfig, dlq_tag: Any) -> None:
-        self.config = config
-        self.dlq_tag = dlq_tag
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        from pyflink.common import Types
-        from pyflink.common.time import Duration, Time
-        from pyflink.datastream.state import (
-            ListStateDescriptor,
-            MapStateDescriptor,
-            StateTtlConfig,
-            ValueStateDescriptor,
-        )
-
-        from pipelines.io.archive import open_archive
-        from pipelines.io.keystore import open_keystore
-
-        ttl = (
-            StateTtlConfig.new_builder(Time.days(self.config.dedupe_ttl_days))
-            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            # The cleanup Flink uses by default with RocksDB, named explicitly: PyFlink's default
-            # builds its 30-day compaction period with a py4j call, and a standalone TaskManager's
-            # embedded Python has no gateway (it tries to start a JVM and the task fails). Only
-            # the entry count reaches Java, which keeps its own 30-day period.
-            .disable_cleanup_in_background()
-            .cleanup_in_rocksdb_compact_filter(1000, periodic_compaction_time=Duration(None))
-            .build()
-        )
-        seen = MapStateDescriptor("seen-event-ids", Types.STRING(), Types.BOOLEAN())
-        seen.enable_time_to_live(ttl)
-        self.dedupe = _MapStateDedupe(runtime_context.get_map_state(seen))
-        self.pending_state = runtime_context.get_list_state(ListStateDescriptor("open-block", Types.STRING()))
-        self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
-        signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
-        self.keystore = open_keystore(Settings().replace(**self.config.keystore))
-        self.archived = ArchivedEntries(open_archive(**self.config.archive))
-        self.sequencer = LogSequencer(self.config.options, self.keystore, signer, self.archived)
-        self.cursors: dict[int, LogCursor] = {}
-        self.timed: set[int] = set()  # partitions whose end-of-input timer this process registered
-        metrics = self.metrics = runtime_context.get_metrics_group()
-        self.m_accepted = metrics.counter("events_accepted")
-        self.m_duplicates = metrics.counter("duplicates_dropped")
-        self.m_dlq = metrics.counter("dead_letters")
-        self.m_blocks = metrics.counter("blocks_sealed")
-        self.m_erased = metrics.counter("erased_subject_events")
-        self.tree_sizes: dict[str, tuple[Any, int]] = {}  # log id -> (its counter, the size it reports)
-        self.report_by = time.monotonic() + METRICS_EVERY_S
-
-    def close(self) -> None:
-        self._report_counts()
-        self.keystore.close()
-
-    def _cursor(self, partition: int, offset: int | None = None) -> LogCursor:
-        cursor = self.cursors.get(partition)
-        if cursor is None:
-            # First record of this key since (re)start: load what the last checkpoint holds.
-            stored = self.cursor_state.value()
-            log_id = self.config.options.log_id(partition)
-            pending = [entry.encode() for entry in (self.pending_state.get() or [])]
-            cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
-            if offset:
-                cursor = self._resume(cursor, offset)
-            self.cursors[partition] = cursor
-            # A counter, not a gauge: Flink reads a Python gauge by calling into the interpreter
-            # from its metrics thread, which crashed a TaskManager (SIGSEGV in take_gil) when the
-            # query came after the job had finished. A counter lives in the JVM; it is raised
-            # by each sealed block, so it always reads a signed checkpoint's size.
-            counter = self.metrics.add_group("log", log_id).counter("tree_size")
-            counter.inc(cursor.tree.size)
-            self.tree_sizes[log_id] = (counter, cursor.tree.size)
-        return cursor
-
-    def _resume(self, cursor: LogCursor, offset: int) -> LogCursor:
-        """A log whose records before `offset` were deleted goes on from the archive's resume point.
-
-        `auditlog erase` deletes what the archive holds from the topic. A job that then starts
-        without state (or restores a checkpoint older than the archive, whose records are gone)
-        would start the log again from leaf 0, or re-seal an archived block without its records.
-        The archive is ahead exactly when it has a resume point at or before `offset` past the
-        cursor's last block; then the log goes on from there (the open block it restored was
-        sealed into the archive already) with every archived event id remembered for dedupe.
-        """
-        resumed = resume_cursor(cursor.log_id, offset, self.archived)
-        if resumed is None or resumed.last_block is None:
-            return cursor
-        resumed_from = resumed.last_block.block_index
-        if cursor.last_block is not None and resumed_from <= cursor.last_block.block_index:
-            return cursor  # an ordinary restore: the state is as far as the archive
-        seen = archived_event_keys(cursor.log_id, resumed_from, self.archived)
-        for key in seen:
-            self.dedupe.seen(key)
-        self.pending_state.clear()
-        self.cursor_state.update(resumed.to_bytes().decode())
-        print(
-            f"ingest: {cursor.log_id} starts at offset {offset}: resumed after block {resumed_from} "
-            f"(tree size {resumed.tree.size}) from the archive, {len(seen)} event ids restored for dedupe",
-            file=sys.stderr,
-        )
-        return resumed
-
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
-        partition = value[0]
-        cursor = self._cursor(partition, value[1])
-        if partition not in self.timed:
-            # Seal whatever is open when a bounded input ends (its final watermark fires this).
-            # Once per log and process: Flink keeps one timer per key and time, restores included.
-            self.timed.add(partition)
-            ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
-        record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]), _bytes(value[5]))
-        before = len(cursor.pending)
-        outputs = self.sequencer.step(cursor, self.dedupe, record)
-        if len(cursor.pending) > before:
-            self.pending_state.add(cursor.pending[-1].decode())
-        yield from self._emit(cursor, outputs)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        cursor = self._cursor(partition_of_key(ctx.get_current_key()))
-        block = self.sequencer.seal(cursor)
-        yield from self._emit(cursor, [("block", block)] if block else [])
-
-    def _emit(self, cursor: LogCursor, outputs: list[tuple[str, Any]]) -> Any:
-        for kind, item in outputs:
-            if kind == "dlq":
-                self.m_dlq.inc()
-                yield self.dlq_tag, item.to_json().decode()
-            else:
-                self.pending_state.clear()
-                self.cursor_state.update(cursor.to_bytes().decode())
-                self.m_blocks.inc()
-                self._report_tree_size(cursor)
-                yield item
-        # From the sequencer's counters, handed to Flink at every block and at least every
-        # METRICS_EVERY_S: each inc() is a call into the JVM, which per record cost ~14% of the
-        # job's Python time.
-        if outputs or time.monotonic() >= self.report_by:
-            self._report_counts()
-
-    def _report_counts(self) -> None:
-        self.report_by = time.monotonic() + METRICS_EVERY_S
-        counters = self.sequencer.counters
-        if counters.accepted:
-            self.m_accepted.inc(counters.accepted)
-            counters.accepted = 0
-        if counters.duplicates:
-            self.m_duplicates.inc(counters.duplicates)
-            counters.duplicates = 0
-        if counters.erased_subject_events:
-            self.m_erased.inc(counters.erased_subject_events)
-            counters.erased_subject_events = 0
-
-    def _report_tree_size(self, cursor: LogCursor) -> None:
-        counter, reported = self.tree_sizes[cursor.log_id]
-        if cursor.tree.size > reported:
-            counter.inc(cursor.tree.size - reported)
-            self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
-
-
-class _MapStateDedupe:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def seen(self, key: str) -> bool:
-        if self.state.contains(key):
-            return True
-        self.state.put(key, True)
-        return False
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-class ArchiveWriter(MapFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
-    """Archives each sealed block and its signed checkpoint in WORM S3 (idempotent re-puts).
-
-    ClickHouse is loaded from the archive by the indexer (pipelines/indexer.py), outside Flink:
-    embedded chDB is single-process and cannot live inside a TaskManager's embedded Python.
-    """
-
-    def __init__(self, config: JobConfig) -> None:
-        self.config = config
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        from pipelines.io.archive import open_archive
-
-        self.archive = open_archive(**self.config.archive)
-        self.evidence = self.config.options.retention.longest()
-
-    def map(self, block: SealedBlockRecord) -> str:
-        self.archive.put_sealed_block(block, self.evidence)
-        return f"{block.log_id}/{block.block_index}"
-
-
-def job_config(
-    settings: Any, topic: str | None = None, block_size: int | None = None, verifiable: bool = True
-) -> JobConfig:
-    """The job's configuration from the one settings object."""
-    options = IngestOptions(
-        topic=topic or settings.topic,
-        origin_prefix=settings.origin,
-        block_size=block_size or settings.block_size,
-        verifiable=verifiable,
-        retention=load_policy(settings.retention_policy_path),
-        core=settings.core,
-    )
-    return JobConfig(
-        options=options,
-        bootstrap=settings.kafka_bootstrap,
-        signer_key_file=str(settings.signer_key_file),
-        keystore=keystore_spec(settings),
-        archive=archive_spec(settings),
-        dlq_topic=settings.dlq_topic,
-        dedupe_ttl_days=settings.dedupe_ttl_days,
-    )
-
-
-def keystore_spec(settings: Any) -> dict[str, Any]:
-    """The settings fields that open the key store on a worker."""
-    return {
-        "keystore_file": str(settings.keystore_path),
-        "keystore_url": settings.keystore_url,
-        "master_key_file": settings.master_key_file,
-        "master_key": settings.master_key,
-        "key_seed": settings.key_seed,
-    }
-
-
-def archive_spec(settings: Any) -> dict[str, Any]:
-    return {
-        "endpoint": settings.s3_endpoint,
-        "region": settings.s3_region,
-        "bucket": settings.bucket,
-        "access_key": settings.s3_access_key,
-        "secret_key": settings.s3_secret_key,
-    }
-
-
-def config_to_json(config: JobConfig) -> str:
-    data = dataclasses.asdict(config)
-    data["options"]["retention"] = config.options.retention.to_spec()
-    return json.dumps(data, indent=2)
-
-
-def config_from_json(text: str) -> JobConfig:
-    data = json.loads(text)
-    options = data.pop("options")
-    options["pii_fields"] = tuple(options["pii_fields"])
-    options["retention"] = RetentionPolicy.parse(options["retention"], source="the job config's options.retention")
-    return JobConfig(options=IngestOptions(**options), **data)
 
 
 def create_environment(

@@ -84,7 +84,7 @@ def indexer_unless_served(settings: Settings) -> ArchiveIndexer | None:
 def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
     """The archive → ClickHouse indexer of this deployment; it owns `clickhouse` (opened here if not given)."""
     from pipelines.indexer import ArchiveIndexer
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
 

@@ -507,7 +507,7 @@ def count_lines(path: Path) -> int:
 def regenerate(keep_home: bool = False) -> Golden:
     """Remakes the recording and golden.json with a temporary Kafka + S3 stack (see the module docstring)."""
     from infra.stack import Stack
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from runners.commands.record import record_topic
     from runners.commands.replay import replay_records

@@ -114,7 +114,7 @@ def open_deployment(settings: Any) -> tuple[Any, Any, Signer]:
 
     For the benchmarks and tests that build a deployment in a child process of their own.
     """
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import ensure_bucket, open_archive
     from pipelines.io.clickhouse import open_clickhouse
 

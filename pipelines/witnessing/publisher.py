@@ -304,7 +304,7 @@ def open_publisher(
     witnesses = witnesses_from_settings(settings)
     if not witnesses:
         return None
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
 
     vkey = settings.verifier_key_file.read_text().strip()

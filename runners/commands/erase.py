@@ -92,7 +92,7 @@ def truncate_topic(settings: Settings) -> int:
     from confluent_kafka.admin import AdminClient
 
     from pipelines.erasure import truncate_archived
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.kafka import kafka_client_config
 

@@ -75,7 +75,7 @@ class _ProverOpener:
         self.settings = settings
 
     def __call__(self) -> tuple[Prover, Callable[[], None]]:
-        from pipelines.ingest import archive_spec
+        from pipelines.ingest_config import archive_spec
         from pipelines.io.archive import open_archive
         from pipelines.io.clickhouse import open_clickhouse
         from pipelines.prover import Prover
@@ -100,7 +100,7 @@ class KeystoreOpener:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.export import ExportQuery, archive_heads, run_export
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
 
     filters = {

@@ -63,7 +63,7 @@ def hold_event(action: str, tenant_id: str, hold_id: str, operator: str, **metad
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec
 

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return ingest_recording(args, settings)
     if args.parallelism:
         settings = settings.replace(parallelism=args.parallelism)
-    from pipelines.ingest import config_to_json, job_config
+    from pipelines.ingest_config import config_to_json, job_config
 
     topic = args.topic or settings.topic
     settings = with_master_key(settings)

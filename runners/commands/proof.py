@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def build_proof(settings: Settings, tenant_id: str, event_id: str) -> tuple[bytes, str]:
     """Returns (canonical bytes, proof text) of an event; raises EventNotFound or VerificationError."""
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.prover import Prover

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
     from pipelines.verify import archive_from_spec, run_rebuild

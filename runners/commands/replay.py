@@ -298,7 +298,7 @@ def ingest_recording(args: argparse.Namespace, settings: Settings) -> int:
     so they are the logs the Kafka path makes from that topic.
     """
     from pipelines.indexer import IndexerThread, wait_quiet
-    from pipelines.ingest import job_config
+    from pipelines.ingest_config import job_config
 
     if args.cluster:
         raise UsageError("--from-recording runs on the local mini-cluster; drop --cluster")

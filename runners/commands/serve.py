@@ -49,7 +49,7 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from api.query.app import Services
     from api.query.reads import ReadAuditor
     from api.query.store import QueryStore
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.io.keystore import open_keystore

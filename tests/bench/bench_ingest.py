@@ -87,7 +87,7 @@ def run_ingest(settings: Settings, env: dict[str, str], *args: str) -> tuple[flo
 
 def latency(settings: Settings, env: dict[str, str]) -> list[float]:
     """Streams at LATENCY_RATE events/s; returns each event's produce→signed-checkpoint seconds."""
-    from pipelines.ingest import archive_spec
+    from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
     from transforms.blocks import decode_block_object
 
@@ -164,7 +164,8 @@ def floor_job(topic: str, variant: str) -> None:
     from pyflink.java_gateway import get_gateway
 
     from infra.jars import ensure_jars
-    from pipelines.ingest import create_environment, job_config, kafka_records, keyed_by_partition
+    from pipelines.ingest import create_environment, kafka_records, keyed_by_partition
+    from pipelines.ingest_config import job_config
 
     class Nothing(KeyedProcessFunction):
         def process_element(self, value: object, ctx: object) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 
 from infra.stack import Stack
-from pipelines.ingest import job_config
+from pipelines.ingest_config import job_config
 from pipelines.ingest_core import LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.archive import block_key, checkpoint_key, ensure_bucket, parse_key, resume_key
 from pipelines.io.kafka import kafka_client_config

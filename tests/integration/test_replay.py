@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from infra.stack import Stack
-from pipelines.ingest import archive_spec
+from pipelines.ingest_config import archive_spec
 from pipelines.io.archive import ensure_bucket, open_archive
 from pipelines.io.s3 import s3_client
 from pipelines.recording import iter_records, read_info

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ingest import archive_spec
+from pipelines.ingest_config import archive_spec
 from pipelines.io.archive import open_archive
 from pipelines.witnessing import cosigned_key
 from tests.integration.served import ServedDeployment

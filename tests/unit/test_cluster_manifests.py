@@ -28,7 +28,7 @@ import pyflink
 import pytest
 import yaml
 
-from pipelines.ingest import archive_spec, config_from_json, config_to_json, job_config, keystore_spec
+from pipelines.ingest_config import archive_spec, config_from_json, config_to_json, job_config, keystore_spec
 from pipelines.io.archive import DEFAULT_RETENTION_DAYS, LOGS_PREFIX, open_archive
 from pipelines.io.clickhouse import cluster_ddl, schema_statements
 from pipelines.io.clickhouse.connections import _NativeConnection
