@@ -40,14 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.ingest_config import JobConfig, config_from_json
-from pipelines.ingest_core import (
-    MAX_PARALLELISM,
-    DeadLetter,
-    key_group,
-    partition_key,
-    service_sig,
-)
+from pipelines.ingest_core import DeadLetter, service_sig
 from pipelines.ingest_operators import ArchiveWriter, SequenceFunction
+from pipelines.state_keys import MAX_PARALLELISM, key_group, partition_key
 from schemas.reserved import SERVICE_SIG_HEADER
 
 MAX_TIMESTAMP = 2**63 - 1
@@ -222,7 +217,7 @@ def _check_key_groups() -> None:
         if group != key_group(key):
             logging.getLogger(__name__).warning(
                 "Flink puts state key %d in key group %d, not %d: the logs may not spread evenly over the "
-                "subtasks (they stay correct); update pipelines.ingest_core.key_group",
+                "subtasks (they stay correct); update pipelines.state_keys.key_group",
                 key,
                 group,
                 key_group(key),

@@ -21,9 +21,9 @@ from pipelines.ingest_core import (
     SealedBlockRecord,
     SourceRecord,
     archived_event_keys,
-    partition_of_key,
     resume_cursor,
 )
+from pipelines.state_keys import partition_of_key
 from schemas.settings import Settings
 from transforms.note import Signer
 

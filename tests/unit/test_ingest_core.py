@@ -5,14 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pipelines.ingest_core import (
-    CUT_MARKER,
-    IngestOptions,
-    LogCursor,
-    LogSequencer,
-    MemoryDedupe,
-    SourceRecord,
-)
+from pipelines.ingest_core import CUT_MARKER, IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from schemas.samples import EventGenerator, to_record
 from transforms.blocks import decode_block_object, verify_chain
 from transforms.checkpoint import open_checkpoint
@@ -116,7 +109,7 @@ def test_null_value_is_a_dead_letter():
 
 
 def test_partition_keys_spread_consecutive_partitions_over_the_subtasks():
-    from pipelines.ingest_core import MAX_PARALLELISM, key_group, partition_key, partition_of_key
+    from pipelines.state_keys import MAX_PARALLELISM, key_group, partition_key, partition_of_key
 
     keys = [partition_key(p) for p in range(MAX_PARALLELISM)]
     assert [partition_of_key(k) for k in keys] == list(range(MAX_PARALLELISM))
@@ -131,6 +124,6 @@ def test_partition_keys_spread_consecutive_partitions_over_the_subtasks():
 
 def test_key_group_is_flinks_for_known_keys():
     # Values read from the JVM: KeyGroupRangeAssignment.assignToKeyGroup(Row.of(k), 128).
-    from pipelines.ingest_core import key_group
+    from pipelines.state_keys import key_group
 
     assert [key_group(k) for k in (0, 1, 2, 3, 1_000_000)] == [33, 44, 97, 104, 85]
