@@ -18,275 +18,36 @@ results directory (pipelines/results.py), so the pipelines run on any runner who
 reach the stores and that directory. Embedded chDB is opened by one process at a time: the caller
 holds it closed while the pipeline runs, and the steps that touch it open and close it themselves
 (one SDK worker process on Prism; with several workers, or several hosts, use a ClickHouse server).
+
+Beside it: pipelines/archive_history.py reads a log's history from the archive,
+pipelines/verify_report.py holds the reports and the witness file, and
+pipelines/io/clickhouse/compare.py compares the index with the archive.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
 
+from pipelines.archive_history import FETCH_THREADS, archive_from_spec, archived_object, check_archive_log
 from pipelines.io.archive import (
-    COSIGNED_DIR,
-    REFUSALS_DIR,
-    Archive,
     block_key,
-    log_prefix,
-    open_archive,
-    parse_key,
 )
 from pipelines.io.clickhouse import open_clickhouse
 from pipelines.io.clickhouse.compare import IndexSnapshot, check_leftover_rows, compare_index, compare_rows
 from pipelines.results import WriteResults, new_results_dir, read_results, remove_results
+from pipelines.verify_report import LogReport, VerifyReport
 from transforms.blocks import BlockHeader, decode_block_object
-from transforms.checkpoint import Checkpoint, open_checkpoint
-from transforms.errors import VerificationError
+from transforms.checkpoint import open_checkpoint
 from transforms.note import Verifier
 from transforms.retention import LegalHold, RetentionClock
-from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck, Finding, Kind, Store
+from transforms.verify import ArchiveLog, Finding
 
 log = logging.getLogger(__name__)
-
-FETCH_THREADS = 8
-"""Archive GETs in flight per log: S3 latency, not CPU, bounds a sequential read."""
-READ_AHEAD = 32
-"""Blocks read ahead of the one being checked (bounds memory: ~1 MB per block of 1,000 events)."""
-
-_MEMORY_ARCHIVES: dict[str, Archive] = {}
-
-
-def register_memory_archive(name: str, archive: Archive) -> dict[str, Any]:
-    """Makes an in-memory archive reachable from DoFns in this process (tests); returns its spec.
-
-    Only steps that run in this process find it (DirectRunner, TestPipeline): the stores of a
-    pipeline on another runner are S3 (`archive_spec`).
-    """
-    _MEMORY_ARCHIVES[name] = archive
-    return {"memory": name}
-
-
-def archive_from_spec(spec: dict[str, Any]) -> Archive:
-    """Opens the archive a pipeline step names: S3 settings (`archive_spec`) or a registered in-memory one."""
-    if "memory" in spec:
-        if spec["memory"] not in _MEMORY_ARCHIVES:
-            raise LookupError(
-                f"in-memory archive {spec['memory']!r} lives in the process that registered it, not in this "
-                "worker; run the pipeline on the DirectRunner or give it an S3 archive"
-            )
-        return _MEMORY_ARCHIVES[spec["memory"]]
-    return open_archive(**spec)
-
-
-# --------------------------------------------------------------------------- reading the archive
-
-
-def _original(archive: Archive, key: str, versions: list[Any]) -> ArchivedObject:
-    data_versions = [v for v in versions if not v.is_delete_marker]
-    deleted = bool(versions) and versions[0].is_delete_marker
-    if not data_versions:
-        return ArchivedObject(key, None, 0, deleted)
-    if len(data_versions) == 1 and not deleted:
-        return ArchivedObject(key, archive.get(key))
-    data = archive.get(key, version_id=data_versions[-1].version_id)  # the first write is the original
-    current = archive.get(key, version_id=data_versions[0].version_id) if len(data_versions) > 1 else None
-    return ArchivedObject(key, data, len(data_versions), deleted, current)
-
-
-def log_history(
-    archive: Archive, log_id: str, pool: ThreadPoolExecutor
-) -> tuple[Iterator[tuple[int, ArchivedObject, bool]], Iterator[tuple[int, ArchivedObject]]]:
-    """Returns (blocks in index order, read ahead in parallel; checkpoints by size, read meanwhile) of one log.
-
-    Each block comes as (index, object, expired): `expired` when the object is what `auditlog
-    expire` left in the block's place.
-
-    One version listing covers the whole log, so overwrites and delete markers are seen for every
-    key without a request per key.
-    """
-    found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
-    for key, versions in archive.versions_under(log_prefix(log_id)).items():
-        parsed = parse_key(key)
-        if parsed is None and key[len(log_prefix(log_id)) :].split("/", 1)[0] in (COSIGNED_DIR, REFUSALS_DIR):
-            continue  # cosignatures and refusals: checked by verify_witnessing
-        if parsed is None or parsed[0] != log_id:
-            log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
-            continue
-        found[parsed[1]].append((parsed[2], key, versions))
-    checkpoints = sorted(found["checkpoint"])
-    # A block that expired is read from what `auditlog expire` left in its place; while both
-    # exist (an expiry cut short) the block object wins.
-    present = {number for number, _, _ in found["block"]}
-    blocks = sorted(
-        [(number, key, versions, False) for number, key, versions in found["block"]]
-        + [(number, key, versions, True) for number, key, versions in found["expired"] if number not in present]
-    )
-    checkpoint_reads = [pool.submit(_original, archive, key, versions) for _, key, versions in checkpoints]
-
-    def read_ahead() -> Iterator[tuple[int, ArchivedObject, bool]]:
-        pending: deque[tuple[int, bool, Future[ArchivedObject]]] = deque()
-        for number, key, versions, expired in blocks:
-            pending.append((number, expired, pool.submit(_original, archive, key, versions)))
-            if len(pending) >= READ_AHEAD:
-                number_done, was_expired, future = pending.popleft()
-                yield number_done, future.result(), was_expired
-        while pending:
-            number_done, was_expired, future = pending.popleft()
-            yield number_done, future.result(), was_expired
-
-    def checkpoint_objects() -> Iterator[tuple[int, ArchivedObject]]:
-        for (number, _, _), future in zip(checkpoints, checkpoint_reads, strict=True):
-            yield number, future.result()
-
-    return read_ahead(), checkpoint_objects()
-
-
-def check_archive_log(
-    archive: Archive,
-    log_id: str,
-    verifier: Verifier,
-    origin: str,
-    witness: Checkpoint | None = None,
-    on_block: Callable[[BlockHeader, list[bytes]], None] | None = None,
-    pool: ThreadPoolExecutor | None = None,
-    progress: Callable[[int], object] | None = None,
-    clock: RetentionClock | None = None,
-    on_expired: Callable[[BlockHeader, list[bytes]], None] | None = None,
-) -> ArchiveLog:
-    """Replays one log's archive (see transforms.verify.ArchiveLogCheck).
-
-    `on_block` sees each verified block with its entries, `on_expired` each verified expired block
-    with its leaf hashes; `clock` judges retention (see ArchiveLogCheck).
-    """
-    own = pool is None
-    pool = pool or ThreadPoolExecutor(FETCH_THREADS)
-    try:
-        check = ArchiveLogCheck(log_id, verifier, origin, clock)
-        blocks, checkpoints = log_history(archive, log_id, pool)
-        for index, obj, expired in blocks:
-            if expired:
-                verified = check.add_expired_block(index, obj)
-                if verified is not None and on_expired:
-                    on_expired(*verified)
-            else:
-                verified = check.add_block(index, obj)
-                if verified is not None and on_block:
-                    on_block(*verified)
-            if verified is None:
-                continue
-            if progress:
-                progress(verified[0].leaf_count)
-        for size, obj in checkpoints:
-            check.add_checkpoint(size, obj)
-        return check.finish(witness)
-    finally:
-        if own:
-            pool.shutdown()
-
-
-# --------------------------------------------------------------------------- reports
-
-
-@dataclass
-class LogReport:
-    log_id: str
-    events: int = 0
-    blocks: int = 0
-    expired_events: int = 0
-    expired_blocks: int = 0
-    checkpoint_size: int = 0
-    checkpoint_root: str = ""
-    checkpoint_note: str = ""
-    findings: list[Finding] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, archived: ArchiveLog, findings: list[Finding], blocks: int | None = None) -> LogReport:
-        """The report of one log: what the archive proved, and the findings about it."""
-        committed = archived.committed
-        return cls(
-            archived.log_id,
-            events=archived.events,
-            blocks=len(archived.headers) if blocks is None else blocks,
-            expired_events=archived.expired_events,
-            expired_blocks=archived.expired_blocks,
-            checkpoint_size=committed.size if committed else 0,
-            checkpoint_root=committed.root.hex() if committed else "",
-            checkpoint_note=archived.committed_note,
-            findings=findings,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything in the report, as the pipeline writes it for the caller (`from_json` reads it)."""
-        return {
-            "log_id": self.log_id,
-            "events": self.events,
-            "blocks": self.blocks,
-            "expired_events": self.expired_events,
-            "expired_blocks": self.expired_blocks,
-            "checkpoint_size": self.checkpoint_size,
-            "checkpoint_root": self.checkpoint_root,
-            "checkpoint_note": self.checkpoint_note,
-            "findings": [f.to_json() for f in self.findings],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LogReport:
-        fields = {k: v for k, v in data.items() if k != "findings"}
-        return cls(**fields, findings=[Finding.from_json(f) for f in data["findings"]])
-
-
-@dataclass
-class VerifyReport:
-    logs: list[LogReport]
-
-    @property
-    def findings(self) -> list[Finding]:
-        return [f for report in self.logs for f in report.findings]
-
-    @property
-    def events(self) -> int:
-        return sum(r.events for r in self.logs)
-
-    @property
-    def expired_events(self) -> int:
-        return sum(r.expired_events for r in self.logs)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "events": self.events,
-            "expired_by_policy": self.expired_events,
-            "logs": [
-                {
-                    "log_id": r.log_id,
-                    "events": r.events,
-                    "blocks": r.blocks,
-                    "expired_by_policy": {"events": r.expired_events, "blocks": r.expired_blocks},
-                    "checkpoint": {"size": r.checkpoint_size, "root": r.checkpoint_root},
-                    "findings": [f.to_json() for f in r.findings],
-                }
-                for r in self.logs
-            ],
-            "findings_by_kind": _count_by(self.findings, lambda f: f"{f.store.value}: {f.kind.value}"),
-        }
-
-
-def _count_by(findings: Iterable[Finding], key: Callable[[Finding], str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[key(f)] = counts.get(key(f), 0) + 1
-    return dict(sorted(counts.items()))
-
 
 # --------------------------------------------------------------------------- the Beam steps
 
@@ -403,7 +164,7 @@ class CompareWithIndex(beam.DoFn):
             if header is None:
                 continue
             key = block_key(archived.log_id, block_index)
-            original = _original(self.archive, key, self.archive.object_versions(key)).original
+            original = archived_object(self.archive, key, self.archive.object_versions(key)).original
             if original is None:
                 expired.append((header.first_leaf_index, header.tree_size - 1))
                 ranges.append(expired[-1])
@@ -623,48 +384,12 @@ def run_rebuild(
     return _run_per_log(log_ids, step, beam_args, results_base)
 
 
-# --------------------------------------------------------------------------- the witness
-
-
-def load_witnesses(path: Path) -> dict[str, str]:
-    """Returns {log id: signed checkpoint} a previous clean verify saw (empty if none yet)."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return {str(k): str(v) for k, v in data.get("logs", {}).items()}
-    except (ValueError, AttributeError) as exc:
-        raise VerificationError(
-            f"witness file {path} is not valid JSON ({exc}); move it aside to start afresh"
-        ) from exc
-
-
-def save_witnesses(path: Path, report: VerifyReport, previous: dict[str, str]) -> None:
-    """Records each cleanly verified log's newest checkpoint, so a later rollback or fork is caught."""
-    logs = dict(previous)
-    for r in report.logs:
-        if r.checkpoint_note and not r.findings:
-            logs[r.log_id] = r.checkpoint_note
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"logs": logs}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 __all__ = [
     "CheckArchiveLogs",
     "CompareWithIndex",
-    "Finding",
-    "Kind",
-    "LogReport",
     "ReadIndexSnapshots",
     "RebuildLogs",
-    "Store",
     "VerifyLogs",
-    "VerifyReport",
-    "check_archive_log",
-    "load_witnesses",
     "run_rebuild",
     "run_verify",
-    "save_witnesses",
 ]

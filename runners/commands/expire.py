@@ -35,10 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from pipelines.archive_history import archive_from_spec
     from pipelines.ingest_config import archive_spec
     from pipelines.io.clickhouse import open_clickhouse_unless_held
     from pipelines.retention import expire_archive, read_holds
-    from pipelines.verify import archive_from_spec
 
     evidence = load_policy(settings.retention_policy_path).longest()
     archive = archive_from_spec(archive_spec(settings))

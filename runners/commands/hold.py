@@ -63,9 +63,9 @@ def hold_event(action: str, tenant_id: str, hold_id: str, operator: str, **metad
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.archive_history import archive_from_spec
     from pipelines.ingest_config import archive_spec
     from pipelines.retention import read_holds
-    from pipelines.verify import archive_from_spec
 
     archive = archive_from_spec(archive_spec(settings))
     holds = read_holds(archive)

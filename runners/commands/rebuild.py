@@ -29,10 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.archive_history import archive_from_spec
     from pipelines.ingest_config import archive_spec
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
-    from pipelines.verify import archive_from_spec, run_rebuild
+    from pipelines.verify import run_rebuild
 
     if not settings.verifier_key_file.exists():
         raise UsageError(f"no verifier key at {settings.verifier_key_file}; cannot check the archive")

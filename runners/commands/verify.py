@@ -18,7 +18,7 @@ from transforms.note import Verifier
 from transforms.retention import RetentionClock
 
 if TYPE_CHECKING:
-    from pipelines.verify import VerifyReport
+    from pipelines.verify_report import VerifyReport
     from pipelines.witnessing import WitnessAudit
     from transforms.verify import Finding
 
@@ -65,10 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.archive_history import archive_from_spec
     from pipelines.ingest_config import archive_spec
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.retention import read_holds
-    from pipelines.verify import archive_from_spec, load_witnesses, run_verify, save_witnesses
+    from pipelines.verify import run_verify
+    from pipelines.verify_report import load_witnesses, save_witnesses
 
     if not settings.verifier_key_file.exists():
         raise UsageError(
@@ -135,7 +137,7 @@ def verify_cosignatures(
     settings: Settings, spec: dict[str, object], verifier_key: str, log_ids: list[str], min_witnesses: int | None
 ) -> WitnessAudit:
     """Checks the witnesses' stored cosignatures and refusals (pipelines/witnessing/)."""
-    from pipelines.verify import archive_from_spec
+    from pipelines.archive_history import archive_from_spec
     from pipelines.witnessing import verify_witnessing, witnesses_from_settings
 
     return verify_witnessing(

@@ -20,23 +20,15 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.archive_history import archive_from_spec, check_archive_log, register_memory_archive
 from pipelines.export import ExportQuery, PresentEvents, ReadExportRows, WriteExportFiles
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.clickhouse import LOGS_TABLE, open_clickhouse
 from pipelines.io.keystore import InMemoryKeyStore
 from pipelines.prover import Prover
 from pipelines.results import WriteResults, new_results_dir, read_results, remove_results, result_path
-from pipelines.verify import (
-    CheckArchiveLogs,
-    CompareWithIndex,
-    LogReport,
-    ReadIndexSnapshots,
-    RebuildLogs,
-    VerifyLogs,
-    archive_from_spec,
-    check_archive_log,
-    register_memory_archive,
-)
+from pipelines.verify import CheckArchiveLogs, CompareWithIndex, ReadIndexSnapshots, RebuildLogs, VerifyLogs
+from pipelines.verify_report import LogReport
 from schemas.present import SEALED
 from tests.synthetic import ORIGIN, build_logs
 from transforms.note import Signer

@@ -36,7 +36,7 @@ def memory_archive(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.io.archive.testing import InMemoryArchive
 
     archive = InMemoryArchive()
-    monkeypatch.setattr("pipelines.verify.archive_from_spec", lambda spec: archive)
+    monkeypatch.setattr("pipelines.archive_history.archive_from_spec", lambda spec: archive)
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 2) -> str:

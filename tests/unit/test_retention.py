@@ -248,7 +248,7 @@ def _age(archive: InMemoryArchive, prefix: str = "logs/") -> None:
 
 
 def _replay(archive: InMemoryArchive, verifier, clock: RetentionClock):
-    from pipelines.verify import check_archive_log
+    from pipelines.archive_history import check_archive_log
 
     return check_archive_log(archive, "audit.events.p0", verifier, "auditlog.test/audit.events.p0", clock=clock)
 

@@ -10,10 +10,10 @@ import json
 
 import pytest
 
+from pipelines.archive_history import check_archive_log
 from pipelines.io.archive import block_key, checkpoint_key
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.clickhouse.compare import IndexedRow, compare_rows, diff_fields
-from pipelines.verify import check_archive_log
 from tests.synthetic import ORIGIN, build_logs
 from transforms.blocks import decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
