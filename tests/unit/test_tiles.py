@@ -1,4 +1,4 @@
-"""C2SP tlog-tiles (transforms/tiles.py): paths, hash tiles, entry bundles and proofs read from tiles.
+"""C2SP tlog-tiles (the transforms/tiles package): paths, hash tiles, entry bundles and proofs read from tiles.
 
 Vectors: the spec's own examples (paths, the tiles of a tree of 70,000 and of 256 leaves) and tile
 digests that Go's golang.org/x/mod/sumdb/tlog (NewTiles + ReadTileData) computed for the entries
