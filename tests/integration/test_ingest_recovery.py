@@ -12,12 +12,19 @@ compares everything the job wrote with an uninterrupted run computed in this pro
 - ClickHouse holds each distinct valid event exactly once (rows, leaves and blocks);
 - the DLQ topic, read_committed, holds each malformed record's dead letter exactly once.
 
-The crash test SIGKILLs a TaskManager of the standalone cluster KILLS times at random points of
-the run (each after a checkpoint completed since the last recovery, so every recovery restores
-state) and restarts it through `Stack.up`; the job must fail over at least once per kill and
-finish. The outage test stops SeaweedFS for OUTAGE_S seconds under a local mini-cluster run and
-starts it again; the archive writer must have waited (its PUT retries are in the job's log) and
-the job must never have failed over::
+The crash test SIGKILLs a TaskManager of the standalone cluster KILLS times and restarts it through
+`Stack.up`; the job must fail over at least once per kill and finish. The kills land by position
+in the input, not by time: kill k waits until the archive holds a seeded random number of blocks
+in the k-th of KILLS equal slots of KILL_SPAN of the expected blocks (and more than at the last
+kill), then holds the job's reading back (`FetchGate`: a Kafka fetch quota) until a checkpoint has
+completed since the last recovery (so every recovery restores state), and only then kills; reading
+resumes as the job restarts. A kill lands at its point or past it by what the job had fetched before
+the gate closed (several MB), however long the recovery and the checkpoint take, so the job cannot
+run on to the end meanwhile.
+
+The outage test stops SeaweedFS for OUTAGE_S seconds under a local mini-cluster run once OUTAGE_AT
+of the blocks are archived, and starts it again; the archive writer must have waited (its PUT
+retries are in the job's log) and the job must never have failed over::
 
     .venv/bin/python -m pytest -m integration tests/integration/test_ingest_recovery.py -s
 
@@ -63,19 +70,21 @@ from transforms.pii import SubjectKeys
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-RECORDS = 160_000  # enough that the job cannot finish before the kills (it got faster: 80,000 was not)
+# ~50 MB. A kill lands past its point by what the job holds in flight when the gate closes (its
+# Kafka fetches of up to 1 MB a partition, the buffers behind them, and what it reads while the
+# quota is being set: 40-80 blocks on a busy 2-core machine), and the next kill waits for progress
+# past it, so the input must outlast KILLS times that (the last kill lands at about 3/4 of it).
+RECORDS = 100_000
 TENANTS = 16  # murmur2 spreads them over all four partitions
 DUPLICATE_FRACTION = 0.03
 MALFORMED_FRACTION = 0.01
-BLOCK_SIZE = 500  # ~320 blocks, so kill points fall between and inside many of them
-CHECKPOINT_INTERVAL_MS = 2000  # several Flink checkpoints between kills
+BLOCK_SIZE = 250  # ~390 blocks, so kill points fall between and inside many of them
+CHECKPOINT_INTERVAL_MS = 1000  # a checkpoint soon after each recovery, while the gate holds the job
 KILLS = 4
-# Kill points, as fractions of the reference's blocks already archived. Each kill then waits for a
-# checkpoint after the last recovery, so the kills land later than their points: keep them early.
-KILL_SPAN = (0.05, 0.45)
+KILL_SPAN = (0.05, 0.4)  # the kill points, as fractions of the expected blocks archived
 OUTAGE_AT = 0.25  # S3 goes down once this fraction of the blocks is archived
 OUTAGE_S = 30.0
-JOB_TIMEOUT_S = 1500.0  # the crash run takes ~1.5 min on an idle 2-core machine, ~6.5 at load 19
+JOB_TIMEOUT_S = 1500.0  # the crash run takes ~5 min on a busy 2-core machine (the recoveries, mostly)
 POLL_S = 0.5
 PUT_RETRY = re.compile(r"S3 PUT \S+ failed .*; retry \d+ in")
 
@@ -118,6 +127,10 @@ def produce(settings: Settings, seed: int) -> int:
     )
     for future in futures.values():
         future.result(30)
+    deadline = time.monotonic() + 30  # created is not yet in every metadata answer
+    while not {settings.topic, settings.dlq_topic} <= set(admin.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, f"topics {settings.topic}, {settings.dlq_topic} did not appear"
+        time.sleep(0.2)
     ensure_bucket(s3_client(settings), settings.bucket)
     records = generate_records(
         RECORDS, TENANTS, DUPLICATE_FRACTION, MALFORMED_FRACTION, seed=seed, start=start_of_today()
@@ -367,6 +380,50 @@ def restarted_since(settings: Settings, job_id: str, since_ms: int) -> bool:
     return job["state"] == "RUNNING" and int(job["timestamps"].get("RESTARTING", 0)) >= since_ms
 
 
+class FetchGate:
+    """Holds back what every Kafka consumer of the stack reads (the ingest job's source among them).
+
+    Closed, the broker enforces a fetch quota (`consumer_byte_rate`) of a few bytes a second on
+    every client, so fetches come back empty and the job soon has nothing to process: what it
+    holds in flight drains and its checkpoints complete, but it does not get further through the
+    input. Producers are not held back (the job's dead-letter writes, the test's own produce).
+
+    A consumer that was throttled stays throttled for the (long) time the broker told it, even
+    after the gate opens: open it before the job restarts, whose new consumers then read freely.
+    """
+
+    CLOSED_RATE = 16  # bytes/s: less than one record a second
+
+    def __init__(self, settings: Settings) -> None:
+        from infra.jars import jar_dirs
+        from infra.service import java
+
+        self.command = [java(), "-cp", jar_dirs(settings).kafka_classpath, "kafka.admin.ConfigCommand"]
+        self.command += ["--bootstrap-server", settings.kafka_bootstrap, "--alter"]
+        self.command += ["--entity-type", "clients", "--entity-default"]
+        self.closed = False
+
+    def _config(self, *change: str) -> None:
+        done = subprocess.run([*self.command, *change], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, f"kafka ConfigCommand {change} failed:\n{done.stdout}{done.stderr}"
+
+    def close(self) -> None:
+        self._config("--add-config", f"consumer_byte_rate={self.CLOSED_RATE}")
+        self.closed = True
+
+    def open(self) -> None:
+        if self.closed:
+            self._config("--delete-config", "consumer_byte_rate")
+            self.closed = False
+
+
+def kill_points(rng: random.Random, total: int) -> list[int]:
+    """KILLS positions in [0, total): one at random in each of KILLS equal slots of KILL_SPAN of `total`."""
+    low, high = KILL_SPAN
+    width = (high - low) / KILLS
+    return [round(total * rng.uniform(low + k * width, low + (k + 1) * width)) for k in range(KILLS)]
+
+
 def completed_checkpoints(settings: Settings, job_id: str) -> int:
     try:
         return int(rest(settings, f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
@@ -522,7 +579,8 @@ class Kill:
     at_s: float
     taskmanager: str
     pid: int
-    blocks_archived: int
+    point: int  # the archived blocks the kill waited for
+    blocks_archived: int  # when it came
     checkpoints_completed: int
 
 
@@ -535,8 +593,9 @@ def test_killing_taskmanagers_mid_run_leaves_exactly_the_uninterrupted_result(st
     partitions = read_topic(settings, settings.topic)
     assert all(partitions.values()), f"a partition is empty: { {p: len(r) for p, r in partitions.items()} }"
     total_blocks = sizing(settings, partitions).blocks
-    kill_points = sorted(max(1, round(rng.uniform(*KILL_SPAN) * total_blocks)) for _ in range(KILLS))
-    print(f"\ncrash test: seed {seed}, {total_blocks} blocks expected, kills after {kill_points} archived blocks")
+    points = kill_points(rng, total_blocks)
+    print(f"\ncrash test: seed {seed}, {total_blocks} blocks expected, kills after {points} archived blocks")
+    gate = FetchGate(settings)
 
     run = IngestRun(settings, tmp_path / "ingest.out", cluster=True)
     kills: list[Kill] = []
@@ -544,8 +603,11 @@ def test_killing_taskmanagers_mid_run_leaves_exactly_the_uninterrupted_result(st
     try:
         job_id = find_job(settings, run)
         recovered_at_checkpoints = 0  # completed checkpoints once the job ran again after the last kill
-        for point in kill_points:
+        for point in points:
+            # The archive counts the furthest the job ever got: new blocks mean progress past the last kill.
+            point = max(point, kills[-1].blocks_archived + 1 if kills else 0)
             wait_until(f"{point} blocks are archived", lambda p=point: archived_blocks(settings) >= p, run)
+            gate.close()
             # A checkpoint taken since the last recovery, so the next recovery restores fresh state;
             # it also means every task is running, so the kill interrupts a running job.
             wait_until(
@@ -559,8 +621,9 @@ def test_killing_taskmanagers_mid_run_leaves_exactly_the_uninterrupted_result(st
             blocks_now, checkpoints_now = archived_blocks(settings), completed_checkpoints(settings, job_id)
             killed_at_ms = int(time.time() * 1000)
             os.killpg(victim.pid, signal.SIGKILL)  # the TaskManager and anything it started
-            kills.append(Kill(run.elapsed, victim.name, victim.pid, blocks_now, checkpoints_now))
-            print(f"  kill {len(kills)}: {kills[-1]}")
+            gate.open()  # before the job restarts: its new consumers must not start throttled
+            kills.append(Kill(run.elapsed, victim.name, victim.pid, point, blocks_now, checkpoints_now))
+            print(f"  kill {len(kills)} at {blocks_now / total_blocks:.0%} of the blocks: {kills[-1]}")
             wait_until(
                 f"{victim.name} is gone",
                 lambda name=victim.name: all(r.pid is None for r in stack.status(["flink"]) if r.name == name),
@@ -577,10 +640,14 @@ def test_killing_taskmanagers_mid_run_leaves_exactly_the_uninterrupted_result(st
             print(f"    running again at {run.elapsed:.0f} s")
         rc = run.wait(JOB_TIMEOUT_S)
     finally:
+        gate.open()
         run.stop()
         leave_cluster_whole(stack, job_id)
     assert rc == 0, f"auditlog ingest failed (exit {rc}):\n{run.tail()}"
     assert len(kills) == KILLS
+    # Each kill came at (or a little past) its point, further on than the last, with input left to read.
+    assert all(kill.point <= kill.blocks_archived < total_blocks for kill in kills), kills
+    print(f"  kills landed after {[k.blocks_archived for k in kills]} of {total_blocks} blocks (points {points})")
 
     job = rest(settings, f"/jobs/{job_id}")
     counts = rest(settings, f"/jobs/{job_id}/checkpoints")["counts"]
