@@ -45,8 +45,6 @@ from pipelines.ingest_operators import ArchiveWriter, SequenceFunction
 from pipelines.state_keys import MAX_PARALLELISM, key_group, partition_key
 from schemas.reserved import SERVICE_SIG_HEADER
 
-MAX_TIMESTAMP = 2**63 - 1
-METRICS_EVERY_S = 1.0  # the accepted and duplicate counters reach Flink at least this often
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

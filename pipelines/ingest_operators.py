@@ -29,7 +29,6 @@ from transforms.note import Signer
 
 MAX_TIMESTAMP = 2**63 - 1
 METRICS_EVERY_S = 1.0  # the accepted and duplicate counters reach Flink at least this often
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
