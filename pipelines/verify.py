@@ -26,7 +26,6 @@ pipelines/io/clickhouse/compare.py compares the index with the archive.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,8 +45,6 @@ from transforms.checkpoint import open_checkpoint
 from transforms.note import Verifier
 from transforms.retention import LegalHold, RetentionClock
 from transforms.verify import ArchiveLog, Finding
-
-log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- the Beam steps
 

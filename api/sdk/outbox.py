@@ -22,7 +22,6 @@ The forwarder that relays them (at least once, in id order) is api/sdk/forwarder
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -46,7 +45,6 @@ __all__ = [
     "record_in_transaction",
 ]
 
-log = logging.getLogger(__name__)
 
 OUTBOX_TABLE = "auditlog_outbox"
 DEFAULT_BATCH = 5000
