@@ -1,24 +1,28 @@
-"""Inclusion proofs for indexed events, against the newest signed checkpoint in the WORM archive.
+"""Inclusion and consistency proofs, read from each log's tiles in the WORM archive, against its signed checkpoints.
 
 The checkpoint comes from the archive (the source of truth) and is opened with the deployment's
-key; leaf hashes come from ClickHouse and are accepted only if they give the checkpoint's root.
-Each log's leaves are kept as a `MerkleTree` and extended when a newer checkpoint appears, so a
-proof costs O(log² n) hashes instead of a read of the whole log: what `auditlog proof`, exports
-with proofs and the query API's proof endpoint all use.
+key; the hashes come from the log's C2SP tlog-tiles (pipelines/io/archive/tiles.py) through a
+cache bounded in bytes, and a head is accepted only once its tiles give the checkpoint's root and
+prove it an extension of the head seen before. A proof reads a few tiles per 8 tree levels, and
+the memory it takes does not grow with the log: what `auditlog proof`, exports with proofs and the
+query API's proof and consistency endpoints all use. Where an event sits (log, leaf index) comes
+from ClickHouse's point lookup; its bytes are checked against the proof before a bundle goes out.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.io.archive import COSIGNED_DIR
+from pipelines.io.archive.tiles import TileStore
 from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.cosignature import add_cosignatures, split_note
 from transforms.errors import AuditlogError, VerificationError
-from transforms.merkle import MerkleTree
+from transforms.merkle import EMPTY_ROOT, verify_consistency
 from transforms.note import Verifier
 from transforms.tlogproof import format_proof, verify_proof
 
@@ -27,11 +31,17 @@ class EventNotFound(AuditlogError, LookupError):
     """The event is not indexed, or no signed checkpoint covers it yet."""
 
 
-@dataclass
-class _LogTree:
-    tree: MerkleTree
+@dataclass(frozen=True)
+class Head:
+    """A log's signed checkpoint whose tiles were checked, and when it was read."""
+
     checkpoint: Checkpoint
     note: str
+    read_at: float
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
 
 
 @dataclass(frozen=True)
@@ -45,50 +55,86 @@ class Proof:
     checkpoint: Checkpoint
 
 
-class Prover:
-    """Builds and self-checks tlog-proof@v1 bundles; safe to share between threads."""
+@dataclass(frozen=True)
+class Consistency:
+    old_root: bytes
+    new_root: bytes
+    proof: list[bytes]
+    note: str  # the checkpoint the newer tree is a prefix of
 
-    def __init__(self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str) -> None:
+
+class Prover:
+    """Builds and self-checks tlog-proof@v1 bundles from tiles; safe to share between threads."""
+
+    def __init__(
+        self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str, tiles: TileStore | None = None
+    ) -> None:
         self.archive = archive
         self.clickhouse = clickhouse
         self.verifier = verifier
         self.origin_prefix = origin_prefix
-        self._trees: dict[str, _LogTree] = {}
+        self.tiles = tiles if tiles is not None else TileStore(archive)
+        self._heads: dict[str, Head] = {}
         self._lock = threading.Lock()
 
-    def _tree(self, log_id: str, index: int) -> _LogTree:
-        with self._lock:
-            cached = self._trees.get(log_id)
-            if cached is not None and cached.checkpoint.size > index:
-                return cached
-            latest = self.archive.latest_checkpoint(log_id)
-            if latest is None or latest[0] <= index:
-                raise EventNotFound(
-                    f"no signed checkpoint of log {log_id} covers leaf {index} yet; retry after the next block"
-                )
-            size, note = latest
-            checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
-            tree = cached.tree if cached is not None else MerkleTree()
-            if tree.size > size:
-                raise VerificationError(
-                    f"log {log_id}: the archive's newest checkpoint ({size}) is older than one seen before "
-                    f"({tree.size}); run `auditlog verify`"
-                )
-            leaves = self.clickhouse.leaf_hashes(log_id, size)
-            if [tree.leaf(i) for i in range(tree.size)] != leaves[: tree.size]:
-                raise VerificationError(f"log {log_id}: ClickHouse's leaves changed; run `auditlog verify`")
-            tree.extend(leaves[tree.size :])
-            if tree.root(size) != checkpoint.root:
-                raise VerificationError(
-                    f"ClickHouse's leaves of {log_id} do not give the signed root at size {size}; run `auditlog verify`"
-                )
-            self._trees[log_id] = _LogTree(tree, checkpoint, note)
-            return self._trees[log_id]
+    def head(self, log_id: str, covering: int = -1, max_age: float | None = None) -> Head:
+        """The log's newest checked head that holds leaf `covering`.
 
-    def tree_for(self, log_id: str, size: int) -> tuple[MerkleTree, str]:
-        """Returns the log's verified tree holding at least `size` leaves, and the checkpoint note it matches."""
-        log = self._tree(log_id, size - 1)
-        return log.tree, log.note
+        The archive is read again only when the head known does not hold it (or is older than
+        `max_age` seconds): then the checkpoints since are listed, not the whole folder.
+
+        Raises:
+            EventNotFound: no signed checkpoint of the log covers the leaf yet.
+            VerificationError: the checkpoint's signature, its tiles, or its consistency with the
+                head seen before is wrong.
+        """
+        with self._lock:
+            known = self._heads.get(log_id)
+        now = time.monotonic()
+        if known is not None and known.size > covering and (max_age is None or now - known.read_at <= max_age):
+            return known
+        latest = self.archive.latest_checkpoint(log_id, after=known.size if known else None)
+        if latest is None:
+            if known is not None and known.size > covering:
+                return self._keep(log_id, Head(known.checkpoint, known.note, now))
+            what = f"covers leaf {covering}" if covering >= 0 else "exists"
+            raise EventNotFound(f"no signed checkpoint of log {log_id} {what} yet; retry after the next block")
+        size, note = latest
+        checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
+        reader = self.tiles.reader(log_id, size)
+        if reader.root() != checkpoint.root:
+            raise VerificationError(
+                f"the tiles of log {log_id} do not give the signed root at size {size}; run `auditlog verify`"
+            )
+        if known is not None:
+            try:
+                verify_consistency(
+                    known.size, size, reader.consistency_proof(known.size), known.checkpoint.root, checkpoint.root
+                )
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"log {log_id}: the checkpoint at {size} does not extend the one at {known.size} seen before "
+                    f"({exc}); run `auditlog verify`"
+                ) from None
+        if size <= covering:
+            raise EventNotFound(
+                f"no signed checkpoint of log {log_id} covers leaf {covering} yet; retry after the next block"
+            )
+        return self._keep(log_id, Head(checkpoint, note, now))
+
+    def _keep(self, log_id: str, head: Head) -> Head:
+        with self._lock:
+            known = self._heads.get(log_id)
+            if known is None or known.size <= head.size:
+                self._heads[log_id] = head
+            return self._heads[log_id]
+
+    def consistency(self, log_id: str, from_size: int, to_size: int) -> Consistency:
+        """The RFC 9162 consistency proof from `from_size` to `to_size`, from the tiles of a checked head."""
+        head = self.head(log_id, to_size - 1)
+        reader = self.tiles.reader(log_id, to_size, published=head.size)
+        old_root = reader.subtree(0, from_size) if from_size else EMPTY_ROOT
+        return Consistency(old_root, reader.root(), reader.consistency_proof(from_size), head.note)
 
     def proof(self, tenant_id: str, event_id: str) -> Proof:
         """Returns the event's proof, verified before it is handed out.
@@ -108,18 +154,20 @@ class Prover:
         """Like `proof`, for an event whose place and bytes the caller already read.
 
         With `check=False` the bundle is handed out even when `canonical` is not the logged entry
-        (the query API lets the browser find that out for itself); the tree and checkpoint are
+        (the query API lets the browser find that out for itself); the head and its tiles are
         always checked.
         """
-        log = self._tree(log_id, index)
-        size, note, checkpoint = log.checkpoint.size, log.note, log.checkpoint
+        head = self.head(log_id, index)
+        size, note, checkpoint = head.size, head.note, head.checkpoint
         cosigned = self._cosigned(log_id, index + 1, size)
+        reader = self.tiles.reader(log_id, size)
         if cosigned is not None:
             size, note = cosigned
             checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
-            if log.tree.root(size) != checkpoint.root:
-                raise VerificationError(f"log {log_id}: the cosigned checkpoint at {size} is not the verified tree's")
-        text = format_proof(index, log.tree.inclusion_proof(index, size), note)
+            reader = self.tiles.reader(log_id, size, published=head.size)
+            if reader.root() != checkpoint.root:
+                raise VerificationError(f"log {log_id}: the tiles do not give the cosigned checkpoint's root at {size}")
+        text = format_proof(index, reader.inclusion_proof(index), note)
         if check:
             verify_proof(text, self.verifier, entry=canonical)
         return Proof(tenant_id, event_id, log_id, index, canonical, text, checkpoint)

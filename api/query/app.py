@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.query.deps import Services
 from api.query.errors import ERRORS, install_error_handlers
-from api.query.routes import evidence, export, metrics, search
+from api.query.routes import evidence, export, metrics, search, tiles
 from api.query.security import SecurityHeaders
 
 __all__ = ["API_VERSION", "UI_DIR", "Services", "create_app"]
@@ -53,7 +53,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services  # the routes' `ServicesDep` (api/query/deps.py)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
-    for routes in (search, evidence, export, metrics):
+    for routes in (search, evidence, export, metrics, tiles):
         app.include_router(routes.router)
     _serve_ui(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

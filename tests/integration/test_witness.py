@@ -42,8 +42,6 @@ from pipelines.witnessing import (
 from runners.cli import main as cli_main
 from schemas.settings import Settings
 from tests.synthetic import EVIDENCE, ORIGIN, build_logs, sealed_blocks
-from transforms.blocks import decode_block_object
-from transforms.merkle import leaf_hash
 from transforms.note import Signer
 
 pytestmark = pytest.mark.integration
@@ -82,30 +80,10 @@ def _publisher(settings: Settings, archive: Any, signer: Signer) -> Publisher:
     )
 
 
-class _Leaves:
-    """What the Prover reads from ClickHouse, taken from the archive's blocks instead."""
-
-    def __init__(self, archive: Any) -> None:
-        self.archive = archive
-
-    def leaf_hashes(self, log_id: str, size: int) -> list[bytes]:
-        out: list[bytes] = []
-        for index in self.archive.list_blocks(log_id):
-            _, entries = decode_block_object(self.archive.get_block(log_id, index))
-            out.extend(leaf_hash(e) for e in entries)
-        return out[:size]
-
-    def entry(self, log_id: str, index: int) -> bytes:
-        entries: list[bytes] = []
-        for block in self.archive.list_blocks(log_id):
-            entries.extend(decode_block_object(self.archive.get_block(log_id, block))[1])
-        return entries[index]
-
-
 def _bundle(archive: Any, signer: Signer, log_id: str, index: int, folder: Path) -> Path:
-    leaves = _Leaves(archive)
-    prover = Prover(archive, leaves, signer.verifier(), ORIGIN)
-    entry = leaves.entry(log_id, index)
+    prover = Prover(archive, None, signer.verifier(), ORIGIN)  # the event's place is known: no index lookup
+    size, _ = archive.latest_checkpoint(log_id)
+    entry = prover.tiles.entries(log_id, index, 1, size)[0]  # the event's bytes, from its entry bundle
     proof = prover.proof_at("t", "e", log_id, index, entry)
     folder.mkdir(parents=True)
     (folder / "proof.tlog-proof").write_text(proof.text)

@@ -16,19 +16,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.interop.gobuild import build_go
 from transforms.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import (
@@ -41,7 +39,6 @@ from transforms.merkle import (
 )
 from transforms.note import Signer, Verifier, key_id, open_note, sign_note
 
-GO_DIR = Path(__file__).resolve().parent / "go"
 SEED = 20240917  # fixed: a failure must be reproducible
 MAX_LEAVES = 1025
 
@@ -73,29 +70,7 @@ def _report(what: str, mismatches: list[str]) -> str:
 
 @pytest.fixture(scope="session")
 def go_call(tmp_path_factory: pytest.TempPathFactory) -> GoCall:
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("no `go` binary on PATH: the Go interop reference (tests/interop/go) cannot be built")
-    binary = tmp_path_factory.mktemp("go-interop") / "interop"
-    env = {
-        **os.environ,
-        "GOFLAGS": "-mod=mod -buildvcs=false",
-        "GOPROXY": "off",  # never download here; `go mod download` fills the cache at set-up
-        "GOTOOLCHAIN": "local",
-    }
-    build = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=GO_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if build.returncode != 0:
-        pytest.fail(
-            "building the Go interop reference failed; if modules are missing, fill the cache "
-            f"with `go -C tests/interop/go mod download` (make setup):\n{build.stderr}"
-        )
+    binary = build_go(tmp_path_factory.mktemp("go-interop"))
 
     def call(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         run = subprocess.run(

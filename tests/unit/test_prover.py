@@ -1,9 +1,10 @@
 """Inclusion proofs (pipelines/prover.py): bundles that verify, what is not provable yet, what is refused.
 
-The Prover takes the newest signed checkpoint from the archive and the leaf hashes from ClickHouse,
-and hands out a tlog-proof@v1 bundle only once the leaves give the signed root. Here the archive is
-`InMemoryArchive` and ClickHouse a dict with the two reads the Prover makes, so the index can be
-made to lie. Which witnessed checkpoint a bundle carries is tests/unit/test_prover_cosigned.py.
+The Prover takes the newest signed checkpoint from the archive and the hashes from the log's tiles
+there, and hands out a tlog-proof@v1 bundle only once the tiles give the signed root (and the head
+extends the one seen before). Here the archive is `InMemoryArchive`, so tiles can be made to lie,
+and ClickHouse a list with the one lookup the Prover makes. Which witnessed checkpoint a bundle
+carries is tests/unit/test_prover_cosigned.py.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.io.archive import tile_key
 from pipelines.io.archive.testing import InMemoryArchive
-from pipelines.io.clickhouse import IndexIntegrityError
 from pipelines.prover import EventNotFound, Prover
 from pipelines.witnessing import cosigned_key
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.cosignature import CosignatureSigner, add_cosignatures, check_cosigned
 from transforms.errors import NoteFormatError, SignatureError, VerificationError
-from transforms.merkle import leaf_hash, root
+from transforms.merkle import leaf_hash, root, verify_consistency
 from transforms.note import Signer
+from transforms.tiles import Tile, encode_bundle, hash_tiles, new_bundles
 from transforms.tlogproof import parse_proof, verify_proof
 
 PREFIX = "auditlog.test"
@@ -38,12 +40,11 @@ def entry(i: int) -> bytes:
 
 
 class Index:
-    """The two ClickHouse reads a Prover makes, over lists a test can change."""
+    """The ClickHouse lookup a Prover makes, over a list a test can change."""
 
     def __init__(self, entries: list[bytes]) -> None:
         self.entries = list(entries)
         self.leaves = [leaf_hash(e) for e in entries]
-        self.reads: list[tuple[str, int]] = []
 
     def find_event(self, tenant_id: str, event_id: str) -> dict | None:
         for i, canonical in enumerate(self.entries):
@@ -52,24 +53,32 @@ class Index:
                 return {"log_id": LOG, "leaf_index": i, "canonical": canonical}
         return None
 
-    def leaf_hashes(self, log_id: str, upto: int) -> list[bytes]:
-        assert log_id == LOG
-        self.reads.append((log_id, upto))
-        if upto > len(self.leaves):
-            raise IndexIntegrityError(f"log {log_id}: leaf {len(self.leaves)} is missing from the index")
-        return self.leaves[:upto]
-
 
 def checkpoint_note(leaves: list[bytes], size: int, signer: Signer = SIGNER, origin: str = ORIGIN) -> str:
     return sign_checkpoint(Checkpoint(origin, size, root(leaves[:size])), signer)
 
 
+def publish(archive: InMemoryArchive, entries: list[bytes], size: int, old: int = 0) -> None:
+    """The tiles and bundles a log of `entries` publishes growing from `old` to `size`, as the writer puts them."""
+    for tile, data in hash_tiles([leaf_hash(e) for e in entries[:size]], old).items():
+        archive.put_immutable(tile_key(LOG, tile), data)
+    for bundle in new_bundles(old, size):
+        archive.put_immutable(tile_key(LOG, bundle), encode_bundle(entries[bundle.start : bundle.end]))
+
+
+def grow(archive: InMemoryArchive, index: Index, size: int, old: int = 0) -> None:
+    publish(archive, index.entries, size, old)
+    archive.put_checkpoint(LOG, size, checkpoint_note(index.leaves, size))
+
+
 def deployment(n: int, checkpoints: tuple[int, ...]) -> tuple[InMemoryArchive, Index, Prover]:
-    """`n` events indexed, checkpoints of the given sizes archived, and a Prover over both."""
+    """`n` events indexed, the tiles and checkpoints of the given sizes archived, and a Prover over both."""
     index = Index([entry(i) for i in range(n)])
     archive = InMemoryArchive()
+    old = 0
     for size in checkpoints:
-        archive.put_checkpoint(LOG, size, checkpoint_note(index.leaves, size))
+        grow(archive, index, size, old)
+        old = size
     return archive, index, Prover(archive, index, SIGNER.verifier(), PREFIX)
 
 
@@ -88,7 +97,7 @@ def test_every_event_under_the_newest_checkpoint_gets_a_bundle_that_verifies() -
         assert checkpoint == proof.checkpoint and checkpoint.size == 10  # the newest checkpoint
         with pytest.raises(VerificationError):  # and it proves that entry, not another
             verify_proof(proof.text, SIGNER.verifier(), entry=entry((i + 1) % 10))
-    assert index.reads == [(LOG, 10)]  # the log's leaves were read once, not once per proof
+    assert prover.tiles.reads == 1  # the one tile of the tree, read once and cached, not once per proof
 
 
 def test_an_event_past_the_newest_checkpoint_is_not_provable_until_the_next_one() -> None:
@@ -99,12 +108,12 @@ def test_an_event_past_the_newest_checkpoint_is_not_provable_until_the_next_one(
         prover.proof(TENANT, "evt_11")
     assert str(caught.value) == f"no signed checkpoint of log {LOG} covers leaf 11 yet; retry after the next block"
 
-    archive.put_checkpoint(LOG, 12, checkpoint_note(index.leaves, 12))
+    grow(archive, index, 12, 10)
     proof = prover.proof(TENANT, "evt_11")
     assert proof.checkpoint.size == 12
     verify_proof(proof.text, SIGNER.verifier(), entry=entry(11))
     assert prover.proof(TENANT, "evt_10").checkpoint.size == 12
-    assert index.reads == [(LOG, 10), (LOG, 12)]
+    assert prover.tiles.reads == 2  # the tile of 10, then the tile of 12
 
 
 def test_a_log_without_any_checkpoint_has_nothing_to_prove_against() -> None:
@@ -124,41 +133,55 @@ def test_an_event_the_index_does_not_hold_for_that_tenant_is_not_found(tenant: s
     assert str(caught.value) == f"no event {event_id!r} for tenant {tenant!r} in ClickHouse"
 
 
-def test_tree_for_is_the_verified_tree_and_its_checkpoint() -> None:
-    archive, index, prover = deployment(10, (4, 10))
+def test_consistency_between_any_two_sizes_comes_from_the_tiles_of_a_verified_head() -> None:
+    archive, index, prover = deployment(600, (300, 600))
 
-    tree, note = prover.tree_for(LOG, 7)
-
-    assert tree.size == 10 and tree.root() == root(index.leaves)
-    assert note == archive.get_checkpoint(LOG, 10)
-    assert prover.tree_for(LOG, 10) == (tree, note)  # all of its leaves
+    for old, new in ((0, 7), (4, 7), (7, 300), (255, 257), (256, 599), (300, 600)):
+        found = prover.consistency(LOG, old, new)
+        assert found.note == archive.get_checkpoint(LOG, 600)
+        assert found.old_root == root(index.leaves[:old]) and found.new_root == root(index.leaves[:new])
+        verify_consistency(old, new, found.proof, found.old_root, found.new_root)
     with pytest.raises(EventNotFound):
-        prover.tree_for(LOG, 11)
+        prover.consistency(LOG, 4, 601)
 
 
 # --------------------------------------------------------------------------- what is refused
 
 
-def test_index_leaves_that_do_not_give_the_signed_root_are_refused() -> None:
-    _, index, prover = deployment(10, (10,))
-    index.leaves[6] = leaf_hash(b"forged")
+def test_tiles_that_do_not_give_the_signed_root_are_refused() -> None:
+    archive, index, prover = deployment(10, (10,))
+    key = tile_key(LOG, Tile(0, 0, 10))
+    forged = bytearray(archive.get(key))
+    forged[6 * 32] ^= 1
+    archive.overwrite_unconditionally(key, bytes(forged))
 
     with pytest.raises(VerificationError) as caught:
         prover.proof(TENANT, "evt_2")
-    assert str(caught.value) == (
-        f"ClickHouse's leaves of {LOG} do not give the signed root at size 10; run `auditlog verify`"
-    )
+    assert str(caught.value) == f"the tiles of log {LOG} do not give the signed root at size 10; run `auditlog verify`"
 
 
-def test_index_leaves_that_change_under_a_verified_tree_are_refused() -> None:
+def test_a_newer_checkpoint_that_does_not_extend_the_verified_head_is_refused() -> None:
     archive, index, prover = deployment(10, (4,))
-    prover.proof(TENANT, "evt_1")  # the tree of 4 leaves is verified and kept
-    index.leaves[1] = leaf_hash(b"rewritten")
-    archive.put_checkpoint(LOG, 10, checkpoint_note([*index.leaves[:1], leaf_hash(entry(1)), *index.leaves[2:]], 10))
+    prover.proof(TENANT, "evt_1")  # the head of 4 leaves is verified and kept
+    rewritten = Index(list(index.entries))
+    rewritten.entries[1] = b'{"event_id":"evt_1","tenant_id":"rewritten"}'
+    rewritten.leaves[1] = leaf_hash(rewritten.entries[1])
+    publish(archive, rewritten.entries, 10, 4)  # tiles of 10 over the rewritten leaves, signed
+    archive.put_checkpoint(LOG, 10, checkpoint_note(rewritten.leaves, 10))
 
     with pytest.raises(VerificationError) as caught:
         prover.proof(TENANT, "evt_7")
-    assert str(caught.value) == f"log {LOG}: ClickHouse's leaves changed; run `auditlog verify`"
+    assert str(caught.value).startswith(f"log {LOG}: the checkpoint at 10 does not extend the one at 4 seen before")
+
+
+def test_a_log_without_tiles_is_told_to_migrate() -> None:
+    index = Index([entry(i) for i in range(5)])
+    archive = InMemoryArchive()
+    archive.put_checkpoint(LOG, 5, checkpoint_note(index.leaves, 5))
+    prover = Prover(archive, index, SIGNER.verifier(), PREFIX)
+
+    with pytest.raises(LookupError, match="auditlog tiles migrate"):
+        prover.proof(TENANT, "evt_0")
 
 
 def test_an_indexed_event_that_is_not_the_logged_entry_gets_no_bundle() -> None:
@@ -178,6 +201,7 @@ def test_an_indexed_event_that_is_not_the_logged_entry_gets_no_bundle() -> None:
 
 def test_a_checkpoint_signed_by_another_key_is_refused() -> None:
     _, index, prover = deployment(6, ())
+    publish(prover.archive, index.entries, 6)
     prover.archive.put_checkpoint(LOG, 6, checkpoint_note(index.leaves, 6, signer=Signer.generate(PREFIX)))
 
     with pytest.raises(SignatureError, match="no signature from a known key"):
@@ -186,6 +210,7 @@ def test_a_checkpoint_signed_by_another_key_is_refused() -> None:
 
 def test_a_checkpoint_of_another_log_is_refused() -> None:
     _, index, prover = deployment(6, ())
+    publish(prover.archive, index.entries, 6)
     prover.archive.put_checkpoint(LOG, 6, checkpoint_note(index.leaves, 6, origin=f"{PREFIX}/audit.events.p1"))
 
     with pytest.raises(NoteFormatError) as caught:
@@ -218,7 +243,7 @@ def test_a_bundle_carries_the_witnessed_checkpoint_when_one_holds_the_event() ->
 
 def test_a_witnessed_checkpoint_that_is_not_the_verified_trees_is_refused() -> None:
     # A split view: a checkpoint of size 4 signed with the log's key but over other leaves, which a
-    # witness cosigned. The newest checkpoint (10) and the index agree; the bundle must not carry it.
+    # witness cosigned. The newest checkpoint (10) and the tiles agree; the bundle must not carry it.
     archive, index, prover = deployment(10, (10,))
     forked = checkpoint_note([leaf_hash(b"other")] * 4, 4)
     archive.put_checkpoint(LOG, 4, forked)
@@ -226,7 +251,7 @@ def test_a_witnessed_checkpoint_that_is_not_the_verified_trees_is_refused() -> N
 
     with pytest.raises(VerificationError) as caught:
         prover.proof(TENANT, "evt_2")
-    assert str(caught.value) == f"log {LOG}: the cosigned checkpoint at 4 is not the verified tree's"
+    assert str(caught.value) == f"log {LOG}: the tiles do not give the cosigned checkpoint's root at 4"
 
 
 # --------------------------------------------------------------------------- a property

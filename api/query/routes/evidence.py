@@ -74,13 +74,13 @@ def consistency(
     if from_size > to_size:
         raise QueryError("from", f"from {from_size} is larger than to {to_size}")
     audit(services, who, "consistency", who.tenant_id, "AUDIT_LOG", log_id, from_size=from_size, to_size=to_size)
-    tree, note = services.prover.tree_for(log_id, to_size)
+    proof = services.prover.consistency(log_id, from_size, to_size)
     return {
         "log_id": log_id,
         "from": from_size,
         "to": to_size,
-        "old_root": base64.b64encode(tree.root(from_size)).decode(),
-        "new_root": base64.b64encode(tree.root(to_size)).decode(),
-        "proof": [base64.b64encode(h).decode() for h in tree.consistency_proof(from_size, to_size)],
-        "checkpoint": note,
+        "old_root": base64.b64encode(proof.old_root).decode(),
+        "new_root": base64.b64encode(proof.new_root).decode(),
+        "proof": [base64.b64encode(h).decode() for h in proof.proof],
+        "checkpoint": proof.note,
     }

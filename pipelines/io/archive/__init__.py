@@ -28,6 +28,7 @@ The package, one module a part (each re-exported here but the test double, so
 
     layout    the object keys: where each kind of object lives, and parsing a key back
     locks     how long a put locks its object (Object Lock retain-until dates)
+    tiles     each log as a C2SP tlog-tiles log: TilePublisher (with every block), TileStore (reads)
     errors    ArchiveError and its kinds
     base      Archive, the interface: the conditional-write rule and every reader; its result types
     s3        S3Archive, its retries, open_archive and ensure_bucket
@@ -53,6 +54,7 @@ from pipelines.io.archive.layout import (
     log_prefix,
     parse_key,
     resume_key,
+    tile_key,
 )
 from pipelines.io.archive.locks import DEFAULT_RETENTION_DAYS, block_lock_dates, lock_until
 from pipelines.io.archive.s3 import RetryPolicy, S3Archive, ensure_bucket, open_archive
@@ -84,4 +86,5 @@ __all__ = [
     "open_archive",
     "parse_key",
     "resume_key",
+    "tile_key",
 ]

@@ -19,9 +19,11 @@ from pipelines.io.archive.errors import ArchiveConflictError, _KeyTaken
 from pipelines.io.archive.layout import (
     _BLOCK_NAME,
     _CHECKPOINT_NAME,
+    _EXPIRED_NAME,
     _RESUME_NAME,
     BLOCKS_DIR,
     CHECKPOINTS_DIR,
+    EXPIRED_DIR,
     LOGS_PREFIX,
     RESUME_DIR,
     block_key,
@@ -30,6 +32,8 @@ from pipelines.io.archive.layout import (
     resume_key,
 )
 from pipelines.io.archive.locks import DEFAULT_RETENTION_DAYS, block_lock_dates, lock_until
+from pipelines.io.archive.tiles import TilePublisher
+from transforms.blocks import decode_block_object
 from transforms.retention import Period
 
 __all__ = ["Archive", "ObjectVersion", "PutResult", "Retention"]
@@ -183,17 +187,27 @@ class Archive(ABC):
         return self.put_immutable(checkpoint_key(log_id, tree_size), note.encode("utf-8"), retain_until)
 
     def put_sealed_block(self, block: Any, evidence: Period | None = None) -> None:
-        """Archives a sealed block (an ingest_core.SealedBlockRecord) and its signed checkpoint.
+        """Archives a sealed block (an ingest_core.SealedBlockRecord), its tiles and its signed checkpoint.
 
         Locks are `block_lock_dates`: the block until its events' latest retention end, the
         checkpoint for `evidence` (the retention policy's longest period) from now.
         """
         block_lock, checkpoint_lock = block_lock_dates(block.retain_until, evidence, self.retention_days)
+        if block.checkpoint:  # tiles first: a checkpoint in the archive means its tiles are there
+            header, entries = decode_block_object(block.block_object)
+            self.tile_publisher().publish(header, entries, None, block_lock, checkpoint_lock)
         self.put_block(block.log_id, block.block_index, block.block_object, block_lock)
         if block.checkpoint:  # empty only in the unverifiable benchmark mode
             self.put_checkpoint(block.log_id, block.tree_size, block.checkpoint, checkpoint_lock)
         if block.resume:  # only blocks a record closed have one (see ingest_core.ResumePoint)
             self.put_immutable(resume_key(block.log_id, block.block_index), block.resume, block_lock)
+
+    def tile_publisher(self) -> TilePublisher:
+        """The publisher of this archive's tlog-tiles (one per archive object: it keeps each log's builders)."""
+        publisher = self.__dict__.get("_tile_publisher")
+        if publisher is None:
+            publisher = self.__dict__["_tile_publisher"] = TilePublisher(self)
+        return publisher
 
     # ---- readers
 
@@ -217,6 +231,10 @@ class Archive(ABC):
         """Returns the tree sizes of the log's archived checkpoints, ascending."""
         return self._numbered(f"{log_prefix(log_id)}{CHECKPOINTS_DIR}/", _CHECKPOINT_NAME)
 
+    def list_expired(self, log_id: str) -> list[int]:
+        """Returns the indexes of the log's expired blocks (header and leaf hashes kept), ascending."""
+        return self._numbered(f"{log_prefix(log_id)}{EXPIRED_DIR}/", _EXPIRED_NAME)
+
     def list_resume_points(self, log_id: str) -> list[int]:
         """Returns the block indexes after which the job left a resume point, ascending."""
         return self._numbered(f"{log_prefix(log_id)}{RESUME_DIR}/", _RESUME_NAME)
@@ -227,9 +245,14 @@ class Archive(ABC):
     def get_checkpoint(self, log_id: str, tree_size: int) -> str:
         return self.get(checkpoint_key(log_id, tree_size)).decode("utf-8")
 
-    def latest_checkpoint(self, log_id: str) -> tuple[int, str] | None:
-        """Returns (tree size, signed note) of the log's largest checkpoint, or None if it has none."""
-        sizes = self.list_checkpoints(log_id)
+    def latest_checkpoint(self, log_id: str, after: int | None = None) -> tuple[int, str] | None:
+        """Returns (tree size, signed note) of the log's largest checkpoint, or None if it has none.
+
+        With `after`, only the checkpoints larger than `after` are listed (a reader that knows one
+        checkpoint lists what came since, not the whole folder), and None means none is larger.
+        """
+        start = checkpoint_key(log_id, after) if after is not None else None
+        sizes = self._numbered(f"{log_prefix(log_id)}{CHECKPOINTS_DIR}/", _CHECKPOINT_NAME, start)
         if not sizes:
             return None
         return sizes[-1], self.get_checkpoint(log_id, sizes[-1])

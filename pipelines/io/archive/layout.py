@@ -8,6 +8,8 @@ Layout::
     logs/{log_id}/resume/{block_index:012d}.resume           where the job resumes after the block (JSON:
                                                              next Kafka offset, tree size, compact range)
     logs/{log_id}/cosigned/…, logs/{log_id}/witness-refusals/…  witnesses' answers (pipelines/witnessing/)
+    logs/{log_id}/tile/<L>/<N>[.p/<W>]                      C2SP tlog-tiles hash tiles (pipelines/io/archive/tiles.py)
+    logs/{log_id}/tile/entries/<N>[.p/<W>]                  entry bundles: the events' canonical bytes
     holds/{hold_id}.json, holds/{hold_id}.released.json       legal holds (pipelines/retention.py)
 
 Block indexes and tree sizes are zero-padded, so keys sort in log order.
@@ -16,6 +18,8 @@ Block indexes and tree sizes are zero-padded, so keys sort in log order.
 from __future__ import annotations
 
 import re
+
+from transforms.tiles import Tile
 
 __all__ = [
     "BLOCKS_DIR",
@@ -26,12 +30,14 @@ __all__ = [
     "LOGS_PREFIX",
     "REFUSALS_DIR",
     "RESUME_DIR",
+    "TILE_DIR",
     "block_key",
     "checkpoint_key",
     "expired_key",
     "log_prefix",
     "parse_key",
     "resume_key",
+    "tile_key",
 ]
 
 LOGS_PREFIX = "logs/"
@@ -43,6 +49,7 @@ RESUME_DIR = "resume"
 RESUME_SUFFIX = ".resume"
 COSIGNED_DIR = "cosigned"  # witnesses' cosigned checkpoints (pipelines/witnessing/)
 REFUSALS_DIR = "witness-refusals"  # what witnesses refused to cosign, kept as evidence
+TILE_DIR = "tile"  # tlog-tiles hash tiles and entry bundles: logs/{log_id}/tile/...
 HOLDS_PREFIX = "holds/"
 BLOCK_SUFFIX = ".block"
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -94,6 +101,11 @@ def resume_key(log_id: str, block_index: int) -> str:
     """Returns the key of the job's resume point after block `block_index`; requires 0 <= block_index < 10**12."""
     block_key(log_id, block_index)  # checks the log id and the index
     return f"{log_prefix(log_id)}{RESUME_DIR}/{block_index:0{BLOCK_INDEX_DIGITS}d}{RESUME_SUFFIX}"
+
+
+def tile_key(log_id: str, tile: Tile) -> str:
+    """Returns the key of a hash tile or entry bundle: `logs/{log_id}/` and the tile's tlog-tiles path."""
+    return f"{log_prefix(log_id)}{tile.path}"
 
 
 def parse_key(key: str) -> tuple[str, str, int] | None:

@@ -1,0 +1,376 @@
+"""Each log as a C2SP tlog-tiles log in the archive: tiles published with every block, and read back.
+
+Under `logs/{log_id}/` (docs/design.md §13):
+
+    tile/<L>/<N>[.p/<W>]        hash tiles (transforms/tiles)
+    tile/entries/<N>[.p/<W>]    entry bundles: the events' canonical bytes
+    checkpoints/<size>.checkpoint   the signed checkpoints; `auditlog serve` answers
+                                    `/logs/{log_id}/checkpoint` with the newest
+
+Every tile path names one immutable content (a partial tile `.p/<W>` is the tile of one tree size),
+so tiles are written like blocks: `put_immutable`, where identical re-puts are no-ops and different
+bytes at a key are an alarm. A block's tiles and bundles are put before its block and checkpoint,
+so a checkpoint in the archive means its tiles are there.
+
+Locks: hash tiles are evidence (every retained event's proof reads them) and are locked like
+checkpoints; an entry bundle is locked until the latest retention end of the blocks it holds
+events of, like those blocks.
+
+`TilePublisher` publishes; it keeps each log's `TileBuilder` and `BundleBuilder` in memory (a few
+KB a log) and, when it meets a log at a size it does not hold (a restart, a restore, an archive
+written before tiles), loads the partial tiles of that size from the archive, or publishes the
+missing tiles from the archived blocks first (`catch_up`, what `auditlog tiles migrate` runs).
+`TileStore` reads tiles back through a cache bounded in bytes, so a reader's memory does not grow
+with the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.io.archive.errors import ArchiveNotFoundError
+from pipelines.io.archive.layout import block_key, expired_key, tile_key
+from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block
+from transforms.errors import VerificationError
+from transforms.merkle import leaf_hash
+from transforms.tiles import (
+    ENTRIES,
+    TILE_WIDTH,
+    BundleBuilder,
+    Tile,
+    TileBuilder,
+    TileHashReader,
+    decode_bundle,
+    encode_bundle,
+    new_tiles,
+    tile_for_size,
+)
+
+__all__ = ["TilePublisher", "TileStore", "TilesMissingError", "published_size"]
+
+Progress = Callable[[str], None]
+
+
+class TilesMissingError(LookupError, VerificationError):
+    """A log's tiles are not in the archive at the size asked for (the API answers 404)."""
+
+
+@dataclass
+class _LogTiles:
+    tiles: TileBuilder
+    bundles: BundleBuilder | None  # None while the open bundle's first entries are gone (expired blocks)
+    bundle_lock: dt.datetime | None  # the latest lock of the blocks the open bundle holds entries of
+
+
+def _partial_tiles(size: int) -> list[Tile]:
+    return [t for t in new_tiles(0, size) if not t.is_full]
+
+
+class TilePublisher:
+    """Publishes the tiles and entry bundles each sealed block adds to its log (see the module)."""
+
+    def __init__(self, archive: Any) -> None:
+        self.archive = archive
+        self._logs: dict[str, _LogTiles] = {}
+
+    def publish(
+        self,
+        header: BlockHeader,
+        entries: Sequence[bytes] | None,
+        hashes: Sequence[bytes] | None,
+        entry_lock: dt.datetime,
+        evidence_lock: dt.datetime,
+    ) -> int:
+        """Puts what growing the log by this block publishes; returns how many objects it put.
+
+        `entries` are the block's canonical bytes (None for an expired block: no bundles then),
+        `hashes` their leaf hashes (computed when None). Raises VerificationError if the tiles
+        do not give the block's tree root (the archive's tiles disagree with its blocks).
+        """
+        log_id = header.log_id
+        state = self._state(log_id, header.first_leaf_index, evidence_lock)
+        if hashes is None:
+            assert entries is not None
+            hashes = [leaf_hash(e) for e in entries]
+        puts: list[tuple[Tile, bytes, dt.datetime]] = []
+        for tile, data in state.tiles.extend(hashes):
+            puts.append((tile, data, evidence_lock))
+        if state.tiles.root() != header.tree_root:
+            del self._logs[log_id]  # the builder is past a block it could not prove: reload next time
+            raise VerificationError(
+                f"log {log_id} block {header.block_index}: the tiles give another root than the block's "
+                f"tree root at size {header.tree_size}; run `auditlog verify`"
+            )
+        puts += [(tile, data, evidence_lock) for tile, data in state.tiles.partial_tiles()]
+        puts += self._bundles(state, header, entries, entry_lock)
+        # Level 0 last: `published_size` takes a level-0 tile of a size as the sign that all of it is there.
+        puts.sort(key=lambda put: put[0].level == 0)
+        for tile, data, lock in puts:
+            self.archive.put_immutable(tile_key(log_id, tile), data, lock)
+        return len(puts)
+
+    def _bundles(
+        self, state: _LogTiles, header: BlockHeader, entries: Sequence[bytes] | None, lock: dt.datetime
+    ) -> list[tuple[Tile, bytes, dt.datetime]]:
+        first, end = header.first_leaf_index, header.tree_size
+        if entries is None:  # expired: its events' bytes are gone, and so are the bundles they were in
+            state.bundles, state.bundle_lock = None, None
+            return []
+        if state.bundles is None:  # the open bundle began in an expired block: start at the next bundle
+            skip = -first % TILE_WIDTH
+            if skip >= len(entries):
+                return []
+            state.bundles, entries, state.bundle_lock = BundleBuilder(first + skip), entries[skip:], None
+        out = []
+        carry = lock if state.bundle_lock is None else max(state.bundle_lock, lock)
+        for tile, data in state.bundles.extend(entries):
+            out.append((tile, data, carry))
+            carry = lock  # the next bundle holds only this block's entries so far
+        partial = state.bundles.partial_bundle()
+        state.bundle_lock = carry if partial is not None else None
+        if partial is not None:
+            out.append((partial[0], partial[1], carry))
+        assert state.bundles.size == end
+        return out
+
+    def _state(self, log_id: str, size: int, evidence_lock: dt.datetime) -> _LogTiles:
+        state = self._logs.get(log_id)
+        if state is not None and state.tiles.size == size:
+            return state
+        loaded = self._load(log_id, size)
+        if loaded is None:
+            self.catch_up(log_id, size, evidence_lock)
+            state = self._logs[log_id]
+        else:
+            self._logs[log_id] = state = loaded
+        return state
+
+    def _load(self, log_id: str, size: int) -> _LogTiles | None:
+        """The builders at `size` from its partial tiles in the archive; None if they are not there."""
+        if size == 0:
+            return _LogTiles(TileBuilder(), BundleBuilder(), None)
+        if not _has_tiles(self.archive, log_id, size):
+            return None
+        try:
+            tiles = {t: self.archive.get(tile_key(log_id, t)) for t in _partial_tiles(size)}
+        except ArchiveNotFoundError:
+            return None
+        builder = TileBuilder.from_partial_tiles(size, tiles)
+        bundles: BundleBuilder | None = None
+        lock = None
+        if not size % TILE_WIDTH:
+            bundles = BundleBuilder(size)
+        else:
+            key = tile_key(log_id, Tile(ENTRIES, size // TILE_WIDTH, size % TILE_WIDTH))
+            try:
+                bundles = BundleBuilder.from_partial(size, self.archive.get(key))
+                retention = self.archive.retention(key)
+                lock = retention.retain_until if retention is not None else None
+            except ArchiveNotFoundError:
+                bundles = None  # its first entries were in an expired block
+        return _LogTiles(builder, bundles, lock)
+
+    def catch_up(self, log_id: str, size: int, evidence_lock: dt.datetime, progress: Progress | None = None) -> int:
+        """Publishes the log's tiles from its archived blocks, from what is published up to `size`.
+
+        Blocks that expired contribute their leaf hashes (kept in `expired/`) but no bundles.
+        Returns the number of blocks published. Raises TilesMissingError if no block ends at `size`.
+        """
+        archive = self.archive
+        blocks = archive.list_blocks(log_id) if size else []
+        expired = set(archive.list_expired(log_id)) if size else set()
+        indexes = sorted(set(blocks) | expired)
+        ends = _BlockEnds(archive, log_id, indexes, expired)
+        start = published_size(archive, log_id, ends)
+        self._logs[log_id] = self._load(log_id, start) or _LogTiles(TileBuilder(), BundleBuilder(), None)
+        if start == size:
+            return 0
+        at = ends.position_of_end(start)
+        done = 0
+        while at < len(indexes):
+            index = indexes[at]
+            header, entries, hashes, lock = ends.read(index)
+            if header.first_leaf_index >= size:
+                break
+            self.publish(header, entries, hashes, lock or evidence_lock, evidence_lock)
+            done += 1
+            if progress is not None and done % 100 == 0:
+                progress(f"{log_id}: tiles published through block {index} (tree size {header.tree_size})")
+            at += 1
+            if header.tree_size == size:
+                break
+        if self._logs[log_id].tiles.size != size:
+            raise TilesMissingError(
+                f"log {log_id}: the archived blocks end at tree size {self._logs[log_id].tiles.size}, "
+                f"not at {size}: a block is missing; run `auditlog verify`"
+            )
+        return done
+
+
+class _BlockEnds:
+    """The log's blocks (and expired blocks) by index, read lazily: where each ends, and its content."""
+
+    def __init__(self, archive: Any, log_id: str, indexes: list[int], expired: set[int]) -> None:
+        self.archive, self.log_id, self.indexes, self.expired = archive, log_id, indexes, expired
+        self._headers: dict[int, BlockHeader] = {}
+
+    def read(self, index: int) -> tuple[BlockHeader, list[bytes] | None, list[bytes] | None, dt.datetime | None]:
+        """(header, entries or None, leaf hashes or None, lock of the block object or None)."""
+        if index in self.expired:
+            header, hashes, _ = decode_expired_block(self.archive.get(expired_key(self.log_id, index)))
+            self._headers[index] = header
+            return header, None, hashes, None
+        key = block_key(self.log_id, index)
+        header, entries = decode_block_object(self.archive.get(key))
+        self._headers[index] = header
+        retention = self.archive.retention(key)
+        return header, entries, None, retention.retain_until if retention is not None else None
+
+    def end(self, position: int) -> int:
+        index = self.indexes[position]
+        if index not in self._headers:
+            self.read(index)
+        return self._headers[index].tree_size
+
+    def position_of_end(self, size: int) -> int:
+        """The position of the first block that starts at `size` (0 for size 0)."""
+        if size == 0:
+            return 0
+        lo, hi = 0, len(self.indexes) - 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            end = self.end(mid)
+            if end == size:
+                return mid + 1
+            lo, hi = (mid + 1, hi) if end < size else (lo, mid - 1)
+        raise TilesMissingError(f"log {self.log_id}: no block ends at tree size {size}")
+
+
+def _has_tiles(archive: Any, log_id: str, size: int) -> bool:
+    tile = tile_for_size(0, (size - 1) // TILE_WIDTH, size)
+    try:
+        archive.get(tile_key(log_id, tile))
+    except ArchiveNotFoundError:
+        return False
+    return True
+
+
+def published_size(archive: Any, log_id: str, ends: _BlockEnds | None = None) -> int:
+    """The largest block end of the log whose tiles are in the archive (0 if none).
+
+    Tiles are published block after block, the level-0 tile last, so the block ends whose tiles
+    are there are a prefix of the log: a binary search over them reads O(log blocks) objects.
+    """
+    if ends is None:
+        expired = set(archive.list_expired(log_id))
+        ends = _BlockEnds(archive, log_id, sorted(set(archive.list_blocks(log_id)) | expired), expired)
+    lo, hi, found = 0, len(ends.indexes) - 1, 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        size = ends.end(mid)
+        if _has_tiles(archive, log_id, size):
+            found, lo = size, mid + 1
+        else:
+            hi = mid - 1
+    return found
+
+
+class TileStore:
+    """Reads a log's tiles from the archive through an LRU cache bounded in bytes; thread-safe.
+
+    Every tile path is immutable, so a cached tile never goes stale; the bound (`cache_bytes`)
+    is what keeps a reader's memory flat however long the logs grow.
+    """
+
+    def __init__(self, archive: Any, cache_bytes: int = 64 << 20) -> None:
+        self.archive = archive
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+        self.reads = 0  # archive reads (cache misses), for benchmarks and tests
+
+    def get(self, log_id: str, tile: Tile) -> bytes:
+        """The tile's bytes; raises TilesMissingError if the archive does not hold it."""
+        key = tile_key(log_id, tile)
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+                return data
+        try:
+            data = bytes(self.archive.get(key))
+        except ArchiveNotFoundError:
+            raise TilesMissingError(
+                f"log {log_id} has no {tile.path} in the archive; if the log was written before tiles, "
+                "run `auditlog tiles migrate`"
+            ) from None
+        with self._lock:
+            self.reads += 1
+            if key not in self._cache and len(data) <= self.cache_bytes:
+                self._cache[key] = data
+                self._held += len(data)
+                while self._held > self.cache_bytes:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._held -= len(dropped)
+        return data
+
+    def clear(self) -> None:
+        """Forgets every cached tile (after a repair of the archive, or in a tamper test)."""
+        with self._lock:
+            self._cache.clear()
+            self._held = 0
+
+    def tile(self, log_id: str, tile: Tile, published: int | None = None) -> bytes:
+        """`get`, and for a partial tile of a size that published none, a prefix of a wider one.
+
+        Tiles only grow, so a tile's first W hashes (or entries) are the same in every tree that
+        has them: a partial tile missing from the archive (a size that was never a checkpoint) is
+        read from the full tile or, failing that, from the tile of `published` (a larger size whose
+        tiles are there, e.g. the newest checkpoint's), cut to its width.
+        """
+        try:
+            return self.get(log_id, tile)
+        except TilesMissingError:
+            if tile.is_full:
+                raise
+        wider = [tile.full()]
+        if published is not None:
+            edge = tile_for_size(tile.level, tile.index, published)
+            if edge.width < TILE_WIDTH:
+                wider.append(edge)
+        for candidate in wider:
+            try:
+                data = self.get(log_id, candidate)
+            except TilesMissingError:
+                continue
+            if tile.is_bundle:
+                return encode_bundle(decode_bundle(data, candidate.width)[: tile.width])
+            return data[: tile.size_bytes]
+        raise TilesMissingError(
+            f"log {log_id} has no {tile.path} (nor a wider tile) in the archive; if the log was written "
+            "before tiles, run `auditlog tiles migrate`"
+        )
+
+    def reader(self, log_id: str, size: int, published: int | None = None) -> TileHashReader:
+        """A TileHashReader of the log at `size` (proofs are checked against a signed checkpoint by the caller).
+
+        `published`: a size ≥ `size` whose tiles are in the archive, for sizes that published none.
+        """
+        return TileHashReader(size, lambda tile: self.tile(log_id, tile, published))
+
+    def entries(self, log_id: str, first: int, count: int, size: int) -> list[bytes]:
+        """Entries first .. first+count-1 of the log, from the entry bundles of `size` (whose tiles are there)."""
+        out: list[bytes] = []
+        at = first
+        while at < first + count:
+            bundle = tile_for_size(ENTRIES, at // TILE_WIDTH, size)
+            held = decode_bundle(self.get(log_id, bundle), bundle.width)
+            out += held[at - bundle.start : min(first + count, bundle.end) - bundle.start]
+            at = bundle.end
+        return out
