@@ -11,6 +11,8 @@ from ClickHouse's point lookup; its bytes are checked against the proof before a
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from transforms.cosignature import add_cosignatures, split_note
 from transforms.errors import AuditlogError, VerificationError
 from transforms.merkle import EMPTY_ROOT, verify_consistency
 from transforms.note import Verifier
+from transforms.retention import KEPT_FOREVER, parse_time
 from transforms.tlogproof import format_proof, verify_proof
 
 
@@ -136,17 +139,39 @@ class Prover:
         old_root = reader.subtree(0, from_size) if from_size else EMPTY_ROOT
         return Consistency(old_root, reader.root(), reader.consistency_proof(from_size), head.note)
 
+    def find(self, tenant_id: str, event_id: str) -> tuple[str, int, bytes]:
+        """(log id, leaf index, canonical bytes) of a retained event under a signed checkpoint.
+
+        The place is ClickHouse's point lookup (`event_place`); the bytes are the logged entry,
+        read from its entry bundle. An event whose retention stamp has passed is found only while
+        the index still holds it retained (a legal hold, or expiry not yet applied).
+
+        Raises:
+            EventNotFound: the event is not indexed, its retention ended, or no checkpoint covers it yet.
+        """
+        place = self.clickhouse.event_place(tenant_id, event_id)
+        if place is None:
+            raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
+        log_id, index = place
+        canonical = self.entry(log_id, index)
+        if _retention_ended(canonical) and not self.clickhouse.is_retained(tenant_id, event_id):
+            raise EventNotFound(f"event {event_id!r} of tenant {tenant_id!r} is past its retention")
+        return log_id, index, canonical
+
+    def entry(self, log_id: str, index: int) -> bytes:
+        """The logged bytes of leaf `index`, from its entry bundle (checked against a proof by whoever uses them)."""
+        head = self.head(log_id, index)
+        return self.tiles.entries(log_id, index, 1, head.size)[0]
+
     def proof(self, tenant_id: str, event_id: str) -> Proof:
         """Returns the event's proof, verified before it is handed out.
 
         Raises:
-            EventNotFound: the event is not indexed, or not yet under a checkpoint.
-            VerificationError: the stored event or leaves disagree with the signed log.
+            EventNotFound: the event is not indexed, past its retention, or not yet under a checkpoint.
+            VerificationError: the stored event or tiles disagree with the signed log.
         """
-        found = self.clickhouse.find_event(tenant_id, event_id)
-        if found is None:
-            raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
-        return self.proof_at(tenant_id, event_id, found["log_id"], found["leaf_index"], found["canonical"])
+        log_id, index, canonical = self.find(tenant_id, event_id)
+        return self.proof_at(tenant_id, event_id, log_id, index, canonical)
 
     def proof_at(
         self, tenant_id: str, event_id: str, log_id: str, index: int, canonical: bytes, check: bool = True
@@ -196,3 +221,11 @@ class Prover:
             _, lines = split_note(self.archive.get(prefix + name).decode("utf-8"))
             note = add_cosignatures(note, lines)
         return size, note
+
+
+def _retention_ended(canonical: bytes) -> bool:
+    try:
+        until = json.loads(canonical)["retention"]["until"]
+        return bool(until) and until != KEPT_FOREVER and parse_time(until) <= dt.datetime.now(dt.UTC)
+    except (ValueError, KeyError, TypeError):
+        return False  # no stamp (an event logged before retention classes): kept

@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_leaves
     leaf_hash   FixedString(32),
     tenant_id   String,
     event_id    String,
-    block_index UInt64
+    block_index UInt64,
+    -- Where an event sits, by (tenant, event id): a proof's lookup reads a granule of these four
+    -- narrow columns, not of the events' canonical bytes in audit_logs.
+    PROJECTION by_event (SELECT tenant_id, event_id, log_id, leaf_index ORDER BY tenant_id, event_id)
 )
 ENGINE = MergeTree
 ORDER BY (log_id, leaf_index)

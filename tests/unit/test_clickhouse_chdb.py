@@ -195,6 +195,51 @@ def test_find_event_returns_its_place_and_bytes(ch: ClickHouse, written: Written
     assert ch.find_event(doc["tenant_id"], "evt_' OR '1'='1") is None
 
 
+def test_event_place_is_a_point_lookup_on_the_by_event_projection(ch: ClickHouse, written: Written) -> None:
+    import json
+
+    block = written.of_log(BIG)[0]
+    doc = json.loads(written.entries(block)[-1])
+
+    assert ch.event_place(doc["tenant_id"], doc["event_id"]) == (BIG, block.header.first_leaf_index + block.header.leaf_count - 1)
+    assert ch.event_place("t_other", doc["event_id"]) is None
+    # ClickHouse must answer it from the projection (it refuses the query otherwise)
+    rows = ch.query(
+        "SELECT toString(log_id), leaf_index FROM auditlog.audit_leaves WHERE tenant_id = {t:String} "
+        "AND event_id = {e:String} SETTINGS force_optimize_projection = 1",
+        {"t": doc["tenant_id"], "e": doc["event_id"]},
+    )
+    assert rows == [(BIG, block.header.first_leaf_index + block.header.leaf_count - 1)]
+    assert ch.is_retained(doc["tenant_id"], doc["event_id"])
+    assert not ch.is_retained("t_other", doc["event_id"])
+
+
+OLD_LEAVES_TABLE = """
+import re
+from pipelines.io.clickhouse import open_clickhouse
+from pipelines.io.clickhouse.schema import schema_statements
+ch = open_clickhouse("chdb://{home}")
+old = [re.sub(r",\\s*PROJECTION[^\\n]*\\n", "\\n", s) for s in schema_statements()]
+ch.ensure_schema(";\\n".join(old))
+ch.query("INSERT INTO auditlog.audit_leaves VALUES ('l0', 3, repeat('a', 32), 't_1', 'evt_1', 0)")
+assert not ch.query("SELECT count() FROM system.projections WHERE table = 'audit_leaves'")[0][0]
+ch.ensure_schema()
+assert ch.event_place("t_1", "evt_1") == ("l0", 3)
+print(ch.query("SELECT leaf_index FROM auditlog.audit_leaves WHERE tenant_id = 't_1' AND event_id = 'evt_1' "
+               "SETTINGS force_optimize_projection = 1"))
+"""
+
+
+def test_a_leaves_table_made_before_the_projection_gets_it_with_its_rows(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = OLD_LEAVES_TABLE.format(home=tmp_path / "old")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr  # in a process of its own: chDB hosts one directory a process
+    assert run.stdout.strip() == "[(3,)]"
+
+
 def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, written: Written) -> None:
     for log_id in (BIG, SMALL):
         blocks = written.of_log(log_id)

@@ -40,11 +40,19 @@ def entry(i: int) -> bytes:
 
 
 class Index:
-    """The ClickHouse lookup a Prover makes, over a list a test can change."""
+    """The ClickHouse lookups a Prover makes, over a list a test can change."""
 
     def __init__(self, entries: list[bytes]) -> None:
         self.entries = list(entries)
         self.leaves = [leaf_hash(e) for e in entries]
+        self.retained = True  # what the index says of an event whose retention stamp has passed
+
+    def event_place(self, tenant_id: str, event_id: str) -> tuple[str, int] | None:
+        found = self.find_event(tenant_id, event_id)
+        return (found["log_id"], found["leaf_index"]) if found else None
+
+    def is_retained(self, tenant_id: str, event_id: str) -> bool:
+        return self.retained
 
     def find_event(self, tenant_id: str, event_id: str) -> dict | None:
         for i, canonical in enumerate(self.entries):
@@ -97,7 +105,7 @@ def test_every_event_under_the_newest_checkpoint_gets_a_bundle_that_verifies() -
         assert checkpoint == proof.checkpoint and checkpoint.size == 10  # the newest checkpoint
         with pytest.raises(VerificationError):  # and it proves that entry, not another
             verify_proof(proof.text, SIGNER.verifier(), entry=entry((i + 1) % 10))
-    assert prover.tiles.reads == 1  # the one tile of the tree, read once and cached, not once per proof
+    assert prover.tiles.reads == 2  # the tree's one hash tile and one bundle, read once, not once per proof
 
 
 def test_an_event_past_the_newest_checkpoint_is_not_provable_until_the_next_one() -> None:
@@ -113,7 +121,7 @@ def test_an_event_past_the_newest_checkpoint_is_not_provable_until_the_next_one(
     assert proof.checkpoint.size == 12
     verify_proof(proof.text, SIGNER.verifier(), entry=entry(11))
     assert prover.proof(TENANT, "evt_10").checkpoint.size == 12
-    assert prover.tiles.reads == 2  # the tile of 10, then the tile of 12
+    assert prover.tiles.reads == 4  # the tile and bundle of 10, then of 12
 
 
 def test_a_log_without_any_checkpoint_has_nothing_to_prove_against() -> None:
@@ -184,19 +192,35 @@ def test_a_log_without_tiles_is_told_to_migrate() -> None:
         prover.proof(TENANT, "evt_0")
 
 
-def test_an_indexed_event_that_is_not_the_logged_entry_gets_no_bundle() -> None:
-    _, index, prover = deployment(8, (8,))
+def test_a_bundled_event_that_is_not_the_logged_entry_gets_no_proof() -> None:
+    archive, index, prover = deployment(8, (8,))
     logged = index.entries[5]
-    index.entries[5] = logged.replace(b'"tenant_id"', b'"note":"edited","tenant_id"')  # leaves untouched
+    edited = logged.replace(b'"tenant_id"', b'"note":"edited","tenant_id"')
+    bundle = tile_key(LOG, Tile(-1, 0, 8))
+    archive.overwrite_unconditionally(bundle, encode_bundle([*index.entries[:5], edited, *index.entries[6:]]))
 
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError):  # the hash tiles still hold the logged entry's leaf
         prover.proof(TENANT, "evt_5")
 
     # unchecked (what the query API hands the browser): the bundle is for the logged entry
-    unchecked = prover.proof_at(TENANT, "evt_5", LOG, 5, index.entries[5], check=False)
+    unchecked = prover.proof_at(TENANT, "evt_5", LOG, 5, edited, check=False)
     verify_proof(unchecked.text, SIGNER.verifier(), entry=logged)
     with pytest.raises(VerificationError):
-        verify_proof(unchecked.text, SIGNER.verifier(), entry=index.entries[5])
+        verify_proof(unchecked.text, SIGNER.verifier(), entry=edited)
+
+
+def test_an_event_past_its_retention_is_not_found_unless_the_index_still_keeps_it() -> None:
+    past = b'{"event_id":"evt_0","retention":{"class":"short","until":"2020-01-01T00:00:00.000Z"},"tenant_id":"t_1000"}'
+    index = Index([past, entry(1)])
+    archive = InMemoryArchive()
+    grow(archive, index, 2)
+    prover = Prover(archive, index, SIGNER.verifier(), PREFIX)
+
+    assert prover.proof(TENANT, "evt_0").canonical == past  # held (or not expired in the index yet)
+    index.retained = False
+    with pytest.raises(EventNotFound, match="past its retention"):
+        prover.proof(TENANT, "evt_0")
+    assert prover.proof(TENANT, "evt_1").leaf_index == 1
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused() -> None:

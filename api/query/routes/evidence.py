@@ -18,14 +18,14 @@ router = APIRouter()
 @router.get("/api/v1/tenants/{tenant_id}/audit-logs/{event_id}/proof", tags=["evidence"])
 def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: ServicesDep) -> dict[str, Any]:
     """The event's canonical bytes and a tlog-proof@v1 bundle, checkable offline with the verifier key."""
-    found = services.store.clickhouse.find_event(tenant_id, event_id)
-    audit(services, who, "proof", tenant_id, "AUDIT_EVENT", event_id, found=found is not None)
-    if found is None:
-        raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r}")
+    try:
+        log_id, index, canonical = services.prover.find(tenant_id, event_id)
+    except EventNotFound:
+        audit(services, who, "proof", tenant_id, "AUDIT_EVENT", event_id, found=False)
+        raise
+    audit(services, who, "proof", tenant_id, "AUDIT_EVENT", event_id, found=True)
     # The stored bytes are handed out as they are: the client checks them against the proof.
-    p = services.prover.proof_at(
-        tenant_id, event_id, found["log_id"], found["leaf_index"], found["canonical"], check=False
-    )
+    p = services.prover.proof_at(tenant_id, event_id, log_id, index, canonical, check=False)
     return {
         "event_id": event_id,
         "tenant_id": tenant_id,

@@ -25,9 +25,11 @@ from pipelines.io.clickhouse.errors import ClickHouseError, IndexIntegrityError
 from pipelines.io.clickhouse.schema import (
     BLOCKS_TABLE,
     CHECKPOINTS_TABLE,
+    EVENT_PLACES_MIGRATIONS,
     LEAVES_TABLE,
     LOGS_TABLE,
     MIGRATIONS,
+    NOT_EXPIRED,
     dedup_token,
     schema_statements,
 )
@@ -93,18 +95,24 @@ class ClickHouse:
     def ensure_schema(self, sql: str | None = None) -> None:
         """Creates the database and tables of schemas/clickhouse.sql (or `sql`) if missing.
 
-        Tables made by an older auditlog get the columns and TTL added since (`MIGRATIONS`).
+        Tables made by an older auditlog get the columns, TTL and projection added since
+        (`MIGRATIONS`, `EVENT_PLACES_MIGRATIONS`).
         """
         for statement in schema_statements(sql):
             self._conn.command(statement)
-        if (
-            sql is None
-            and not self.query(
-                "SELECT count() FROM system.columns WHERE database = 'auditlog' AND table = 'audit_logs' "
-                "AND name = 'hold_until'"
-            )[0][0]
-        ):
+        if sql is not None:
+            return
+        if not self.query(
+            "SELECT count() FROM system.columns WHERE database = 'auditlog' AND table = 'audit_logs' "
+            "AND name = 'hold_until'"
+        )[0][0]:
             for statement in MIGRATIONS:
+                self._conn.command(statement)
+        if not self.query(
+            "SELECT count() FROM system.projections WHERE database = 'auditlog' AND table = 'audit_leaves' "
+            "AND name = 'by_event'"
+        )[0][0]:
+            for statement in EVENT_PLACES_MIGRATIONS:
                 self._conn.command(statement)
 
     # ---- writing
@@ -244,6 +252,28 @@ class ClickHouse:
         """
         found = self.find_events(tenant_id, event_id)
         return found[0] if found else None
+
+    def event_place(self, tenant_id: str, event_id: str) -> tuple[str, int] | None:
+        """(log id, leaf index) of the event's first occurrence, or None: a point lookup.
+
+        Reads audit_leaves' by-event projection (four narrow columns ordered by tenant and event
+        id), not the events' canonical bytes: what a proof needs, whose bytes come from the tiles.
+        """
+        rows = self.query(
+            f"SELECT toString(log_id), leaf_index FROM {LEAVES_TABLE} "
+            "WHERE tenant_id = {tenant:String} AND event_id = {event:String} ORDER BY log_id, leaf_index LIMIT 1",
+            {"tenant": tenant_id, "event": event_id},
+        )
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def is_retained(self, tenant_id: str, event_id: str) -> bool:
+        """True if the event is indexed and its retention has not ended, or a legal hold keeps it."""
+        rows = self.query(
+            f"SELECT count() FROM {LOGS_TABLE} WHERE tenant_id = {{tenant:String}} AND event_id = {{event:String}} "
+            f"AND {NOT_EXPIRED}",
+            {"tenant": tenant_id, "event": event_id},
+        )
+        return bool(rows[0][0])
 
     def leaf_hashes(self, log_id: str, upto: int) -> list[bytes]:
         """Returns the leaf hashes 0 .. upto-1 of a log, in order.

@@ -13,6 +13,7 @@ __all__ = [
     "BLOCKS_TABLE",
     "CHECKPOINTS_TABLE",
     "DATABASE",
+    "EVENT_PLACES_MIGRATIONS",
     "LEAVES_TABLE",
     "LOGS_TABLE",
     "MIGRATIONS",
@@ -60,4 +61,12 @@ MIGRATIONS = (
     "DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC')",
     f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS hold_until DateTime64(3, 'UTC') DEFAULT 0",
     f"ALTER TABLE {LOGS_TABLE} MODIFY TTL retain_until DELETE WHERE hold_until <= now()",
+)
+
+# Brings an audit_leaves made before the by-event projection up to schemas/clickhouse.sql: adds
+# it, and builds it for the rows already there (once: only when it was missing).
+EVENT_PLACES_MIGRATIONS = (
+    f"ALTER TABLE {LEAVES_TABLE} ADD PROJECTION IF NOT EXISTS by_event "
+    "(SELECT tenant_id, event_id, log_id, leaf_index ORDER BY tenant_id, event_id)",
+    f"ALTER TABLE {LEAVES_TABLE} MATERIALIZE PROJECTION by_event SETTINGS mutations_sync = 2",
 )
