@@ -17,6 +17,7 @@ from typing import Any
 from pipelines.io.archive import (
     COSIGNED_DIR,
     REFUSALS_DIR,
+    TILE_DIR,
     Archive,
     log_prefix,
     open_archive,
@@ -26,7 +27,7 @@ from transforms.blocks import BlockHeader
 from transforms.checkpoint import Checkpoint
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
-from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck
+from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck, ListedTile, TileCheck
 
 log = logging.getLogger("pipelines.verify")
 
@@ -77,12 +78,13 @@ def archived_object(archive: Archive, key: str, versions: list[Any]) -> Archived
 
 
 def log_history(
-    archive: Archive, log_id: str, pool: ThreadPoolExecutor
+    archive: Archive, log_id: str, pool: ThreadPoolExecutor, tiles: list[ListedTile] | None = None
 ) -> tuple[Iterator[tuple[int, ArchivedObject, bool]], Iterator[tuple[int, ArchivedObject]]]:
     """Returns (blocks in index order, read ahead in parallel; checkpoints by size, read meanwhile) of one log.
 
     Each block comes as (index, object, expired): `expired` when the object is what `auditlog
-    expire` left in the block's place.
+    expire` left in the block's place. The log's tlog-tiles keys, with their versions' ETags,
+    are appended to `tiles` (listed, not read).
 
     One version listing covers the whole log, so overwrites and delete markers are seen for every
     key without a request per key.
@@ -90,8 +92,13 @@ def log_history(
     found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
-        if parsed is None and key[len(log_prefix(log_id)) :].split("/", 1)[0] in (COSIGNED_DIR, REFUSALS_DIR):
+        folder = key[len(log_prefix(log_id)) :].split("/", 1)[0]
+        if parsed is None and folder in (COSIGNED_DIR, REFUSALS_DIR):
             continue  # cosignatures and refusals: checked by verify_witnessing
+        if parsed is None and folder == TILE_DIR:
+            if tiles is not None:
+                tiles.append(ListedTile(key, tuple("" if v.is_delete_marker else v.etag for v in versions)))
+            continue
         if parsed is None or parsed[0] != log_id:
             log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
             continue
@@ -145,23 +152,32 @@ def check_archive_log(
     pool = pool or ThreadPoolExecutor(FETCH_THREADS)
     try:
         check = ArchiveLogCheck(log_id, verifier, origin, clock)
-        blocks, checkpoints = log_history(archive, log_id, pool)
+        listed: list[ListedTile] = []
+        tiles = TileCheck(log_id)
+        blocks, checkpoints = log_history(archive, log_id, pool, listed)
         for index, obj, expired in blocks:
             if expired:
                 verified = check.add_expired_block(index, obj)
-                if verified is not None and on_expired:
-                    on_expired(*verified)
+                if verified is not None:
+                    tiles.add_block(verified[0], None, verified[1])
+                    if on_expired:
+                        on_expired(*verified)
             else:
                 verified = check.add_block(index, obj)
-                if verified is not None and on_block:
-                    on_block(*verified)
+                if verified is not None:
+                    tiles.add_block(verified[0], verified[1], None)
+                    if on_block:
+                        on_block(*verified)
             if verified is None:
                 continue
             if progress:
                 progress(verified[0].leaf_count)
         for size, obj in checkpoints:
             check.add_checkpoint(size, obj)
-        return check.finish(witness)
+        archived = check.finish(witness)
+        findings, archived.tiles_checked = tiles.findings(sorted(listed, key=lambda t: t.key), log_prefix(log_id))
+        archived.findings += findings
+        return archived
     finally:
         if own:
             pool.shutdown()

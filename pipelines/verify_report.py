@@ -27,6 +27,7 @@ class LogReport:
     checkpoint_root: str = ""
     checkpoint_note: str = ""
     findings: list[Finding] = field(default_factory=list)
+    tiles: int = 0  # tlog-tiles objects found as the blocks say (0: the log has none; `auditlog tiles migrate`)
 
     @classmethod
     def of(cls, archived: ArchiveLog, findings: list[Finding], blocks: int | None = None) -> LogReport:
@@ -42,6 +43,7 @@ class LogReport:
             checkpoint_root=committed.root.hex() if committed else "",
             checkpoint_note=archived.committed_note,
             findings=findings,
+            tiles=archived.tiles_checked,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -56,6 +58,7 @@ class LogReport:
             "checkpoint_root": self.checkpoint_root,
             "checkpoint_note": self.checkpoint_note,
             "findings": [f.to_json() for f in self.findings],
+            "tiles": self.tiles,
         }
 
     @classmethod
@@ -96,6 +99,7 @@ class VerifyReport:
                     "blocks": r.blocks,
                     "expired_by_policy": {"events": r.expired_events, "blocks": r.expired_blocks},
                     "checkpoint": {"size": r.checkpoint_size, "root": r.checkpoint_root},
+                    "tiles": r.tiles,
                     "findings": [f.to_json() for f in r.findings],
                 }
                 for r in self.logs

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from hashlib import sha256
+from hashlib import md5, sha256
 from typing import Any, TypeVar
 
 from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
@@ -31,6 +31,7 @@ from transforms.errors import VerificationError
 from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
+from transforms.tiles import Tile, TiledLog, TileFormatError, parse_tile_path
 
 T = TypeVar("T")
 
@@ -180,6 +181,7 @@ class ArchiveLog:
     partial_rows: dict[int, ExpectedRows | None] = field(default_factory=dict)
     expired_events: int = 0  # events whose retention ended: not expected in ClickHouse
     expired_blocks: int = 0  # block objects that expired; replayed from their leaf hashes
+    tiles_checked: int = 0  # tlog-tiles objects found as the verified blocks say (0: none published)
 
     def expected_rows(self, block_index: int) -> ExpectedRows | None:
         """The audit_logs rows a verified block must have (None: none, all its events expired)."""
@@ -447,3 +449,94 @@ class ArchiveLogCheck:
                     f"{witness.root.hex()}, the archive now gives {log.tree.root(witness.size).hex()}",
                 )
         return log
+
+
+# --------------------------------------------------------------------------- the log's tiles
+
+
+@dataclass(frozen=True)
+class ListedTile:
+    """One tile key as the archive lists it: every version's ETag, newest first ("" for a delete marker)."""
+
+    key: str
+    etags: tuple[str, ...]
+
+
+class TileCheck:
+    """A log's C2SP tlog-tiles as its verified blocks say they must be, against the archive's listing.
+
+    Each verified block is grown into a `TiledLog` (the writer's own rule), giving the bytes of
+    every tile and bundle the log published; the archive's listing must hold each, once, with the
+    ETag (the MD5 the store computed when it was written) of those bytes, and nothing else. A
+    bundle that holds events of an expired block is not expected (its bytes are gone) but may stay
+    until `auditlog expire` deletes it. After a block that does not verify, only what was expected
+    up to it is checked.
+    """
+
+    def __init__(self, log_id: str) -> None:
+        self.log_id = log_id
+        self._tiled = TiledLog()
+        self._expected: dict[str, str] = {}  # path -> hex MD5 of its bytes
+        self._expired: list[tuple[int, int]] = []  # leaf ranges of expired blocks
+        self._broken = False
+
+    def add_block(self, header: BlockHeader, entries: Sequence[bytes] | None, hashes: Sequence[bytes] | None) -> None:
+        """A verified block (entries), or an expired one (leaf hashes only), in log order."""
+        if self._broken:
+            return
+        if header.first_leaf_index != self._tiled.size:
+            self._broken = True  # a gap: the chain check reports it; tiles past it are not checked
+            return
+        if entries is None:
+            self._expired.append((header.first_leaf_index, header.tree_size))
+        for tile, data in self._tiled.grow(header.first_leaf_index, entries, hashes):
+            self._expected[tile.path] = md5(data).hexdigest()
+
+    def _of_expired_events(self, tile: Tile) -> bool:
+        return tile.is_bundle and any(lo < tile.end and tile.start < hi for lo, hi in self._expired)
+
+    def findings(self, listed: Sequence[ListedTile], prefix: str) -> tuple[list[Finding], int]:
+        """(findings, tiles found as expected) for the tiles listed under the log's `prefix`."""
+        out: list[Finding] = []
+
+        def find(kind: Kind, detail: str) -> None:
+            out.append(Finding(Store.ARCHIVE, kind, self.log_id, detail))
+
+        if not listed:
+            return [], 0  # a log written before tiles: `auditlog tiles migrate` publishes them
+        found = 0
+        seen: set[str] = set()
+        for item in listed:
+            path = item.key[len(prefix) :]
+            try:
+                tile = parse_tile_path(path)
+            except TileFormatError:
+                find(Kind.INSERTED, f"{item.key} is not a tlog-tiles path")
+                continue
+            want = self._expected.get(path)
+            if want is None:
+                if self._broken or self._of_expired_events(tile):
+                    continue
+                if tile.end > self._tiled.size:
+                    find(
+                        Kind.ROLLED_BACK,
+                        f"{item.key} reaches past the verified blocks (tree size {self._tiled.size}): "
+                        "blocks the tiles were published from are gone",
+                    )
+                else:
+                    find(Kind.INSERTED, f"{item.key} is not a tile or bundle the log's verified blocks publish")
+                continue
+            seen.add(path)
+            if len(item.etags) > 1 or not item.etags[0]:
+                find(
+                    Kind.OVERWRITTEN if item.etags[0] else Kind.DELETED,
+                    f"{item.key} has {len(item.etags)} versions"
+                    + (" (the newest a delete marker)" if not item.etags[0] else ""),
+                )
+            if item.etags[-1].strip('"') != want:
+                find(Kind.MODIFIED, f"{item.key} does not hold the bytes the log's verified blocks give it")
+            else:
+                found += 1
+        for path in sorted(set(self._expected) - seen):
+            find(Kind.DELETED, f"{prefix}{path} is missing: the log's verified blocks publish it")
+        return out, found

@@ -165,10 +165,15 @@ def print_report(report: VerifyReport, elapsed: float) -> None:
     rate = report.events / elapsed if elapsed else 0.0
     for r in report.logs:
         state = "ok" if not r.findings else f"{len(r.findings)} finding(s)"
+        tiles = f"{r.tiles:>7} tiles" if r.tiles else "  no tiles"
         print(
-            f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks  checkpoint {r.checkpoint_size:>10}  {state}"
+            f"  {r.log_id:<32} {r.events:>10} events {r.blocks:>7} blocks {tiles}  checkpoint {r.checkpoint_size:>10}"
+            f"  {state}"
         )
     findings = report.findings
+    untiled = [r.log_id for r in report.logs if not r.tiles and r.events]
+    if untiled:
+        print(f"{len(untiled)} log(s) have no tlog-tiles yet (written before tiles): `auditlog tiles migrate`")
     expired = report.expired_events
     if expired:
         blocks = sum(r.expired_blocks for r in report.logs)

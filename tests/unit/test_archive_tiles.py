@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from pipelines.archive_history import check_archive_log
 from pipelines.io.archive import ArchiveConflictError, block_key, checkpoint_key, log_prefix
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.archive.tiles import TilePublisher, TilesMissingError, TileStore, published_size
@@ -192,3 +193,60 @@ def test_bundles_hold_canonical_json(built) -> None:
     key = f"{log_prefix(log_id)}tile/entries/000"
     events = decode_bundle(archive.get(key), TILE_WIDTH)
     assert all(json.loads(e)["event_id"] for e in events)
+
+
+# --------------------------------------------------------------------------- verify checks the tiles
+
+
+def verify_log(archive: InMemoryArchive, logs: object, log_id: str) -> object:
+    return check_archive_log(archive, log_id, logs.signer.verifier(), f"{ORIGIN}/{log_id}")
+
+
+def fresh_log(events: int = 600) -> tuple[InMemoryArchive, object, str]:
+    archive = InMemoryArchive()
+    logs = build_logs(archive, None, events=events, logs=1, block_size=90)
+    return archive, logs, logs.log_ids[0]
+
+
+def test_verify_finds_every_tile_as_the_blocks_say() -> None:
+    archive, logs, log_id = fresh_log()
+    checked = verify_log(archive, logs, log_id)
+    assert checked.findings == []
+    assert checked.tiles_checked == len(tile_objects(archive, log_id)) > 10
+
+
+def test_verify_of_a_log_without_tiles_finds_nothing_and_counts_none() -> None:
+    archive, logs, log_id = fresh_log()
+    bare = without_tiles(archive, log_id)
+    checked = verify_log(bare, logs, log_id)
+    assert checked.findings == [] and checked.tiles_checked == 0
+
+
+@pytest.mark.parametrize(
+    ("tamper", "kinds"),
+    [
+        ("overwrite", {"archive object overwritten"}),
+        ("delete", {"deleted"}),
+        ("replace", {"archive object overwritten", "modified"}),
+        ("insert", {"inserted"}),
+    ],
+)
+@pytest.mark.parametrize("path", ["tile/0/001", "tile/0/002.p/88", "tile/entries/000", "tile/entries/002.p/88"])
+def test_verify_reports_a_tampered_tile_or_bundle(tamper: str, kinds: set[str], path: str) -> None:
+    archive, logs, log_id = fresh_log()
+    key = log_prefix(log_id) + path
+    original = archive.get(key)
+    if tamper == "overwrite":  # a second version; the locked original still verifies
+        archive.overwrite_unconditionally(key, original[:-1] + bytes([original[-1] ^ 1]))
+    elif tamper == "delete":
+        archive.delete(key)
+    elif tamper == "replace":  # the original version itself is gone, another stands in its place
+        archive.objects[key] = []
+        archive.put_immutable(key, original[:-1] + bytes([original[-1] ^ 1]))
+        archive.overwrite_unconditionally(key, original)
+    else:
+        key = log_prefix(log_id) + "tile/0/001.p/3"
+        archive.put_immutable(key, bytes(96))
+    checked = verify_log(archive, logs, log_id)
+    assert {f.kind.value for f in checked.findings} == kinds, checked.findings
+    assert all(key in f.detail for f in checked.findings)

@@ -41,10 +41,12 @@ The package, one module a part (each re-exported here):
     hashes      tile_hash, hash_tiles, TileBuilder
     bundles     MAX_ENTRY_BYTES, EntryTooLargeError, encode_bundle, decode_bundle, BundleBuilder
     read        TileHashReader, TileFetch, inclusion_tiles, consistency_tiles
+    log         TiledLog: what each block of a growing log publishes (the writer's and verify's rule)
 """
 
 from transforms.tiles.bundles import MAX_ENTRY_BYTES, BundleBuilder, EntryTooLargeError, decode_bundle, encode_bundle
 from transforms.tiles.hashes import TileBuilder, hash_tiles, tile_hash
+from transforms.tiles.log import TiledLog
 from transforms.tiles.paths import (
     ENTRIES,
     FULL_TILE_BYTES,
@@ -73,6 +75,7 @@ __all__ = [
     "TileFetch",
     "TileFormatError",
     "TileHashReader",
+    "TiledLog",
     "consistency_tiles",
     "decode_bundle",
     "encode_bundle",

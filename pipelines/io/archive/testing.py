@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
+from hashlib import md5, sha256
 
 from pipelines.io.archive.base import Archive, ObjectVersion, Retention
 from pipelines.io.archive.errors import ArchiveError, ArchiveLockedError, ArchiveNotFoundError, _KeyTaken
@@ -108,7 +108,7 @@ class InMemoryArchive(Archive):
                     v.data is None,
                     len(v.data or b""),
                     v.last_modified,
-                    f'"{sha256(v.data).hexdigest()}"' if v.data is not None else "",
+                    f'"{md5(v.data).hexdigest()}"' if v.data is not None else "",  # S3's ETag of a one-part put
                 )
                 for i, v in enumerate(reversed(held[key]))
             ]

@@ -37,13 +37,13 @@ from pipelines.io.archive.errors import ArchiveNotFoundError
 from pipelines.io.archive.layout import block_key, expired_key, tile_key
 from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block
 from transforms.errors import VerificationError
-from transforms.merkle import leaf_hash
 from transforms.tiles import (
     ENTRIES,
     TILE_WIDTH,
     BundleBuilder,
     Tile,
     TileBuilder,
+    TiledLog,
     TileHashReader,
     decode_bundle,
     encode_bundle,
@@ -62,8 +62,7 @@ class TilesMissingError(LookupError, VerificationError):
 
 @dataclass
 class _LogTiles:
-    tiles: TileBuilder
-    bundles: BundleBuilder | None  # None while the open bundle's first entries are gone (expired blocks)
+    log: TiledLog
     bundle_lock: dt.datetime | None  # the latest lock of the blocks the open bundle holds entries of
 
 
@@ -86,61 +85,42 @@ class TilePublisher:
         entry_lock: dt.datetime,
         evidence_lock: dt.datetime,
     ) -> int:
-        """Puts what growing the log by this block publishes; returns how many objects it put.
+        """Puts what growing the log by this block publishes (`TiledLog.grow`); returns how many objects it put.
 
         `entries` are the block's canonical bytes (None for an expired block: no bundles then),
-        `hashes` their leaf hashes (computed when None). Raises VerificationError if the tiles
-        do not give the block's tree root (the archive's tiles disagree with its blocks).
+        `hashes` their leaf hashes (computed when None). Hash tiles are locked until
+        `evidence_lock`; a bundle until the latest `entry_lock` of the blocks it holds events of.
+        Raises VerificationError if the tiles do not give the block's tree root.
         """
         log_id = header.log_id
         state = self._state(log_id, header.first_leaf_index, evidence_lock)
-        if hashes is None:
-            assert entries is not None
-            hashes = [leaf_hash(e) for e in entries]
-        puts: list[tuple[Tile, bytes, dt.datetime]] = []
-        for tile, data in state.tiles.extend(hashes):
-            puts.append((tile, data, evidence_lock))
-        if state.tiles.root() != header.tree_root:
-            del self._logs[log_id]  # the builder is past a block it could not prove: reload next time
+        published = state.log.grow(header.first_leaf_index, entries, hashes)
+        if state.log.root() != header.tree_root:
+            del self._logs[log_id]  # the builders are past a block they could not prove: reload next time
             raise VerificationError(
                 f"log {log_id} block {header.block_index}: the tiles give another root than the block's "
                 f"tree root at size {header.tree_size}; run `auditlog verify`"
             )
-        puts += [(tile, data, evidence_lock) for tile, data in state.tiles.partial_tiles()]
-        puts += self._bundles(state, header, entries, entry_lock)
+        puts: list[tuple[Tile, bytes, dt.datetime]] = []
+        carry = state.bundle_lock
+        for tile, data in published:
+            if not tile.is_bundle:
+                puts.append((tile, data, evidence_lock))
+                continue
+            # the first bundle may hold entries of earlier blocks; the others only this block's
+            puts.append((tile, data, entry_lock if carry is None else max(carry, entry_lock)))
+            carry = None
+        open_bundle = state.log.bundles is not None and state.log.size % TILE_WIDTH
+        state.bundle_lock = puts[-1][2] if open_bundle else None  # the partial bundle: the last put
         # Level 0 last: `published_size` takes a level-0 tile of a size as the sign that all of it is there.
         puts.sort(key=lambda put: put[0].level == 0)
         for tile, data, lock in puts:
             self.archive.put_immutable(tile_key(log_id, tile), data, lock)
         return len(puts)
 
-    def _bundles(
-        self, state: _LogTiles, header: BlockHeader, entries: Sequence[bytes] | None, lock: dt.datetime
-    ) -> list[tuple[Tile, bytes, dt.datetime]]:
-        first, end = header.first_leaf_index, header.tree_size
-        if entries is None:  # expired: its events' bytes are gone, and so are the bundles they were in
-            state.bundles, state.bundle_lock = None, None
-            return []
-        if state.bundles is None:  # the open bundle began in an expired block: start at the next bundle
-            skip = -first % TILE_WIDTH
-            if skip >= len(entries):
-                return []
-            state.bundles, entries, state.bundle_lock = BundleBuilder(first + skip), entries[skip:], None
-        out = []
-        carry = lock if state.bundle_lock is None else max(state.bundle_lock, lock)
-        for tile, data in state.bundles.extend(entries):
-            out.append((tile, data, carry))
-            carry = lock  # the next bundle holds only this block's entries so far
-        partial = state.bundles.partial_bundle()
-        state.bundle_lock = carry if partial is not None else None
-        if partial is not None:
-            out.append((partial[0], partial[1], carry))
-        assert state.bundles.size == end
-        return out
-
     def _state(self, log_id: str, size: int, evidence_lock: dt.datetime) -> _LogTiles:
         state = self._logs.get(log_id)
-        if state is not None and state.tiles.size == size:
+        if state is not None and state.log.size == size:
             return state
         loaded = self._load(log_id, size)
         if loaded is None:
@@ -153,7 +133,7 @@ class TilePublisher:
     def _load(self, log_id: str, size: int) -> _LogTiles | None:
         """The builders at `size` from its partial tiles in the archive; None if they are not there."""
         if size == 0:
-            return _LogTiles(TileBuilder(), BundleBuilder(), None)
+            return _LogTiles(TiledLog(), None)
         if not _has_tiles(self.archive, log_id, size):
             return None
         try:
@@ -173,7 +153,7 @@ class TilePublisher:
                 lock = retention.retain_until if retention is not None else None
             except ArchiveNotFoundError:
                 bundles = None  # its first entries were in an expired block
-        return _LogTiles(builder, bundles, lock)
+        return _LogTiles(TiledLog(builder, bundles), lock)
 
     def catch_up(self, log_id: str, size: int, evidence_lock: dt.datetime, progress: Progress | None = None) -> int:
         """Publishes the log's tiles from its archived blocks, from what is published up to `size`.
@@ -187,7 +167,7 @@ class TilePublisher:
         indexes = sorted(set(blocks) | expired)
         ends = _BlockEnds(archive, log_id, indexes, expired)
         start = published_size(archive, log_id, ends)
-        self._logs[log_id] = self._load(log_id, start) or _LogTiles(TileBuilder(), BundleBuilder(), None)
+        self._logs[log_id] = self._load(log_id, start) or _LogTiles(TiledLog(), None)
         if start == size:
             return 0
         at = ends.position_of_end(start)
@@ -204,9 +184,9 @@ class TilePublisher:
             at += 1
             if header.tree_size == size:
                 break
-        if self._logs[log_id].tiles.size != size:
+        if self._logs[log_id].log.size != size:
             raise TilesMissingError(
-                f"log {log_id}: the archived blocks end at tree size {self._logs[log_id].tiles.size}, "
+                f"log {log_id}: the archived blocks end at tree size {self._logs[log_id].log.size}, "
                 f"not at {size}: a block is missing; run `auditlog verify`"
             )
         return done
