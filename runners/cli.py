@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "runners.commands.erase",
     "runners.commands.hold",
     "runners.commands.expire",
+    "runners.commands.tiles",
 )
 
 

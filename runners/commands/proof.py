@@ -4,9 +4,9 @@
     auditlog verify-proof proof-dir/ --key var/keys/auditlog.local.vkey
 
 The checkpoint comes from the WORM archive (the source of truth) and is checked with this
-deployment's key; the leaf hashes come from ClickHouse. The bundle is verified before it is
-written, so a ClickHouse that disagrees with the archive is reported instead of producing a
-proof that cannot verify.
+deployment's key; the event is found in ClickHouse, and its bytes and the proof's hashes are read
+from the log's tiles in the archive. The bundle is verified before it is written, so tiles that
+disagree with the signed log are reported instead of producing a proof that cannot verify.
 """
 
 from __future__ import annotations
