@@ -12,6 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from pipelines.io.archive import (
@@ -23,8 +24,10 @@ from pipelines.io.archive import (
     open_archive,
     parse_key,
 )
-from transforms.blocks import BlockHeader
+from pipelines.io.archive.tiles import TilesMissingError, bundle_entries
+from transforms.blocks import BlockHeader, decode_block
 from transforms.checkpoint import Checkpoint
+from transforms.errors import VerificationError
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
 from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck, ListedTile, TileCheck
@@ -77,6 +80,29 @@ def archived_object(archive: Archive, key: str, versions: list[Any]) -> Archived
     return ArchivedObject(key, data, len(data_versions), deleted, current)
 
 
+def archived_block(
+    archive: Archive, key: str, versions: list[Any], bundle_versions: dict[str, str] | None = None
+) -> ArchivedObject:
+    """`archived_object` of a block key, with the entries of a header-only (v2) block from its log's bundles.
+
+    `bundle_versions` (bundle key -> its original version id) pins each bundle to its first
+    version; a bundle that is not there leaves the entries out and says why (`missing`).
+    """
+    obj = archived_object(archive, key, versions)
+    if obj.original is None:
+        return obj
+    try:
+        header, entries = decode_block(obj.original)
+    except VerificationError:
+        return obj  # the check reports the malformed object
+    if entries is not None:
+        return obj
+    try:
+        return replace(obj, entries=tuple(bundle_entries(archive, header, bundle_versions)))
+    except TilesMissingError as exc:
+        return replace(obj, missing=str(exc))
+
+
 def log_history(
     archive: Archive, log_id: str, pool: ThreadPoolExecutor, tiles: list[ListedTile] | None = None
 ) -> tuple[Iterator[tuple[int, ArchivedObject, bool]], Iterator[tuple[int, ArchivedObject]]]:
@@ -90,6 +116,7 @@ def log_history(
     key without a request per key.
     """
     found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
+    bundle_versions: dict[str, str] = {}  # every tile key -> its original version (blocks' entries are read there)
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
         folder = key[len(log_prefix(log_id)) :].split("/", 1)[0]
@@ -98,6 +125,9 @@ def log_history(
         if parsed is None and folder == TILE_DIR:
             if tiles is not None:
                 tiles.append(ListedTile(key, tuple("" if v.is_delete_marker else v.etag for v in versions)))
+            data_versions = [v for v in versions if not v.is_delete_marker]
+            if data_versions:
+                bundle_versions[key] = data_versions[-1].version_id
             continue
         if parsed is None or parsed[0] != log_id:
             log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
@@ -116,7 +146,12 @@ def log_history(
     def read_ahead() -> Iterator[tuple[int, ArchivedObject, bool]]:
         pending: deque[tuple[int, bool, Future[ArchivedObject]]] = deque()
         for number, key, versions, expired in blocks:
-            pending.append((number, expired, pool.submit(archived_object, archive, key, versions)))
+            read = (
+                pool.submit(archived_object, archive, key, versions)
+                if expired
+                else pool.submit(archived_block, archive, key, versions, bundle_versions)
+            )
+            pending.append((number, expired, read))
             if len(pending) >= READ_AHEAD:
                 number_done, was_expired, future = pending.popleft()
                 yield number_done, future.result(), was_expired
@@ -169,6 +204,7 @@ def check_archive_log(
                     if on_block:
                         on_block(*verified)
             if verified is None:
+                tiles.stop()
                 continue
             if progress:
                 progress(verified[0].leaf_count)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.io.archive import ArchiveNotFoundError, expired_key
-from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
+from transforms.blocks import BlockHeader, decode_expired_block, verify_block
 from transforms.checkpoint import open_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import CompactRange, leaf_hash
@@ -112,7 +112,7 @@ class ArchiveIndexer:
                 progress.last, progress.tree = self._index_expired(log_id, expected, progress)
                 expected += 1
             expected = index + 1
-            header, entries = decode_block_object(self.archive.get_block(log_id, index))
+            header, entries = self.archive.read_block(log_id, index)
             if header.log_id != log_id or header.block_index != index:
                 raise IndexingHalted(f"object of log {log_id} block {index} holds {header.log_id}/{header.block_index}")
             hashes = [leaf_hash(e) for e in entries]

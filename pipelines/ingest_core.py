@@ -44,7 +44,7 @@ from schemas.events import (
 from schemas.native import event_core
 from schemas.reserved import SERVICE_SIG_HEADER, is_service_record, reserved_name, reserved_rule
 from schemas.retention import load_policy
-from transforms.blocks import BlockHeader, decode_block_object, encode_block_object, seal_block
+from transforms.blocks import BlockHeader, encode_block_object, seal_block
 from transforms.checkpoint import Checkpoint, sign_checkpoint
 from transforms.merkle import CompactRange, leaf_hash
 from transforms.note import Signer
@@ -539,10 +539,9 @@ class ArchivedEntries:
 
     def _block(self, log_id: str, block_index: int) -> tuple[Any, list[bytes]] | None:
         try:
-            data = self.archive.get_block(log_id, block_index)
+            header, entries = self.archive.read_block(log_id, block_index)
         except LookupError:  # the archive's ArchiveNotFoundError is one
             return None
-        header, entries = decode_block_object(data)
         return header, list(entries)
 
     def entries(self, log_id: str, block_index: int) -> list[bytes] | None:

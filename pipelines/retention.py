@@ -15,7 +15,9 @@ whatever their retention), and `hold_until` on the covered ClickHouse rows (TTL 
 
 `expire_archive` deletes the block objects whose Object Lock retention ended (the longest class
 in the block) and that no active hold covers, after writing each block's header and leaf hashes
-to `expired/`: the chain, the tree and every retained event's proof still verify.
+to `expired/`: the chain, the tree and every retained event's proof still verify. The events'
+bytes live in the log's entry bundles: a bundle goes once every block it holds events of has
+expired (hash tiles stay). A legal hold is placed on a held block's bundles too.
 
     auditlog hold --tenant t_1000 --until 2027-06-30 --reason "case 4411"
     auditlog hold --release --tenant t_1000 --reason "case closed"
@@ -37,12 +39,14 @@ from pipelines.io.archive import (
     Archive,
     ArchiveLockedError,
     ArchiveNotFoundError,
+    ObjectVersion,
     block_key,
     expired_key,
     log_prefix,
     parse_key,
 )
-from transforms.blocks import decode_block_object, encode_expired_block
+from pipelines.io.archive.tiles import bundle_keys
+from transforms.blocks import decode_block, decode_expired_block, encode_expired_block
 from transforms.errors import AuditlogError
 from transforms.merkle import leaf_hash, root
 from transforms.retention import (
@@ -54,6 +58,7 @@ from transforms.retention import (
     format_time,
     parse_time,
 )
+from transforms.tiles import parse_tile_path
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +185,45 @@ def original_version(archive: Archive, key: str) -> str | None:
     return versions[-1].version_id if versions else None
 
 
+def _set_hold(archive: Archive, log_id: str, index: int, on: bool) -> bool:
+    """Places (or lifts) the legal hold on a block's original version and on its entry bundles.
+
+    The block's events' bytes live in the bundles, so they are held with it (a bundle shared with
+    another held block keeps its hold). True if the block's hold changed.
+    """
+    key = block_key(log_id, index)
+    version = original_version(archive, key)
+    if version is None or archive.legal_hold(key, version) == on:
+        return False
+    header = decode_block(archive.get(key, version))[0]
+    for bundle in bundle_keys(archive, log_id, header.first_leaf_index, header.tree_size):
+        held = original_version(archive, bundle)
+        if held is not None and archive.legal_hold(bundle, held) != on:
+            if on or not _other_held_block_overlaps(archive, log_id, bundle, index):
+                archive.set_legal_hold(bundle, held, on)
+    archive.set_legal_hold(key, version, on)
+    return True
+
+
+def _other_held_block_overlaps(archive: Archive, log_id: str, bundle: str, index: int) -> bool:
+    """True if a block other than `index` that holds events of `bundle` is under a legal hold."""
+    tile = parse_tile_path(bundle[len(log_prefix(log_id)) :])
+    for step in (-1, 1):
+        other = index + step
+        while other >= 0:
+            key = block_key(log_id, other)
+            version = original_version(archive, key)
+            if version is None:
+                break  # expired or not there: its events are not held through it
+            header = decode_block(archive.get(key, version))[0]
+            if header.tree_size <= tile.start or header.first_leaf_index >= tile.end:
+                break
+            if archive.legal_hold(key, version):
+                return True
+            other += step
+    return False
+
+
 @dataclass
 class HoldResult:
     """What applying the holds of one tenant did to the stores."""
@@ -217,19 +261,13 @@ def apply_holds(
             if hold.tenant_id != tenant_id:
                 held_now.update(clickhouse.blocks_of(hold.tenant_id, hold.subject_id))
     for log_id, index in sorted(keep):
-        key = block_key(log_id, index)
-        version = original_version(archive, key)
-        if version is not None and not archive.legal_hold(key, version):
-            archive.set_legal_hold(key, version, True)
+        if _set_hold(archive, log_id, index, True):
             result.blocks_held += 1
     lifted: set[tuple[str, int]] = set()
     for hold in previously_held:
         lifted.update(clickhouse.blocks_of(tenant_id, hold.subject_id))
     for log_id, index in sorted(lifted - held_now):
-        key = block_key(log_id, index)
-        version = original_version(archive, key)
-        if version is not None and archive.legal_hold(key, version):
-            archive.set_legal_hold(key, version, False)
+        if _set_hold(archive, log_id, index, False):
             result.blocks_released += 1
     clickhouse.set_holds(tenant_id, current)
     return result
@@ -247,13 +285,15 @@ class ExpireReport:
     expired_events: int = 0
     locked: int = 0  # retention still running
     held: int = 0  # retention ended, but an active legal hold covers an event of the block
+    expired_bundles: int = 0  # entry bundles deleted: every block they held events of had expired
     refused: list[str] = field(default_factory=list)  # keys the store would not delete, and why
     dry_run: bool = False
 
     def line(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
         text = (
-            f"{verb} {self.expired_blocks} blocks ({self.expired_events} events) of {self.blocks_checked}; "
+            f"{verb} {self.expired_blocks} blocks ({self.expired_events} events) of {self.blocks_checked} "
+            f"and {self.expired_bundles} entry bundles; "
             f"{self.locked} still within retention, {self.held} kept by a legal hold"
         )
         if self.refused:
@@ -285,26 +325,19 @@ def expire_archive(
             parsed = parse_key(key)
             if parsed is None or parsed[1] != "block":
                 continue
-            data_versions = [v for v in versions if not v.is_delete_marker]
-            if not data_versions:
+            if not any(not v.is_delete_marker for v in versions):
                 continue
             report.blocks_checked += 1
             if progress:
                 progress(1)
-            original = data_versions[-1]
-            if len(versions) > 1:
-                # A second version or a delete marker is evidence of tampering (verify names it):
-                # expiring would erase it along with the block.
-                report.refused.append(
-                    f"{key} has {len(versions)} versions (a rewrite or delete marker): not expired; "
-                    "run `auditlog verify` and treat it as an incident"
-                )
+            original = _sole_version(key, versions, report)
+            if original is None:
                 continue
             retention = archive.retention(key, original.version_id)
             if retention is not None and retention.retain_until > now:
                 report.locked += 1
                 continue
-            header, entries = decode_block_object(archive.get(key, original.version_id))
+            header, entries = archive.read_block(log_id, parsed[2], original.version_id)
             ends = [entry_until(e) for e in entries]
             if max(ends) > moment:
                 report.locked += 1  # an unlocked object whose events are still retained: keep it
@@ -317,8 +350,8 @@ def expire_archive(
             ]
             if covered:
                 report.held += 1
-                if not dry_run and not archive.legal_hold(key, original.version_id):
-                    archive.set_legal_hold(key, original.version_id, True)
+                if not dry_run:
+                    _set_hold(archive, log_id, parsed[2], True)
                 continue
             if archive.legal_hold(key, original.version_id):
                 # Lifted only when an ended hold of ours explains it; anyone else's legal hold stays.
@@ -332,7 +365,7 @@ def expire_archive(
                     report.held += 1
                     continue
                 if not dry_run:
-                    archive.set_legal_hold(key, original.version_id, False)
+                    _set_hold(archive, log_id, parsed[2], False)
             report.expired_blocks += 1
             report.expired_events += header.leaf_count
             if dry_run:
@@ -353,4 +386,72 @@ def expire_archive(
             except (ArchiveLockedError, ArchiveNotFoundError) as exc:
                 report.refused.append(f"{key} version {original.version_id}: {exc}")
                 log.warning("expire: %s version %s not deleted: %s", key, original.version_id, exc)
+        _expire_bundles(archive, log_id, now, dry_run, report)
     return report
+
+
+def _sole_version(key: str, versions: list[ObjectVersion], report: ExpireReport) -> ObjectVersion | None:
+    """The one version at `key`, or None (refused) when there are more.
+
+    A second version or a delete marker is evidence of tampering (verify names it), which expiring
+    would erase along with the object.
+    """
+    if len(versions) > 1:
+        report.refused.append(
+            f"{key} has {len(versions)} versions (a rewrite or delete marker): not expired; "
+            "run `auditlog verify` and treat it as an incident"
+        )
+        return None
+    return versions[0]
+
+
+def _expired_ranges(archive: Archive, log_id: str) -> list[tuple[int, int]]:
+    """The leaf ranges [first, end) of the log's expired blocks (whose block objects are gone), merged."""
+    present = set(archive.list_blocks(log_id))
+    ranges: list[tuple[int, int]] = []
+    for index in archive.list_expired(log_id):
+        if index in present:
+            continue  # an expiry cut short: the block is still there
+        header = decode_expired_block(archive.get(expired_key(log_id, index)))[0]
+        ranges.append((header.first_leaf_index, header.tree_size))
+    merged: list[tuple[int, int]] = []
+    for first, end in sorted(ranges):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((first, end))
+    return merged
+
+
+def _expire_bundles(archive: Archive, log_id: str, now: dt.datetime, dry_run: bool, report: ExpireReport) -> None:
+    """Deletes the entry bundles (full or partial) all of whose events' blocks have expired.
+
+    A bundle holds events of one or more blocks and is locked as long as the longest of them; it
+    goes when every block it holds events of has expired (so a block still kept, or held, never
+    loses its bytes), its own lock has passed, and no legal hold is on it. Hash tiles stay: every
+    tree head and every retained event's proof still verify.
+    """
+    ranges = _expired_ranges(archive, log_id)
+    if not ranges:
+        return
+    prefix = log_prefix(log_id)
+    for key, versions in sorted(archive.versions_under(f"{prefix}tile/entries/").items()):
+        tile = parse_tile_path(key[len(prefix) :])
+        if not any(first <= tile.start and tile.end <= end for first, end in ranges):
+            continue
+        if not any(not v.is_delete_marker for v in versions):
+            continue
+        original = _sole_version(key, versions, report)
+        if original is None:
+            continue
+        retention = archive.retention(key, original.version_id)
+        if (retention is not None and retention.retain_until > now) or archive.legal_hold(key, original.version_id):
+            continue  # its blocks expired, but a lock or a hold someone placed on it still runs
+        report.expired_bundles += 1
+        if dry_run:
+            continue
+        try:
+            archive.delete_version(key, original.version_id)
+        except (ArchiveLockedError, ArchiveNotFoundError) as exc:
+            report.expired_bundles -= 1
+            report.refused.append(f"{key} version {original.version_id}: {exc}")

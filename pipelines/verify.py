@@ -32,7 +32,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.archive_history import FETCH_THREADS, archive_from_spec, archived_object, check_archive_log
+from pipelines.archive_history import FETCH_THREADS, archive_from_spec, archived_block, check_archive_log
 from pipelines.io.archive import (
     block_key,
 )
@@ -40,7 +40,7 @@ from pipelines.io.clickhouse import open_clickhouse
 from pipelines.io.clickhouse.compare import IndexSnapshot, check_leftover_rows, compare_index, compare_rows
 from pipelines.results import WriteResults, new_results_dir, read_results, remove_results
 from pipelines.verify_report import LogReport, VerifyReport
-from transforms.blocks import BlockHeader, decode_block_object
+from transforms.blocks import BlockHeader, decode_block
 from transforms.checkpoint import open_checkpoint
 from transforms.note import Verifier
 from transforms.retention import LegalHold, RetentionClock
@@ -161,12 +161,12 @@ class CompareWithIndex(beam.DoFn):
             if header is None:
                 continue
             key = block_key(archived.log_id, block_index)
-            original = archived_object(self.archive, key, self.archive.object_versions(key)).original
-            if original is None:
+            obj = archived_block(self.archive, key, self.archive.object_versions(key))
+            if obj.original is None:
                 expired.append((header.first_leaf_index, header.tree_size - 1))
                 ranges.append(expired[-1])
                 continue
-            _, block_entries = decode_block_object(original)
+            block_entries = decode_block(obj.original)[1] or list(obj.entries or ())
             for i, entry in enumerate(block_entries):
                 entries[header.first_leaf_index + i] = entry
             ranges.append((header.first_leaf_index, header.tree_size - 1))

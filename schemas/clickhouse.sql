@@ -48,7 +48,9 @@ ORDER BY (tenant_id, occurred_at, event_id)
 TTL retain_until DELETE WHERE hold_until <= now()
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 100000;
 
--- Every leaf of every log in log order: what proofs and the verifier read.
+-- Every leaf of every log in log order: what proofs and the verifier read. The by_event projection
+-- is where an event sits, by (tenant, event id): a proof's lookup reads a granule of these four
+-- narrow columns, not of the events' canonical bytes in audit_logs.
 CREATE TABLE IF NOT EXISTS auditlog.audit_leaves
 (
     log_id      LowCardinality(String),
@@ -57,8 +59,6 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_leaves
     tenant_id   String,
     event_id    String,
     block_index UInt64,
-    -- Where an event sits, by (tenant, event id): a proof's lookup reads a granule of these four
-    -- narrow columns, not of the events' canonical bytes in audit_logs.
     PROJECTION by_event (SELECT tenant_id, event_id, log_id, leaf_index ORDER BY tenant_id, event_id)
 )
 ENGINE = MergeTree

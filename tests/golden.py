@@ -219,7 +219,7 @@ def heads_from_archive(archive: Any, topic: str = TOPIC, verifier: Any = None, o
     for log_id in archive.list_logs():
         if not log_id.startswith(f"{topic}.p"):
             continue
-        headers = [decode_block_object(archive.get_block(log_id, i))[0] for i in archive.list_blocks(log_id)]
+        headers = [archive.read_block(log_id, i)[0] for i in archive.list_blocks(log_id)]
         head = heads[log_id] = LogHead.of(headers)
         if verifier is not None:
             latest = archive.latest_checkpoint(log_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +18,12 @@ from typing import Any
 
 from pipelines.indexer import ArchiveIndexer, wait_quiet
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
+from pipelines.io.archive import ArchiveNotFoundError
+from pipelines.io.archive.tiles import bundle_entries
 from pipelines.io.keystore import InMemoryKeyStore
 from runners.deployment import load_or_create_signer
 from schemas.samples import EventGenerator, start_of_today, to_record
+from transforms.blocks import BlockHeader, decode_block
 from transforms.note import Signer
 from transforms.retention import RetentionPolicy
 
@@ -145,3 +148,22 @@ def build_once(home: Path, script: str, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, script, "--build"], env=env, cwd=REPO_ROOT, check=True)
     marker.write_text(json.dumps({"seconds": time.monotonic() - started}))
     print(f"  built the deployment in {time.monotonic() - started:.0f} s ({home})", flush=True)
+
+
+class _Objects:
+    """Objects read off a bucket (key -> bytes), as `bundle_entries` reads an archive."""
+
+    def __init__(self, objects: Mapping[str, bytes]) -> None:
+        self.objects = objects
+
+    def get(self, key: str, version_id: str | None = None) -> bytes:
+        if key not in self.objects:
+            raise ArchiveNotFoundError(key)
+        return self.objects[key]
+
+
+def block_entries(objects: Mapping[str, bytes], key: str) -> tuple[BlockHeader, list[bytes]]:
+    """(header, entries) of the block object at `key` among `objects` (key -> bytes, e.g. a bucket's
+    objects), the entries from the log's entry bundles there when the object holds only the header."""
+    header, entries = decode_block(objects[key])
+    return header, entries if entries is not None else bundle_entries(_Objects(objects), header)

@@ -187,6 +187,33 @@ def decode_block_object(data: bytes) -> tuple[BlockHeader, list[bytes]]:
     return header, entries
 
 
+BLOCK_HEADER_VERSION = "auditlog-block/v2"
+
+
+def encode_block_header(header: BlockHeader) -> bytes:
+    """Returns the archive object of a sealed block whose events live in its log's entry bundles.
+
+    A version line and the header: the events' canonical bytes are stored once, in the log's
+    tlog-tiles entry bundles (docs/design.md §13), and a reader takes leaves first_leaf_index ..
+    tree_size - 1 from the bundles of the tree of `tree_size`. The block hash is the header's, so
+    the chain is the same whichever object holds the entries.
+    """
+    return b"\n".join([BLOCK_HEADER_VERSION.encode(), header.canonical_bytes()]) + b"\n"
+
+
+def decode_block(data: bytes) -> tuple[BlockHeader, list[bytes] | None]:
+    """Parses either block object: (header, entries) of an `auditlog-block/v1`, (header, None) of a v2.
+
+    Checks the shape, not the hashes (see verify_block).
+    """
+    if data.startswith(BLOCK_HEADER_VERSION.encode() + b"\n"):
+        lines = data.split(b"\n")
+        if len(lines) != 3 or lines[-1] != b"":
+            raise ChainError(f"not an {BLOCK_HEADER_VERSION} object (a version line and a header)")
+        return BlockHeader.from_json(lines[1]), None
+    return decode_block_object(data)
+
+
 EXPIRED_BLOCK_VERSION = "auditlog-expired-block/v1"
 
 

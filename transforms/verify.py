@@ -25,7 +25,7 @@ from enum import StrEnum
 from hashlib import md5, sha256
 from typing import Any, TypeVar
 
-from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block, verify_block
+from transforms.blocks import BlockHeader, decode_block, decode_expired_block, verify_block
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
@@ -129,6 +129,10 @@ class ArchivedObject:
     versions: int = 1
     deleted: bool = False
     current: bytes | None = None  # the newest data version, when it is not the original
+    # A block object that holds only its header (auditlog-block/v2): its entries, read from the
+    # log's entry bundles (their original versions), or why they could not be.
+    entries: tuple[bytes, ...] | None = None
+    missing: str = ""
 
 
 # --------------------------------------------------------------------------- what the index must hold
@@ -274,7 +278,11 @@ class ArchiveLogCheck:
         """
 
         def decode(data: bytes) -> tuple[BlockHeader, list[bytes], list[bytes]]:
-            header, entries = decode_block_object(data)
+            header, entries = decode_block(data)
+            if entries is None:  # a v2 object: the entries are in the log's bundles
+                if obj.entries is None:
+                    raise VerificationError(obj.missing or "the block's entries are not in its log's entry bundles")
+                entries = list(obj.entries)
             return header, [sha256(LEAF_PREFIX + e).digest() for e in entries], entries
 
         followed = self._follow(index, obj, "block", decode)
@@ -480,6 +488,10 @@ class TileCheck:
         self._expired: list[tuple[int, int]] = []  # leaf ranges of expired blocks
         self._broken = False
 
+    def stop(self) -> None:
+        """The log's chain broke: only what its verified blocks published so far is expected."""
+        self._broken = True
+
     def add_block(self, header: BlockHeader, entries: Sequence[bytes] | None, hashes: Sequence[bytes] | None) -> None:
         """A verified block (entries), or an expired one (leaf hashes only), in log order."""
         if self._broken:
@@ -504,6 +516,7 @@ class TileCheck:
 
         if not listed:
             return [], 0  # a log written before tiles: `auditlog tiles migrate` publishes them
+        missing_checked = not self._broken
         found = 0
         seen: set[str] = set()
         for item in listed:
@@ -513,6 +526,12 @@ class TileCheck:
             except TileFormatError:
                 find(Kind.INSERTED, f"{item.key} is not a tlog-tiles path")
                 continue
+            if len(item.etags) > 1 or not item.etags[0]:
+                find(
+                    Kind.OVERWRITTEN if item.etags[0] else Kind.DELETED,
+                    f"{item.key} has {len(item.etags)} versions"
+                    + (" (the newest a delete marker)" if not item.etags[0] else ""),
+                )
             want = self._expected.get(path)
             if want is None:
                 if self._broken or self._of_expired_events(tile):
@@ -527,16 +546,10 @@ class TileCheck:
                     find(Kind.INSERTED, f"{item.key} is not a tile or bundle the log's verified blocks publish")
                 continue
             seen.add(path)
-            if len(item.etags) > 1 or not item.etags[0]:
-                find(
-                    Kind.OVERWRITTEN if item.etags[0] else Kind.DELETED,
-                    f"{item.key} has {len(item.etags)} versions"
-                    + (" (the newest a delete marker)" if not item.etags[0] else ""),
-                )
             if item.etags[-1].strip('"') != want:
                 find(Kind.MODIFIED, f"{item.key} does not hold the bytes the log's verified blocks give it")
             else:
                 found += 1
-        for path in sorted(set(self._expected) - seen):
+        for path in sorted(set(self._expected) - seen) if missing_checked else ():
             find(Kind.DELETED, f"{prefix}{path} is missing: the log's verified blocks publish it")
         return out, found

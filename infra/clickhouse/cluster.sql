@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_leaves_local ON CLUSTER '{cluster}'
     leaf_hash   FixedString(32),
     tenant_id   String,
     event_id    String,
-    block_index UInt64
+    block_index UInt64,
+    PROJECTION by_event (SELECT tenant_id, event_id, log_id, leaf_index ORDER BY tenant_id, event_id)
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/auditlog/audit_leaves', '{replica}')
 ORDER BY (log_id, leaf_index)

@@ -26,8 +26,8 @@ and the publisher stops asking that witness about that log. So does a witness th
 a larger size than the archive's newest checkpoint (a rolled-back log). A witness that does not
 answer is retried with backoff; it never holds up ingest (the publisher runs in a thread of
 `auditlog ingest`, or as `auditlog witness --follow`), and when it returns every checkpoint it
-missed is cosigned in order. Leaf hashes for the proofs come from the archived blocks (or the
-leaf hashes `auditlog expire` left in their place), checked against each signed root.
+missed is cosigned in order. The consistency proofs are read from the log's tiles in the archive
+(a few tiles a level), checked against each signed root.
 
 The package, one module a part (each re-exported here):
 

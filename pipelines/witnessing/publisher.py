@@ -12,15 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.io.archive import ArchiveNotFoundError, expired_key
+from pipelines.io.archive.tiles import TileStore
 from pipelines.witnessing.lag import WitnessLag, witness_lag
 from pipelines.witnessing.stored import cosigned_key, list_cosigned, refusal_key, safe_name
 from pipelines.witnessing.witness import Witness, witnesses_from_settings
-from transforms.blocks import decode_block_object, decode_expired_block
 from transforms.checkpoint import open_checkpoint
 from transforms.cosignature import add_cosignatures, parse_signature_lines
 from transforms.errors import AuditlogError, NoteFormatError, VerificationError
-from transforms.merkle import MerkleTree, leaf_hash
 from transforms.note import Verifier
 
 log = logging.getLogger("pipelines.witnessing")
@@ -76,7 +74,7 @@ class Publisher:
         self.max_backoff_s = max_backoff_s
         self.stats = PublishStats()
         self._state: dict[tuple[str, str], _State] = {}
-        self._trees: dict[str, tuple[MerkleTree, int]] = {}  # log -> (tree, next block index)
+        self.tiles = TileStore(archive, cache_bytes=8 << 20)  # consistency proofs read a few tiles a level
         self._lock = threading.Lock()
 
     # ---- the loop
@@ -172,7 +170,7 @@ class Publisher:
             if old > size:
                 state.known_size = old
                 return None
-            proof = self._consistency(log_id, old, size) if 0 < old < size else []
+            proof = self._consistency(log_id, old, size, note) if 0 < old < size else []
             body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof) + "\n" + note
             status, text = self._post(witness, body)
             if status == 200:
@@ -233,32 +231,15 @@ class Publisher:
                 raise OSError(f"HTTP {exc.code} from {witness.url}") from None
             return exc.code, exc.read(100_000).decode("utf-8", "replace")
 
-    # ---- leaf hashes from the archive
+    # ---- proofs from the log's tiles
 
-    def _consistency(self, log_id: str, old: int, size: int) -> list[bytes]:
-        tree = self._tree(log_id, size)
-        return tree.consistency_proof(old, size)
-
-    def _tree(self, log_id: str, size: int) -> MerkleTree:
-        tree, next_block = self._trees.get(log_id, (MerkleTree(), 0))
-        blocks = set(self.archive.list_blocks(log_id))
-        while tree.size < size:
-            if next_block in blocks:
-                header, entries = decode_block_object(self.archive.get_block(log_id, next_block))
-                hashes = [leaf_hash(e) for e in entries]
-            else:
-                try:
-                    header, hashes, _ = decode_expired_block(self.archive.get(expired_key(log_id, next_block)))
-                except ArchiveNotFoundError:
-                    raise VerificationError(f"log {log_id}: block {next_block} is missing from the archive") from None
-            if header.first_leaf_index != tree.size:
-                raise VerificationError(f"log {log_id}: block {next_block} does not start at leaf {tree.size}")
-            tree.extend(hashes)
-            if tree.root() != header.tree_root:
-                raise VerificationError(f"log {log_id}: block {next_block}'s leaves do not give its tree root")
-            next_block += 1
-        self._trees[log_id] = (tree, next_block)
-        return tree
+    def _consistency(self, log_id: str, old: int, size: int, note: str) -> list[bytes]:
+        """The consistency proof old -> size from the log's tiles, once they give the checkpoint's root."""
+        reader = self.tiles.reader(log_id, size)
+        checkpoint = open_checkpoint(note, self.log_verifier, origin=f"{self.origin_prefix}/{log_id}")
+        if reader.root() != checkpoint.root:
+            raise VerificationError(f"log {log_id}: the tiles do not give the root of the checkpoint at {size}")
+        return reader.consistency_proof(old)
 
     # ---- lag
 

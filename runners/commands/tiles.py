@@ -18,6 +18,7 @@ import time
 from runners.argtypes import UsageError
 from schemas.retention import load_policy
 from schemas.settings import Settings
+from transforms.note import Verifier
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -76,7 +77,6 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import block_lock_dates
     from pipelines.io.archive.tiles import TilePublisher
-    from transforms.note import Verifier
 
     archive = archive_from_spec(archive_spec(settings))
     verifier = Verifier.from_key(settings.verifier_key_file.read_text())

@@ -89,7 +89,6 @@ def latency(settings: Settings, env: dict[str, str]) -> list[float]:
     """Streams at LATENCY_RATE events/s; returns each event's produce→signed-checkpoint seconds."""
     from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
-    from transforms.blocks import decode_block_object
 
     topic = f"bench.latency.{int(time.time())}"
     create_topic(settings, topic)
@@ -118,7 +117,7 @@ def latency(settings: Settings, env: dict[str, str]) -> list[float]:
                     now = time.time()
                     seen[(log_id, size)] = now
                     for block in archive.list_blocks(log_id):
-                        header, entries = decode_block_object(archive.get_block(log_id, block))
+                        header, entries = archive.read_block(log_id, block)
                         if header.tree_size == size:
                             for entry in entries:
                                 sent = produced_at.get(json.loads(entry)["event_id"])

@@ -18,14 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipelines.io.archive import ArchiveLockedError, block_key  # noqa: E402
+from pipelines.io.archive import ArchiveLockedError, block_key, parse_key  # noqa: E402
 from pipelines.io.keystore import open_keystore  # noqa: E402
 from pipelines.retention import original_version  # noqa: E402
 from runners.deployment import with_master_key  # noqa: E402
 from schemas.retention import load_policy  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from tests.synthetic import build_logs, open_deployment  # noqa: E402
-from transforms.blocks import decode_block_object  # noqa: E402
 from transforms.merkle import leaf_hash  # noqa: E402
 from transforms.retention import entry_until, format_time  # noqa: E402
 
@@ -62,7 +61,7 @@ def main(case: str, *args: str) -> None:
                 facts = {"versions": len(versions), "legal_hold": False}
                 if data and "/blocks/" in key:
                     original = data[-1].version_id
-                    _, entries = decode_block_object(archive.get(key, original))
+                    _, entries = archive.read_block(log_id, parse_key(key)[2], original)
                     lock = archive.retention(key, original)
                     facts.update(
                         legal_hold=archive.legal_hold(key, original),

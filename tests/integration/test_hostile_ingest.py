@@ -137,15 +137,11 @@ def erase(settings: Settings) -> str:
 def archived_entries(settings: Settings) -> dict[str, list[bytes]]:
     """Every archived block's entries, by object key."""
     from pipelines.io.s3 import s3_client
-    from transforms.blocks import decode_block_object
+    from tests.synthetic import block_entries
 
     s3 = s3_client(settings)
-    out = {}
-    for key in s3_objects(settings):
-        if "/blocks/" in key:
-            body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-            out[key] = list(decode_block_object(body)[1])
-    return out
+    objects = {key: s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read() for key in s3_objects(settings)}
+    return {key: block_entries(objects, key)[1] for key in objects if "/blocks/" in key}
 
 
 @pytest.mark.timeout(1800)

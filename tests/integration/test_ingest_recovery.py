@@ -61,7 +61,8 @@ from pipelines.io.kafka import kafka_client_config
 from pipelines.io.s3 import s3_client
 from runners.deployment import with_master_key
 from schemas.settings import REPO_ROOT, Settings
-from transforms.blocks import decode_block_object, verify_chain
+from tests.synthetic import block_entries
+from transforms.blocks import verify_chain
 from transforms.checkpoint import open_checkpoint
 from transforms.merkle import leaf_hash
 from transforms.note import Signer, Verifier
@@ -478,7 +479,7 @@ def check_chains(settings: Settings, archived: dict[str, bytes]) -> dict[str, in
     verifier = Verifier.from_key(settings.verifier_key_file.read_text())
     logs: dict[str, list[str]] = {}
     for key in archived:
-        _, log_id, kind, _ = key.split("/")
+        _, log_id, kind = key.split("/")[:3]
         logs.setdefault(log_id, [])
         if kind == "blocks":
             logs[log_id].append(key)
@@ -486,7 +487,7 @@ def check_chains(settings: Settings, archived: dict[str, bytes]) -> dict[str, in
     for log_id, keys in sorted(logs.items()):
         chain = []
         for key in sorted(keys):
-            header, entries = decode_block_object(archived[key])
+            header, entries = block_entries(archived, key)
             chain.append((header, [leaf_hash(entry) for entry in entries]))
         tree = verify_chain(chain)  # raises at a gap, a fork or a wrong root
         checkpoints = {checkpoint_key(log_id, header.tree_size) for header, _ in chain}

@@ -59,7 +59,7 @@ from tests.integration.test_ingest_recovery import (
 
 # The fixture `postgres_home` (its `home`): a folder of its own that PostgreSQL (as user postgres, when root) can reach.
 from tests.integration.test_postgres_stack import home as postgres_home  # noqa: F401
-from transforms.blocks import decode_block_object
+from transforms.tiles import decode_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +128,9 @@ def archived_subjects(settings: Settings) -> set[tuple[str, str]]:
     subjects = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix="logs/"):
         for item in page.get("Contents", []):
-            if item["Key"].endswith(".block"):
-                _, entries = decode_block_object(s3.get_object(Bucket=settings.bucket, Key=item["Key"])["Body"].read())
-                for entry in entries:
+            if "/tile/entries/" in item["Key"]:  # every event's bytes are in its log's entry bundles
+                bundle = s3.get_object(Bucket=settings.bucket, Key=item["Key"])["Body"].read()
+                for entry in decode_bundle(bundle):
                     event = json.loads(entry)
                     subjects.add((event["tenant_id"], pii_subject(event)))
     return subjects

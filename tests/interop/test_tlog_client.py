@@ -21,7 +21,6 @@ import pytest
 from pipelines.io.archive import log_prefix
 from tests.interop.gobuild import build_go
 from tests.query_app import ORIGIN, ServedApp, served_app
-from transforms.blocks import decode_block_object
 from transforms.merkle import leaf_hash, root
 
 EVENTS = 700  # two logs of 350: a full tile and bundle, and partial ones, at each
@@ -63,7 +62,7 @@ def archived_entries(app: ServedApp, log_id: str) -> list[bytes]:
     archive = app.services.archive
     out: list[bytes] = []
     for index in archive.list_blocks(log_id):
-        out += decode_block_object(archive.get_block(log_id, index))[1]
+        out += archive.read_block(log_id, index)[1]
     return out
 
 

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.io.archive import Retention, block_key, expired_key
+from pipelines.io.archive import Retention, block_key, expired_key, parse_key
 from pipelines.io.archive.testing import InMemoryArchive
+from pipelines.io.archive.tiles import bundle_keys
 from pipelines.io.clickhouse.compare import compare_rows
 from pipelines.retention import expire_archive, read_holds, write_hold, write_release
 from schemas.retention import DEFAULT_POLICY_FILE, load_policy
 from tests.synthetic import build_logs
-from transforms.blocks import decode_block_object, decode_expired_block, encode_expired_block
+from transforms.blocks import decode_expired_block, encode_expired_block
 from transforms.merkle import leaf_hash
 from transforms.retention import (
     KEPT_FOREVER,
@@ -31,6 +32,7 @@ from transforms.retention import (
     parse_time,
     retained,
 )
+from transforms.tiles import parse_tile_path
 from transforms.verify import ArchivedObject, ArchiveLogCheck, Kind
 
 POLICY = RetentionPolicy.parse(
@@ -75,6 +77,12 @@ def test_a_bad_period_is_refused_with_the_value(text: str) -> None:
 def test_a_period_must_end_within_two_hundred_years(text: str) -> None:
     with pytest.raises(RetentionPolicyError, match=f"period '{text}' must be at least 1 .* at most 200 years"):
         Period.parse(text)
+
+
+def _block(archive: object, key: str) -> tuple[object, list[bytes]]:
+    """(header, entries) of the block at `key`, its entries from the log's bundles."""
+    log_id, _, index = parse_key(key)  # type: ignore[misc]
+    return archive.read_block(log_id, index)  # type: ignore[attr-defined]
 
 
 def test_the_longest_class_is_compared_on_the_calendar() -> None:
@@ -167,7 +175,7 @@ def _entries(n: int, policy: RetentionPolicy = POLICY, start: dt.datetime | None
     archive = InMemoryArchive()
     build_logs(archive, None, n, logs=1, block_size=n, retention=policy, start=start)
     (key,) = archive.keys("logs/audit.events.p0/blocks/")
-    return decode_block_object(archive.get(key))[1]
+    return _block(archive, key)[1]
 
 
 def test_every_entry_carries_its_class_and_end_and_the_fast_reader_agrees_with_json() -> None:
@@ -238,11 +246,14 @@ def _archive(events: int, start: dt.datetime) -> tuple[InMemoryArchive, object]:
     return archive, built
 
 
+LOG0 = "audit.events.p0"
+
+
 def _age(archive: InMemoryArchive, prefix: str = "logs/") -> None:
     """Lets every lock under `prefix` pass (what time does to short retention)."""
     past = Retention("COMPLIANCE", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     for key, versions in archive.objects.items():
-        if key.startswith(prefix) and "/blocks/" in key:
+        if key.startswith(prefix) and ("/blocks/" in key or "/tile/entries/" in key):
             for version in versions:
                 version.retention = past
 
@@ -257,7 +268,7 @@ def test_blocks_are_locked_as_long_as_their_longest_class() -> None:
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     archive, _ = _archive(40, start)
     for key in archive.keys("logs/audit.events.p0/blocks/"):
-        _, entries = decode_block_object(archive.get(key))
+        _, entries = _block(archive, key)
         longest = max(entry_until(e) for e in entries)
         lock = archive.retention(key).retain_until
         if longest > format_time(dt.datetime.now(dt.UTC)):
@@ -280,13 +291,14 @@ def test_expire_keeps_what_is_retained_or_held_and_verify_tells_expired_from_del
     # Nothing with a retained event is unlocked yet. A block whose every event had expired when it
     # was sealed holds the shortest lock (1 s), which may pass while this test runs.
     sealed_expired = sum(
-        max(entry_until(e) for e in decode_block_object(archive.get(key))[1]) <= format_time(now)
+        max(entry_until(e) for e in _block(archive, key)[1]) <= format_time(now)
         for key in archive.keys("logs/audit.events.p0/blocks/")
     )
     assert report.expired_blocks <= sealed_expired
     assert report.locked + report.expired_blocks == report.blocks_checked
 
     _age(archive)
+    archive_before = archive.keys(f"logs/{LOG0}/")
     hold = LegalHold("h1", "t_1000", "", format_time(now + dt.timedelta(days=1)), format_time(start), "case")
     report = expire_archive(archive, [hold], Period.parse("7y"))
     assert report.expired_blocks > 0 and report.held > 0 and not report.refused
@@ -296,12 +308,38 @@ def test_expire_keeps_what_is_retained_or_held_and_verify_tells_expired_from_del
             header, hashes, until = decode_expired_block(archive.get(expired_key("audit.events.p0", index)))
             assert header == before.headers[index] and until <= format_time(now)
         else:
-            _, entries = decode_block_object(archive.get(key))
+            _, entries = _block(archive, key)
             kept = any(entry_until(e) > format_time(now) for e in entries)
             held = any(json.loads(e)["tenant_id"] == "t_1000" for e in entries)
             assert kept or held
             if held and not kept:
                 assert archive.legal_hold(key, archive.object_versions(key)[0].version_id)
+
+    # An entry bundle went exactly when every block it held events of had expired; a kept or held
+    # block's bundles stay (the held ones under a legal hold), and the hash tiles all stay.
+    live = [before.headers[i] for i in range(len(before.headers)) if archive.object_versions(block_key(LOG0, i))]
+    expired_ranges = [
+        (h.first_leaf_index, h.tree_size)
+        for i, h in before.headers.items()
+        if not archive.object_versions(block_key(LOG0, i))
+    ]
+    for key in [k for k in archive_before if "/tile/entries/" in k]:
+        tile = parse_tile_path(key[len(f"logs/{LOG0}/") :])
+        overlaps = [h for h in live if h.first_leaf_index < tile.end and h.tree_size > tile.start]
+        covered = all(any(a <= i < b for a, b in expired_ranges) for i in range(tile.start, tile.end))
+        assert bool(archive.object_versions(key)) == (not covered), key
+        assert covered or overlaps
+    assert [k for k in archive_before if "/tile/entries/" not in k and "/tile/" in k] == [
+        k for k in archive.keys(f"logs/{LOG0}/tile/") if "/tile/entries/" not in k
+    ]
+    for header in live:
+        held_block = archive.legal_hold(
+            block_key(LOG0, header.block_index),
+            archive.object_versions(block_key(LOG0, header.block_index))[0].version_id,
+        )
+        for key in bundle_keys(archive, LOG0, header.first_leaf_index, header.tree_size):
+            if held_block:
+                assert archive.legal_hold(key, archive.object_versions(key)[0].version_id), key
 
     after = _replay(archive, verifier, clock)
     assert after.findings == [] and after.expired_blocks == report.expired_blocks
@@ -313,7 +351,7 @@ def test_a_block_removed_before_its_retention_ended_is_deleted_not_expired() -> 
     now = dt.datetime.now(dt.UTC)
     archive, built = _archive(12, now)  # nothing has expired
     key = block_key("audit.events.p0", 1)
-    header, entries = decode_block_object(archive.get(key))
+    header, entries = _block(archive, key)
     until = max(entry_until(e) for e in entries)
     archive.put_immutable(
         expired_key("audit.events.p0", 1), encode_expired_block(header, [leaf_hash(e) for e in entries], until)
@@ -331,7 +369,7 @@ def test_a_missing_row_is_expired_by_policy_only_once_its_retention_ended() -> N
     log = _replay(archive, built.signer.verifier(), clock)
     entries = {}
     for index in range(len(log.headers)):
-        _, block = decode_block_object(archive.get(block_key("audit.events.p0", index)))
+        _, block = archive.read_block("audit.events.p0", index)
         first = log.headers[index].first_leaf_index
         entries.update({first + i: e for i, e in enumerate(block)})
     expired = [i for i, e in entries.items() if entry_until(e) <= clock.now]
@@ -371,7 +409,7 @@ def test_rows_left_after_their_retention_must_still_be_true_copies() -> None:
     now = dt.datetime.now(dt.UTC)
     archive, built = _archive(12, now - dt.timedelta(days=400))
     log = _replay(archive, built.signer.verifier(), RetentionClock.at(now))
-    _, entries = decode_block_object(archive.get(block_key("audit.events.p0", 0)))
+    _, entries = archive.read_block("audit.events.p0", 0)
     header = log.headers[0]
 
     def row(index: int, canonical: bytes, **changes: object) -> IndexedRow:

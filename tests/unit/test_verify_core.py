@@ -11,13 +11,13 @@ import json
 import pytest
 
 from pipelines.archive_history import check_archive_log
-from pipelines.io.archive import block_key, checkpoint_key
+from pipelines.io.archive import block_key, checkpoint_key, tile_key
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.clickhouse.compare import IndexedRow, compare_rows, diff_fields
 from tests.synthetic import ORIGIN, build_logs
-from transforms.blocks import decode_block_object
 from transforms.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from transforms.note import Signer
+from transforms.tiles import ENTRIES, tile_for_size
 from transforms.verify import ArchiveLog, Kind, Store
 
 LOG = "audit.events.p0"
@@ -128,10 +128,12 @@ def test_a_checkpoint_beyond_the_archived_blocks_means_blocks_are_gone(archive, 
 
 
 def test_a_block_whose_entries_were_altered_breaks_the_chain(archive, signer):
-    key = block_key(LOG, 3)
+    header, _ = archive.read_block(LOG, 3)
+    key = tile_key(LOG, tile_for_size(ENTRIES, 0, header.tree_size))  # the bundle its entries are read from
     data = archive.objects[key][0].data
     assert data is not None
-    archive.objects[key][0].data = data.replace(b'"SUCCESS"', b'"FAILURE"', 1)  # as if written so
+    at = data.rindex(b'"SUCCESS"')  # in the bundle's last entries: block 3's
+    archive.objects[key][0].data = data[:at] + b'"FAILURE"' + data[at + 9 :]  # as if written so
     assert data != archive.objects[key][0].data
     log = check(archive, signer)
     assert (Store.ARCHIVE, Kind.CHAIN_BROKEN) in kinds(log)
@@ -144,7 +146,7 @@ def test_a_block_whose_entries_were_altered_breaks_the_chain(archive, signer):
 @pytest.fixture
 def verified(archive: InMemoryArchive, signer: Signer) -> tuple[ArchiveLog, dict[int, bytes]]:
     log = check(archive, signer)
-    _, entries = decode_block_object(archive.get_block(LOG, 0))
+    _, entries = archive.read_block(LOG, 0)
     return log, dict(enumerate(entries))
 
 

@@ -32,8 +32,8 @@ from pipelines.io.archive.layout import (
     resume_key,
 )
 from pipelines.io.archive.locks import DEFAULT_RETENTION_DAYS, block_lock_dates, lock_until
-from pipelines.io.archive.tiles import TilePublisher
-from transforms.blocks import decode_block_object
+from pipelines.io.archive.tiles import TilePublisher, bundle_entries
+from transforms.blocks import BlockHeader, decode_block, decode_block_object, encode_block_header
 from transforms.retention import Period
 
 __all__ = ["Archive", "ObjectVersion", "PutResult", "Retention"]
@@ -189,14 +189,19 @@ class Archive(ABC):
     def put_sealed_block(self, block: Any, evidence: Period | None = None) -> None:
         """Archives a sealed block (an ingest_core.SealedBlockRecord), its tiles and its signed checkpoint.
 
+        The block's events go into its log's entry bundles; the block object keeps the header
+        (`encode_block_header`), so each event's bytes are stored once.
+
         Locks are `block_lock_dates`: the block until its events' latest retention end, the
         checkpoint for `evidence` (the retention policy's longest period) from now.
         """
         block_lock, checkpoint_lock = block_lock_dates(block.retain_until, evidence, self.retention_days)
+        data = block.block_object
         if block.checkpoint:  # tiles first: a checkpoint in the archive means its tiles are there
-            header, entries = decode_block_object(block.block_object)
+            header, entries = decode_block_object(data)
             self.tile_publisher().publish(header, entries, None, block_lock, checkpoint_lock)
-        self.put_block(block.log_id, block.block_index, block.block_object, block_lock)
+            data = encode_block_header(header)  # the entries are stored once, in the bundles
+        self.put_block(block.log_id, block.block_index, data, block_lock)
         if block.checkpoint:  # empty only in the unverifiable benchmark mode
             self.put_checkpoint(block.log_id, block.tree_size, block.checkpoint, checkpoint_lock)
         if block.resume:  # only blocks a record closed have one (see ingest_core.ResumePoint)
@@ -226,6 +231,16 @@ class Archive(ABC):
 
     def get_block(self, log_id: str, block_index: int) -> bytes:
         return self.get(block_key(log_id, block_index))
+
+    def read_block(
+        self, log_id: str, block_index: int, version_id: str | None = None
+    ) -> tuple[BlockHeader, list[bytes]]:
+        """(header, entries) of an archived block: inline in a v1 object, from the entry bundles for a v2.
+
+        Raises ArchiveNotFoundError if the block is not there, TilesMissingError if a bundle is not.
+        """
+        header, entries = decode_block(self.get(block_key(log_id, block_index), version_id))
+        return header, entries if entries is not None else bundle_entries(self, header)
 
     def list_checkpoints(self, log_id: str) -> list[int]:
         """Returns the tree sizes of the log's archived checkpoints, ascending."""

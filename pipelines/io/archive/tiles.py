@@ -29,13 +29,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.io.archive.errors import ArchiveNotFoundError
-from pipelines.io.archive.layout import block_key, expired_key, tile_key
-from transforms.blocks import BlockHeader, decode_block_object, decode_expired_block
+from pipelines.io.archive.layout import block_key, expired_key, log_prefix, tile_key
+from transforms.blocks import BlockHeader, decode_block, decode_expired_block
 from transforms.errors import VerificationError
 from transforms.tiles import (
     ENTRIES,
@@ -48,10 +48,11 @@ from transforms.tiles import (
     decode_bundle,
     encode_bundle,
     new_tiles,
+    parse_tile_path,
     tile_for_size,
 )
 
-__all__ = ["TilePublisher", "TileStore", "TilesMissingError", "published_size"]
+__all__ = ["TilePublisher", "TileStore", "TilesMissingError", "bundle_entries", "bundle_keys", "published_size"]
 
 Progress = Callable[[str], None]
 
@@ -206,7 +207,8 @@ class _BlockEnds:
             self._headers[index] = header
             return header, None, hashes, None
         key = block_key(self.log_id, index)
-        header, entries = decode_block_object(self.archive.get(key))
+        header, held = decode_block(self.archive.get(key))
+        entries = held if held is not None else bundle_entries(self.archive, header)
         self._headers[index] = header
         retention = self.archive.retention(key)
         return header, entries, None, retention.retain_until if retention is not None else None
@@ -346,11 +348,54 @@ class TileStore:
 
     def entries(self, log_id: str, first: int, count: int, size: int) -> list[bytes]:
         """Entries first .. first+count-1 of the log, from the entry bundles of `size` (whose tiles are there)."""
-        out: list[bytes] = []
-        at = first
-        while at < first + count:
-            bundle = tile_for_size(ENTRIES, at // TILE_WIDTH, size)
-            held = decode_bundle(self.get(log_id, bundle), bundle.width)
-            out += held[at - bundle.start : min(first + count, bundle.end) - bundle.start]
-            at = bundle.end
-        return out
+        return _entries(lambda bundle: self.get(log_id, bundle), first, count, size)
+
+
+def _entries(get: Callable[[Tile], bytes], first: int, count: int, size: int) -> list[bytes]:
+    out: list[bytes] = []
+    at = first
+    while at < first + count:
+        bundle = tile_for_size(ENTRIES, at // TILE_WIDTH, size)
+        held = decode_bundle(get(bundle), bundle.width)
+        out += held[at - bundle.start : min(first + count, bundle.end) - bundle.start]
+        at = bundle.end
+    return out
+
+
+def bundle_entries(
+    archive: Any, header: BlockHeader, original_versions: Mapping[str, str] | None = None
+) -> list[bytes]:
+    """The entries of a block whose object holds only its header, from its log's entry bundles.
+
+    Read from the bundles of the tree of the block's `tree_size` (the partial bundle its seal
+    published, and full ones), uncached; `original_versions` (key -> version id) pins each bundle
+    to its first version, as verify reads every object. Raises TilesMissingError naming a bundle
+    that is not there.
+    """
+    log_id = header.log_id
+
+    def get(bundle: Tile) -> bytes:
+        key = tile_key(log_id, bundle)
+        version = original_versions.get(key) if original_versions is not None else None
+        try:
+            return bytes(archive.get(key, version_id=version) if version else archive.get(key))
+        except ArchiveNotFoundError:
+            raise TilesMissingError(
+                f"log {log_id} block {header.block_index}: its entry bundle {bundle.path} is missing"
+            ) from None
+
+    return _entries(get, header.first_leaf_index, header.leaf_count, header.tree_size)
+
+
+def bundle_keys(archive: Any, log_id: str, first: int, end: int) -> list[str]:
+    """The keys of every entry bundle (full or partial) in the archive that holds a leaf of [first, end)."""
+    keys: list[str] = []
+    if end <= first:
+        return keys
+    for index in range(first // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
+        prefix = tile_key(log_id, Tile(ENTRIES, index))  # lists the full bundle and every partial one
+        for key in archive.keys(prefix):
+            tile = parse_tile_path(key[len(log_prefix(log_id)) :])
+            if tile.index == index and tile.start < end and tile.end > first:
+                keys.append(key)
+    return keys
