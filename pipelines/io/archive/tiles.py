@@ -30,6 +30,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,10 @@ class _LogTiles:
     bundle_lock: dt.datetime | None  # the latest lock of the blocks the open bundle holds entries of
 
 
+PUT_THREADS = 8
+"""Tile and bundle PUTs in flight per publisher."""
+
+
 def _partial_tiles(size: int) -> list[Tile]:
     return [t for t in new_tiles(0, size) if not t.is_full]
 
@@ -74,9 +79,10 @@ def _partial_tiles(size: int) -> list[Tile]:
 class TilePublisher:
     """Publishes the tiles and entry bundles each sealed block adds to its log (see the module)."""
 
-    def __init__(self, archive: Any) -> None:
+    def __init__(self, archive: Any, threads: int = PUT_THREADS) -> None:
         self.archive = archive
         self._logs: dict[str, _LogTiles] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tile-put")
 
     def publish(
         self,
@@ -113,10 +119,14 @@ class TilePublisher:
             carry = None
         open_bundle = state.log.bundles is not None and state.log.size % TILE_WIDTH
         state.bundle_lock = puts[-1][2] if open_bundle else None  # the partial bundle: the last put
-        # Level 0 last: `published_size` takes a level-0 tile of a size as the sign that all of it is there.
-        puts.sort(key=lambda put: put[0].level == 0)
-        for tile, data, lock in puts:
-            self.archive.put_immutable(tile_key(log_id, tile), data, lock)
+        # Level-0 hash tiles last: `published_size` takes one as the sign that all of its size is there.
+        # The others go in parallel (S3 latency, not CPU, bounds a block's puts).
+        first = [p for p in puts if p[0].level != 0]
+        last = [p for p in puts if p[0].level == 0]
+        for batch in (first, last):
+            done = [self._pool.submit(self.archive.put_immutable, tile_key(log_id, t), d, lk) for t, d, lk in batch]
+            for future in done:
+                future.result()  # a conflict or an outage the retries could not ride out stops the block
         return len(puts)
 
     def _state(self, log_id: str, size: int, evidence_lock: dt.datetime) -> _LogTiles:
