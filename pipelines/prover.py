@@ -29,6 +29,11 @@ from transforms.note import Verifier
 from transforms.retention import KEPT_FOREVER, parse_time
 from transforms.tlogproof import format_proof, verify_proof
 
+COSIGNED_LIST_TTL_S = 5.0
+"""How stale the list of witnesses' cosignatures a proof picks from may be (a LIST per proof otherwise)."""
+MAX_COSIGNED_NOTES = 4096
+"""Cosigned notes (and checked roots) kept; the cache starts afresh when full (each entry is small)."""
+
 
 class EventNotFound(AuditlogError, LookupError):
     """The event is not indexed, or no signed checkpoint covers it yet."""
@@ -78,6 +83,9 @@ class Prover:
         self.origin_prefix = origin_prefix
         self.tiles = tiles if tiles is not None else TileStore(archive)
         self._heads: dict[str, Head] = {}
+        self._cosigned_lists: dict[str, tuple[float, dict[tuple[str, str], list[int]]]] = {}
+        self._cosigned_notes: dict[tuple[str, int, tuple[str, ...]], str] = {}
+        self._checked_roots: set[tuple[str, int, bytes]] = set()  # (log, size, root) the tiles gave
         self._lock = threading.Lock()
 
     def head(self, log_id: str, covering: int = -1, max_age: float | None = None) -> Head:
@@ -190,8 +198,15 @@ class Prover:
             size, note = cosigned
             checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
             reader = self.tiles.reader(log_id, size, published=head.size)
-            if reader.root() != checkpoint.root:
-                raise VerificationError(f"log {log_id}: the tiles do not give the cosigned checkpoint's root at {size}")
+            if (log_id, size, checkpoint.root) not in self._checked_roots:
+                if reader.root() != checkpoint.root:
+                    raise VerificationError(
+                        f"log {log_id}: the tiles do not give the cosigned checkpoint's root at {size}"
+                    )
+                with self._lock:
+                    if len(self._checked_roots) >= MAX_COSIGNED_NOTES:
+                        self._checked_roots.clear()
+                    self._checked_roots.add((log_id, size, checkpoint.root))
         text = format_proof(index, reader.inclusion_proof(index), note)
         if check:
             verify_proof(text, self.verifier, entry=canonical)
@@ -208,19 +223,39 @@ class Prover:
         if not hasattr(self.archive, "keys"):
             return None
         by_size: dict[int, list[str]] = {}
-        for (name, key_id), sizes in list_cosigned(self.archive, log_id).items():
+        for (name, key_id), sizes in self._cosigned_list(log_id).items():
             for size in sizes:
                 if min_size <= size <= max_size:
                     by_size.setdefault(size, []).append(f"{size:015d}.{name}.{key_id}.cosig")
         if not by_size:
             return None
         size = max(by_size, key=lambda s: (len(by_size[s]), s))
-        note = self.archive.get_checkpoint(log_id, size)
-        prefix = f"logs/{log_id}/{COSIGNED_DIR}/"
-        for name in sorted(by_size[size]):
-            _, lines = split_note(self.archive.get(prefix + name).decode("utf-8"))
-            note = add_cosignatures(note, lines)
+        names = tuple(sorted(by_size[size]))
+        with self._lock:
+            note = self._cosigned_notes.get((log_id, size, names))
+        if note is None:
+            note = self.archive.get_checkpoint(log_id, size)
+            prefix = f"logs/{log_id}/{COSIGNED_DIR}/"
+            for name in names:
+                _, lines = split_note(self.archive.get(prefix + name).decode("utf-8"))
+                note = add_cosignatures(note, lines)
+            with self._lock:
+                if len(self._cosigned_notes) >= MAX_COSIGNED_NOTES:
+                    self._cosigned_notes.clear()
+                self._cosigned_notes[log_id, size, names] = note
         return size, note
+
+    def _cosigned_list(self, log_id: str) -> dict[tuple[str, str], list[int]]:
+        """`list_cosigned` of the log, listed again at most every COSIGNED_LIST_TTL_S (one LIST, not one a proof)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cosigned_lists.get(log_id)
+        if cached is not None and now - cached[0] <= COSIGNED_LIST_TTL_S:
+            return cached[1]
+        listed = list_cosigned(self.archive, log_id)
+        with self._lock:
+            self._cosigned_lists[log_id] = (now, listed)
+        return listed
 
 
 def _retention_ended(canonical: bytes) -> bool:
