@@ -10,7 +10,7 @@
 // person would, enters the API key and tenant, searches, waits for result rows, opens EVENT_ID (or
 // the first row) and waits for #verification[data-state]. --tamper-cosignature flips the last
 // byte of WITNESS's cosignature in the proof bundle on its way from the API to the page. Prints
-// one JSON line {"event_id", "state", "text", "fields", "witness_state", "witness_text",
+// one JSON line {"event_id", "state", "text", "fields", "index_consistent", "index_text", "witness_state", "witness_text",
 // "witnesses": [{"name", "state", "text"}]} and exits 0 when the state is the expected one, 1
 // otherwise, 2 on usage errors. Chromium is Debian's (env CHROMIUM, default /usr/bin/chromium), run with
 // --no-sandbox; playwright-core brings no browser of its own.
@@ -167,6 +167,10 @@ try {
   report.witnesses = await page.$$eval('#witness-list li[data-witness]', (items) => items.map((li) => ({
     name: li.dataset.witness, state: li.dataset.state, text: li.textContent.trim(),
   })));
+  // The index record's comparison with the verified bytes (rendered once the record has loaded).
+  const consistency = await page.waitForSelector('#index-consistency', { timeout: 10000 }).catch(() => null);
+  report.index_consistent = consistency ? await consistency.getAttribute('data-consistent') : null;
+  report.index_text = consistency ? (await consistency.textContent()).trim() : null;
   const m = /^#\/event\/[^/]+\/([^/?]+)/.exec(new URL(page.url()).hash);
   if (m) report.event_id = decodeURIComponent(m[1]);
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });

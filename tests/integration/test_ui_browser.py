@@ -2,7 +2,9 @@
 
 The browser loads the UI from `auditlog serve`, searches, opens an event and verifies its
 inclusion proof and checkpoint signature itself (WebCrypto SHA-256 and Ed25519): "verified".
-Then the event's row is rewritten in ClickHouse; after a reload the same page says "not verified".
+Then the event's row is rewritten in ClickHouse: after a reload the page still shows and verifies
+the logged bytes (the proof's bytes come from the log's entry bundle, not from the index) and says
+the index's record differs from them.
 
 Witnesses: the deployment lists one witness (AUDITLOG_WITNESSES) whose cosignatures on each log's
 newest checkpoint are stored in the archive the way the publisher stores them
@@ -144,11 +146,17 @@ def test_search_open_an_event_see_verified_then_tamper_and_see_not_verified(serv
     # nothing pinned: the witness key the API lists is used, and its cosignature verifies
     assert seen["witness_state"] == "witnessed", seen
 
+    assert seen["index_consistent"] == "true", seen
+
     served.stop()  # the server holds embedded chDB; the tampering needs it
     served.tamper("rewrite_event")
     served.start()
-    seen = ui_check(served, key, tenant, event["event_id"], "not-verified")
-    assert seen["state"] == "not-verified" and seen["text"].startswith("not verified")
+    # The page shows and verifies the logged bytes (read from the log's entry bundle, not from the
+    # index), and says the index's rewritten record differs from them, naming the field.
+    seen = ui_check(served, key, tenant, event["event_id"], "verified")
+    assert seen["state"] == "verified", seen
+    assert seen["index_consistent"] == "false", seen
+    assert "The index record differs from the verified event" in seen["index_text"] and "result:" in seen["index_text"]
 
 
 def _other_key_named(name: str) -> str:
