@@ -22,6 +22,7 @@ import pytest
 
 from pipelines.ingest_core import IngestOptions, LogCursor, LogSequencer, MemoryDedupe, SourceRecord
 from pipelines.io.clickhouse import ClickHouse, ClickHouseError, IndexIntegrityError, open_clickhouse
+from pipelines.io.clickhouse.index import EVENT_PLACE_SQL
 from pipelines.io.keystore import InMemoryKeyStore
 from schemas.retention import load_policy
 from schemas.samples import EventGenerator, to_record
@@ -204,11 +205,10 @@ def test_event_place_is_a_point_lookup_on_the_by_event_projection(ch: ClickHouse
 
     assert ch.event_place(doc["tenant_id"], doc["event_id"]) == place
     assert ch.event_place("t_other", doc["event_id"]) is None
-    # ClickHouse must answer it from the projection (it refuses the query otherwise)
+    # ClickHouse must answer event_place's own query from the projection (it refuses the query otherwise)
     rows = ch.query(
-        "SELECT toString(log_id), leaf_index FROM auditlog.audit_leaves WHERE tenant_id = {t:String} "
-        "AND event_id = {e:String} SETTINGS force_optimize_projection = 1",
-        {"t": doc["tenant_id"], "e": doc["event_id"]},
+        EVENT_PLACE_SQL + " SETTINGS force_optimize_projection = 1",
+        {"tenant": doc["tenant_id"], "event": doc["event_id"]},
     )
     assert rows == [place]
     assert ch.is_retained(doc["tenant_id"], doc["event_id"])

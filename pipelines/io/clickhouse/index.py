@@ -259,12 +259,10 @@ class ClickHouse:
         Reads audit_leaves' by-event projection (four narrow columns ordered by tenant and event
         id), not the events' canonical bytes: what a proof needs, whose bytes come from the tiles.
         """
-        rows = self.query(
-            f"SELECT toString(log_id), leaf_index FROM {LEAVES_TABLE} "
-            "WHERE tenant_id = {tenant:String} AND event_id = {event:String} ORDER BY log_id, leaf_index LIMIT 1",
-            {"tenant": tenant_id, "event": event_id},
-        )
-        return (str(rows[0][0]), int(rows[0][1])) if rows else None
+        # No ORDER BY: with one, ClickHouse reads the table in its own order (every granule of a
+        # big log) instead of the projection; the occurrences (normally one) are ordered here.
+        rows = self.query(EVENT_PLACE_SQL, {"tenant": tenant_id, "event": event_id})
+        return min((str(log_id), int(index)) for log_id, index in rows) if rows else None
 
     def is_retained(self, tenant_id: str, event_id: str) -> bool:
         """True if the event is indexed and its retention has not ended, or a legal hold keeps it."""
@@ -494,6 +492,13 @@ class ClickHouse:
         """Drops the auditlog tables (their deduplication windows with them), for a rebuild from the archive."""
         for table in (LOGS_TABLE, LEAVES_TABLE, BLOCKS_TABLE, CHECKPOINTS_TABLE):
             self._conn.command(f"DROP TABLE IF EXISTS {table} SYNC")
+
+
+EVENT_PLACE_SQL = (
+    f"SELECT toString(log_id), leaf_index FROM {LEAVES_TABLE} "
+    "WHERE tenant_id = {tenant:String} AND event_id = {event:String}"
+)
+"""`event_place`'s query: answered from audit_leaves' by_event projection (one granule)."""
 
 
 def _sql_string(value: str) -> str:
