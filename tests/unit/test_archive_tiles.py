@@ -20,6 +20,7 @@ from pipelines.io.keystore import InMemoryKeyStore
 from tests.synthetic import EVIDENCE, build_logs, sealed_blocks
 from transforms.blocks import encode_block_object
 from transforms.checkpoint import open_checkpoint
+from transforms.errors import VerificationError
 from transforms.merkle import leaf_hash, verify_inclusion
 from transforms.tiles import TILE_WIDTH, decode_bundle, encode_bundle, hash_tiles, new_bundles, parse_tile_path
 
@@ -257,3 +258,20 @@ def test_verify_reports_a_tampered_tile_or_bundle(tamper: str, kinds: set[str], 
         kinds = {"chain broken", "archive object overwritten"}
     assert {f.kind.value for f in checked.findings} == kinds, checked.findings
     assert all(key in f.detail for f in checked.findings if f.kind.value != "chain broken")
+
+
+def test_a_replay_over_blocks_archived_before_tiles_is_no_conflict_and_publishes_their_tiles() -> None:
+    whole = InMemoryArchive()
+    logs = build_logs(whole, None, events=700, logs=1, block_size=100)
+    log_id = logs.log_ids[0]
+    old = without_tiles(whole, log_id)  # v1 blocks holding their entries, no tiles
+    blocks = [b for _, b in sealed_blocks(700, 1, 100, logs.signer, InMemoryKeyStore(key_seed=b"auditlog-synthetic"))]
+
+    for block in blocks[3:]:  # the job replays from block 3 (a restore older than the archive)
+        old.put_sealed_block(block, EVIDENCE)
+
+    assert tile_objects(old, log_id) == tile_objects(whole, log_id)
+    assert all(len(old.object_versions(k)) == 1 for k in old.keys(log_prefix(log_id)))  # nothing rewritten
+    tampered = sealed_blocks(700, 1, 100, logs.signer, InMemoryKeyStore(key_seed=b"another key: other bytes"))
+    with pytest.raises((ArchiveConflictError, VerificationError)):  # other bytes for block 5: an alarm
+        old.put_sealed_block(next(b for i, (_, b) in enumerate(tampered) if i == 5), EVIDENCE)

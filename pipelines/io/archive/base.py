@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -34,6 +34,7 @@ from pipelines.io.archive.layout import (
 from pipelines.io.archive.locks import DEFAULT_RETENTION_DAYS, block_lock_dates, lock_until
 from pipelines.io.archive.tiles import TilePublisher, bundle_entries
 from transforms.blocks import BlockHeader, decode_block, decode_block_object, encode_block_header
+from transforms.errors import VerificationError
 from transforms.retention import Period
 
 __all__ = ["Archive", "ObjectVersion", "PutResult", "Retention"]
@@ -142,11 +143,18 @@ class Archive(ABC):
 
     # ---- writers
 
-    def put_immutable(self, key: str, data: bytes, retain_until: dt.datetime | None = None) -> PutResult:
+    def put_immutable(
+        self,
+        key: str,
+        data: bytes,
+        retain_until: dt.datetime | None = None,
+        same: Callable[[bytes], bool] | None = None,
+    ) -> PutResult:
         """Writes `data` once at `key` under COMPLIANCE retention until `retain_until`.
 
-        Idempotent: if `key` already holds the same bytes the call succeeds with created=False.
-        `retain_until` defaults to `retention_days` from now.
+        Idempotent: if `key` already holds the same bytes the call succeeds with created=False
+        (or bytes `same` accepts as an encoding of the same object). `retain_until` defaults to
+        `retention_days` from now.
 
         Raises:
             ArchiveConflictError: `key` holds different bytes (nothing is overwritten).
@@ -167,7 +175,7 @@ class Archive(ABC):
         except _KeyTaken:
             pass
         archived = self.get(key)
-        if archived != data:
+        if archived != data and not (same is not None and same(archived)):
             conflict = ArchiveConflictError(key, _sha256_hex(archived), digest.hex())
             log.error("%s", conflict)  # an alarm even if a caller swallows the exception
             raise conflict
@@ -175,10 +183,27 @@ class Archive(ABC):
         return PutResult(key, digest.hex(), created=False)
 
     def put_block(
-        self, log_id: str, block_index: int, data: bytes, retain_until: dt.datetime | None = None
+        self,
+        log_id: str,
+        block_index: int,
+        data: bytes,
+        retain_until: dt.datetime | None = None,
+        entries: list[bytes] | None = None,
     ) -> PutResult:
-        """Archives a block object (`encode_block_object` bytes) at `block_key(log_id, block_index)`."""
-        return self.put_immutable(block_key(log_id, block_index), data, retain_until)
+        """Archives a block object at `block_key(log_id, block_index)`.
+
+        With `entries` (a header-only block's), a v1 object already there that holds the same
+        header and entries is the same block (archived before tiles), not a conflict.
+        """
+
+        def same_v1(archived: bytes) -> bool:
+            try:
+                header, held = decode_block(archived)
+            except VerificationError:
+                return False
+            return held is not None and held == entries and header == decode_block(data)[0]
+
+        return self.put_immutable(block_key(log_id, block_index), data, retain_until, same_v1 if entries else None)
 
     def put_checkpoint(
         self, log_id: str, tree_size: int, note: str, retain_until: dt.datetime | None = None
@@ -201,7 +226,9 @@ class Archive(ABC):
             header, entries = decode_block_object(data)
             self.tile_publisher().publish(header, entries, None, block_lock, checkpoint_lock)
             data = encode_block_header(header)  # the entries are stored once, in the bundles
-        self.put_block(block.log_id, block.block_index, data, block_lock)
+            self.put_block(block.log_id, block.block_index, data, block_lock, entries)
+        else:
+            self.put_block(block.log_id, block.block_index, data, block_lock)
         if block.checkpoint:  # empty only in the unverifiable benchmark mode
             self.put_checkpoint(block.log_id, block.tree_size, block.checkpoint, checkpoint_lock)
         if block.resume:  # only blocks a record closed have one (see ingest_core.ResumePoint)
