@@ -119,8 +119,9 @@ bench-ingest: setup ## end-to-end ingest events/s, with and without hashing/sign
 bench-verify: setup ## events verified/s by `auditlog verify` over 1,000,000 events (archive + ClickHouse)
 	$(PY) tests/bench/bench_verify.py
 
-bench-query: setup ## auditlog serve: proofs from tiles (16 in flight) and searches (50), req/s, p50/p99, RSS; 1M and 10M events
+bench-query: setup ## auditlog serve: proofs from tiles (16 in flight) and searches (50), req/s, p50/p99, RSS; 1M and 10M events; archive bytes per event
 	$(PY) tests/bench/bench_query.py
+	$(PY) tests/bench/bench_archive.py
 
 bench-gateway: setup ## gRPC gateway requests/s and events/s (unary, batched) with p50/p99, outbox forwarder events/s
 	$(PY) tests/bench/bench_gateway.py
