@@ -225,6 +225,16 @@ class S3Archive(Archive):
                 return
 
     def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
+        found = self._versions(prefix)
+        # SeaweedFS's version listing pages in its directory order, not in key order, so a key that
+        # is a prefix of a "directory" (tile/entries/083 beside tile/entries/083.p/2) can fall
+        # between two pages and be skipped. The plain listing does not skip it: any current key it
+        # holds that the version listing missed is listed on its own.
+        for key in set(self._list(prefix, None)) - set(found):
+            found[key] = self._versions(key).get(key, [])
+        return found
+
+    def _versions(self, prefix: str) -> dict[str, list[ObjectVersion]]:
         found: dict[str, list[ObjectVersion]] = {}
         markers: dict[str, str] = {}
         while True:
