@@ -13,8 +13,11 @@ from schemas.settings import Settings
 __all__ = ["s3_client"]
 
 
-def s3_client(settings: Settings) -> Any:
-    """A boto3 S3 client for the stack's gateway: path-style, the stack's keys, the settings' region."""
+def s3_client(settings: Settings, connections: int = 10) -> Any:
+    """A boto3 S3 client for the stack's gateway: path-style, the stack's keys, the settings' region.
+
+    `connections`: its connection pool (botocore's default, 10), for a caller with more threads.
+    """
     import boto3
     from botocore.config import Config
 
@@ -29,5 +32,6 @@ def s3_client(settings: Settings) -> Any:
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=5,
             read_timeout=30,
+            max_pool_connections=connections,
         ),
     )

@@ -178,25 +178,10 @@ def build() -> None:
 
 def _fast_archive(settings: Settings, archive: Any) -> Any:
     """The same bucket through a client whose connection pool serves PUT_THREADS threads, locking for LOCK_DAYS."""
-    import boto3
-    from botocore.config import Config
-
     from pipelines.io.archive import S3Archive
+    from pipelines.io.s3 import s3_client
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            max_pool_connections=PUT_THREADS + 4,
-        ),
-    )
+    client = s3_client(settings, connections=PUT_THREADS + 4)
     return S3Archive(client, archive.bucket, retention_days=LOCK_DAYS)
 
 

@@ -26,8 +26,11 @@ class TiledLog:
     __slots__ = ("bundles", "tiles")
 
     def __init__(self, tiles: TileBuilder | None = None, bundles: BundleBuilder | None = None) -> None:
+        """An empty log by default, or the log at the size of `tiles`.
+
+        There `bundles` is None when the open bundle's first entries are gone (an expired block).
+        """
         self.tiles = tiles if tiles is not None else TileBuilder()
-        # None while the open bundle's first entries are gone (they were in an expired block)
         self.bundles = bundles if tiles is not None else BundleBuilder()
         if self.bundles is not None and self.bundles.size != self.tiles.size:
             raise VerificationError(f"bundles at size {self.bundles.size}, tiles at {self.tiles.size}")

@@ -159,11 +159,13 @@ class TilePublisher:
         else:
             key = tile_key(log_id, Tile(ENTRIES, size // TILE_WIDTH, size % TILE_WIDTH))
             try:
-                bundles = BundleBuilder.from_partial(size, self.archive.get(key))
-                retention = self.archive.retention(key)
-                lock = retention.retain_until if retention is not None else None
+                data = self.archive.get(key)
             except ArchiveNotFoundError:
-                bundles = None  # its first entries were in an expired block
+                data = None  # its first entries were in an expired block: bundles start at the next one
+            if data is not None:
+                bundles = BundleBuilder.from_partial(size, data)
+                retention = self.archive.retention(key)  # not found now would be an alarm, not a gap
+                lock = retention.retain_until if retention is not None else None
         return _LogTiles(TiledLog(builder, bundles), lock)
 
     def catch_up(self, log_id: str, size: int, evidence_lock: dt.datetime, progress: Progress | None = None) -> int:

@@ -102,18 +102,19 @@ class ClickHouse:
             self._conn.command(statement)
         if sql is not None:
             return
-        if not self.query(
-            "SELECT count() FROM system.columns WHERE database = 'auditlog' AND table = 'audit_logs' "
-            "AND name = 'hold_until'"
-        )[0][0]:
-            for statement in MIGRATIONS:
-                self._conn.command(statement)
-        if not self.query(
-            "SELECT count() FROM system.projections WHERE database = 'auditlog' AND table = 'audit_leaves' "
-            "AND name = 'by_event'"
-        )[0][0]:
-            for statement in EVENT_PLACES_MIGRATIONS:
-                self._conn.command(statement)
+        # Each set runs once: only when what it adds is missing.
+        for catalogue, table, name, statements in (
+            ("columns", "audit_logs", "hold_until", MIGRATIONS),
+            ("projections", "audit_leaves", "by_event", EVENT_PLACES_MIGRATIONS),
+        ):
+            found = self.query(
+                f"SELECT count() FROM system.{catalogue} WHERE database = 'auditlog' AND table = {{t:String}} "
+                "AND name = {n:String}",
+                {"t": table, "n": name},
+            )[0][0]
+            if not found:
+                for statement in statements:
+                    self._conn.command(statement)
 
     # ---- writing
 
