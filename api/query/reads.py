@@ -156,6 +156,10 @@ class ReadAuditor:
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         _private(outbox_path)
         self._local = threading.local()
+        # One writer at a time, queued here: left to SQLite, concurrent writers poll its lock with
+        # sleeps of milliseconds, and the reads they record wait on the sleeps (the query API at 16
+        # proofs in flight spent most of its time there).
+        self._write_lock = threading.Lock()
         conn = self._conn()
         create_outbox_table(conn)
         self._stop = threading.Event()
@@ -194,7 +198,7 @@ class ReadAuditor:
 
     def _commit(self, event: dict[str, Any]) -> str:
         conn = self._conn()
-        with conn:
+        with self._write_lock, conn:
             wire = record_in_transaction(conn, event)
         return str(wire["event_id"])
 
