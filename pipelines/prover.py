@@ -6,7 +6,9 @@ cache bounded in bytes, and a head is accepted only once its tiles give the chec
 prove it an extension of the head seen before. A proof reads a few tiles per 8 tree levels, and
 the memory it takes does not grow with the log: what `auditlog proof`, exports with proofs and the
 query API's proof and consistency endpoints all use. Where an event sits (log, leaf index) comes
-from ClickHouse's point lookup; its bytes are checked against the proof before a bundle goes out.
+from the local place index when one is given and holds it (pipelines/io/places.py, what `auditlog
+serve` keeps), else from ClickHouse's point lookup; its bytes are checked against the proof before
+a bundle goes out.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.io.archive import COSIGNED_DIR
-from pipelines.io.archive.tiles import TileStore
+from pipelines.io.archive.tiles import TilesMissingError, TileStore
+from pipelines.io.places import PlaceIndex
 from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.cosignature import add_cosignatures, split_note
@@ -75,10 +78,17 @@ class Prover:
     """Builds and self-checks tlog-proof@v1 bundles from tiles; safe to share between threads."""
 
     def __init__(
-        self, archive: Any, clickhouse: Any, verifier: Verifier, origin_prefix: str, tiles: TileStore | None = None
+        self,
+        archive: Any,
+        clickhouse: Any,
+        verifier: Verifier,
+        origin_prefix: str,
+        tiles: TileStore | None = None,
+        places: PlaceIndex | None = None,
     ) -> None:
         self.archive = archive
         self.clickhouse = clickhouse
+        self.places = places
         self.verifier = verifier
         self.origin_prefix = origin_prefix
         self.tiles = tiles if tiles is not None else TileStore(archive)
@@ -150,21 +160,39 @@ class Prover:
     def find(self, tenant_id: str, event_id: str) -> tuple[str, int, bytes]:
         """(log id, leaf index, canonical bytes) of a retained event under a signed checkpoint.
 
-        The place is ClickHouse's point lookup (`event_place`); the bytes are the logged entry,
-        read from its entry bundle. An event whose retention stamp has passed is found only while
-        the index still holds it retained (a legal hold, or expiry not yet applied).
+        The place is the local place index's (pipelines/io/places.py) when it holds the event, else
+        ClickHouse's point lookup (`event_place`); the bytes are the logged entry, read from its
+        entry bundle, and a place from the local index counts only if that entry names the tenant
+        and event asked for. An event whose retention stamp has passed is found only while the
+        index still holds it retained (a legal hold, or expiry not yet applied).
 
         Raises:
             EventNotFound: the event is not indexed, its retention ended, or no checkpoint covers it yet.
         """
-        place = self.clickhouse.event_place(tenant_id, event_id)
-        if place is None:
-            raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
-        log_id, index = place
-        canonical = self.entry(log_id, index)
-        if _retention_ended(canonical) and not self.clickhouse.is_retained(tenant_id, event_id):
+        found = self._find_local(tenant_id, event_id)
+        if found is None:
+            place = self.clickhouse.event_place(tenant_id, event_id)
+            if place is None:
+                raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
+            canonical = self.entry(*place)
+            found = place[0], place[1], canonical, _fields(canonical)
+        log_id, index, canonical, fields = found
+        if _retention_ended(fields) and not self.clickhouse.is_retained(tenant_id, event_id):
             raise EventNotFound(f"event {event_id!r} of tenant {tenant_id!r} is past its retention")
         return log_id, index, canonical
+
+    def _find_local(self, tenant_id: str, event_id: str) -> tuple[str, int, bytes, dict[str, Any]] | None:
+        place = self.places.lookup(tenant_id, event_id) if self.places is not None else None
+        if place is None:
+            return None
+        try:
+            canonical = self.entry(*place)
+        except TilesMissingError:
+            return None  # its bundle is gone (expired): ClickHouse's answer decides
+        fields = _fields(canonical)
+        if fields.get("tenant_id") != tenant_id or fields.get("event_id") != event_id:
+            return None  # another event under the same 64-bit key
+        return place[0], place[1], canonical, fields
 
     def entry(self, log_id: str, index: int) -> bytes:
         """The logged bytes of leaf `index`, from its entry bundle (checked against a proof by whoever uses them)."""
@@ -258,9 +286,18 @@ class Prover:
         return listed
 
 
-def _retention_ended(canonical: bytes) -> bool:
+def _fields(canonical: bytes) -> dict[str, Any]:
+    """The entry's top-level fields, or {} if it is not a JSON object (a caller checks it against a proof)."""
     try:
-        until = json.loads(canonical)["retention"]["until"]
+        doc = json.loads(canonical)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _retention_ended(fields: dict[str, Any]) -> bool:
+    try:
+        until = fields["retention"]["until"]
         return bool(until) and until != KEPT_FOREVER and parse_time(until) <= dt.datetime.now(dt.UTC)
     except (ValueError, KeyError, TypeError):
         return False  # no stamp (an event logged before retention classes): kept

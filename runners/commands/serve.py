@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,11 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from api.query.store import QueryStore
     from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
+    from pipelines.io.archive.tilecache import DiskTileCache
+    from pipelines.io.archive.tiles import TileStore
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.io.keystore import open_keystore
+    from pipelines.io.places import PlaceIndex
     from pipelines.prover import Prover
     from pipelines.witnessing import LagMetrics, witnesses_from_settings
 
@@ -73,7 +77,14 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     clickhouse.ensure_schema()
     keystore = open_keystore(settings)
     archive = open_archive(**archive_spec(settings))
-    prover = Prover(archive, clickhouse, Verifier.from_key(verifier_key), settings.origin)
+    # Proofs read their place and tiles from local disk once seen (pipelines/io/places.py,
+    # pipelines/io/archive/tilecache.py): both files are caches of immutable facts, bounded on disk.
+    places = PlaceIndex(settings.home / "api" / "places.sqlite")
+    tiles = TileStore(archive, disk=DiskTileCache(settings.home / "api" / "tiles.sqlite"))
+    prover = Prover(archive, clickhouse, Verifier.from_key(verifier_key), settings.origin, tiles=tiles, places=places)
+    stop_places = threading.Event()
+    place_sync = threading.Thread(target=places.follow, args=(clickhouse, stop_places), daemon=True, name="place-index")
+    place_sync.start()
     auditor = ReadAuditor(
         settings.home / "api" / "read-audit.sqlite",
         settings.kafka_bootstrap if kafka else None,
@@ -92,7 +103,12 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
         witness_keys=tuple(w.vkey for w in settings.witness_list),
         metrics=LagMetrics(archive, witnesses_from_settings(settings)),
     )
-    return services, [auditor.stop, keystore.close, clickhouse.close]
+
+    def stop_place_sync() -> None:
+        stop_places.set()
+        place_sync.join(30)
+
+    return services, [stop_place_sync, auditor.stop, keystore.close, clickhouse.close]
 
 
 class _Exporter:

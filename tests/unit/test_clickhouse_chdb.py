@@ -215,6 +215,24 @@ def test_event_place_is_a_point_lookup_on_the_by_event_projection(ch: ClickHouse
     assert not ch.is_retained("t_other", doc["event_id"])
 
 
+def test_leaf_places_read_a_log_in_leaf_order_for_the_place_index(ch: ClickHouse, written: Written, tmp_path) -> None:
+    import json
+
+    from pipelines.io.places import PlaceIndex
+
+    assert BIG in ch.leaf_logs()
+    blocks = written.of_log(BIG)
+    first = [json.loads(e) for e in written.entries(blocks[0])]
+    rows = ch.leaf_places(BIG, 1, 3)
+    assert rows == [(i, first[i]["tenant_id"], first[i]["event_id"]) for i in range(1, 4)]
+    places = PlaceIndex(tmp_path / "places.sqlite")
+    places.sync(ch)
+    size = blocks[-1].header.tree_size
+    assert places.synced()[BIG] == size
+    last = json.loads(written.entries(blocks[-1])[-1])
+    assert places.lookup(last["tenant_id"], last["event_id"]) == (BIG, size - 1)
+
+
 OLD_LEAVES_TABLE = """
 import re
 from pipelines.io.clickhouse import open_clickhouse

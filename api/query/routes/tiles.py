@@ -6,8 +6,9 @@
 
 Any tlog client (torchwood, golang.org/x/mod/sumdb/tlog, Sunlight's or Tessera's) reads a log with
 the base URL `/logs/{log_id}/` and checks every tile against the checkpoint itself, so it need not
-trust this server. The bytes are the archive's (pipelines/io/archive/tiles.py), read through the
-Prover's bounded tile cache.
+trust this server. The bytes are the archive's (pipelines/io/archive/tiles.py): hash tiles read
+through the Prover's bounded tile caches, entry bundles from the archive itself (one that
+retention removed is gone, not served from a cache).
 
 Who may read: checkpoints and hash tiles hold only hashes, so any key that reads; entry bundles
 hold every tenant's events of the log (PII sealed), so only admin keys, and each bundle read is
@@ -56,6 +57,6 @@ def tile(log_id: LogId, path: str, who: Caller, services: ServicesDep) -> Respon
     if wanted.is_bundle:
         who.require("admin")
         audit(services, who, "entries", None, "AUDIT_LOG", log_id, tile=wanted.path)
-    data = services.prover.tiles.get(log_id, wanted)
+    data = services.prover.tiles.get(log_id, wanted, cached=not wanted.is_bundle)
     cache = IMMUTABLE if wanted.is_full else PARTIAL
     return Response(data, media_type="application/octet-stream", headers={"Cache-Control": cache})

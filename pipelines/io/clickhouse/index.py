@@ -265,6 +265,22 @@ class ClickHouse:
         rows = self.query(EVENT_PLACE_SQL, {"tenant": tenant_id, "event": event_id})
         return min((str(log_id), int(index)) for log_id, index in rows) if rows else None
 
+    def leaf_logs(self) -> list[str]:
+        """The logs audit_leaves holds leaves of."""
+        return [str(r[0]) for r in self.query(f"SELECT DISTINCT toString(log_id) FROM {LEAVES_TABLE}")]
+
+    def leaf_places(self, log_id: str, start: int, limit: int) -> list[tuple[int, str, str]]:
+        """(leaf index, tenant id, event id) of the log's leaves from `start` on, `limit` rows at most, in leaf order.
+
+        A range read of audit_leaves' primary key; a leaf indexed twice comes twice.
+        """
+        rows = self.query(
+            f"SELECT leaf_index, tenant_id, event_id FROM {LEAVES_TABLE} "
+            "WHERE log_id = {log:String} AND leaf_index >= {start:UInt64} ORDER BY leaf_index LIMIT {limit:UInt64}",
+            {"log": log_id, "start": start, "limit": limit},
+        )
+        return [(int(i), str(t), str(e)) for i, t, e in rows]
+
     def is_retained(self, tenant_id: str, event_id: str) -> bool:
         """True if the event is indexed and its retention has not ended, or a legal hold keeps it."""
         rows = self.query(
