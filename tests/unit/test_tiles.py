@@ -28,6 +28,7 @@ from transforms.tiles import (
     TileBuilder,
     TileFormatError,
     TileHashReader,
+    bundle_slice,
     consistency_tiles,
     decode_bundle,
     encode_bundle,
@@ -38,6 +39,7 @@ from transforms.tiles import (
     parse_tile_path,
     tile_for_size,
     tile_hash,
+    tile_levels,
     tile_path,
 )
 
@@ -273,6 +275,13 @@ def test_entries_over_65535_bytes_are_refused() -> None:
 def test_malformed_bundles_are_refused(data: bytes, width: int | None) -> None:
     with pytest.raises(TileFormatError):
         decode_bundle(data, width)
+    with pytest.raises(TileFormatError):
+        bundle_slice(data, 0, 1, width)  # a slice checks the whole bundle as decoding it does
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=256), st.integers(0, 256), st.integers(0, 256))
+def test_a_slice_of_a_bundle_is_the_slice_of_its_entries(entries: list[bytes], first: int, end: int) -> None:
+    assert bundle_slice(encode_bundle(entries), first, end, len(entries)) == entries[first:end]
 
 
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=256))
@@ -306,7 +315,8 @@ def test_the_bundle_builder_streams_and_resumes(size: int, cut: int) -> None:
 # --------------------------------------------------------------------------- proofs from tiles
 
 
-def _reader(published: dict[Tile, bytes], size: int, fetched: set[Tile]) -> TileHashReader:
+def _reader(published: dict[Tile, bytes], size: int, fetched: set[Tile], levels: bool = False) -> TileHashReader:
+    """A reader of `published`; with `levels`, one whose nodes come from `tile_levels` (as TileStore's)."""
     allowed = set(new_tiles(0, size))
 
     def fetch(tile: Tile) -> bytes:
@@ -316,7 +326,7 @@ def _reader(published: dict[Tile, bytes], size: int, fetched: set[Tile]) -> Tile
         fetched.add(tile)
         return published[tile]
 
-    return TileHashReader(size, fetch)
+    return TileHashReader(size, fetch, (lambda tile: tile_levels(fetch(tile))) if levels else None)
 
 
 def test_proofs_from_tiles_equal_merkle_proofs_for_every_size_up_to_3000() -> None:
@@ -343,11 +353,15 @@ def test_proofs_from_tiles_equal_merkle_proofs_for_every_size_up_to_3000() -> No
             proof = _reader(published, size, fetched).inclusion_proof(i)
             assert proof == tree.inclusion_proof(i, size), (i, size)
             assert fetched == set(inclusion_tiles(i, size))
+            fetched.clear()
+            assert _reader(published, size, fetched, levels=True).inclusion_proof(i) == proof
+            assert fetched == set(inclusion_tiles(i, size))
         for m in range(size + 1) if everything else {size - 1, rng.randrange(size + 1)}:
             fetched = set()
             proof = _reader(published, size, fetched).consistency_proof(m)
             assert proof == tree.consistency_proof(m, size), (m, size)
             assert fetched == set(consistency_tiles(m, size))
+            assert _reader(published, size, set(), levels=True).consistency_proof(m) == proof
 
 
 @settings(max_examples=25, deadline=None)
@@ -362,6 +376,10 @@ def test_proofs_across_three_tile_levels(size: int, data: st.DataObject) -> None
     m = data.draw(st.integers(0, size))
     assert reader.inclusion_proof(i) == tree.inclusion_proof(i)
     assert reader.consistency_proof(m) == tree.consistency_proof(m)
+    with_levels = _reader(published, size, set(), levels=True)
+    assert with_levels.root() == tree.root()
+    assert with_levels.inclusion_proof(i) == tree.inclusion_proof(i)
+    assert with_levels.consistency_proof(m) == tree.consistency_proof(m)
     # A proof reads at most a few tiles a level, never the whole log.
     assert len(inclusion_tiles(i, size)) <= 6 and len(consistency_tiles(m, size)) <= 8
 

@@ -28,7 +28,8 @@ What is here, all pure:
   complete, the partial tiles of the current size on demand. Its state *is* the partial tiles of a
   checkpointed size, so a publisher resumes from what it published (and checks `root()` against
   the checkpoint). `BundleBuilder` does the same for entry bundles.
-- `encode_bundle`, `decode_bundle`: entry bundles.
+- `encode_bundle`, `decode_bundle`, `bundle_slice`: entry bundles (`bundle_slice` copies out only the
+  entries asked for).
 - `TileHashReader`: any node, root, inclusion or consistency proof of a tree of a given size, read
   through a `fetch(Tile) -> bytes` function; the proofs are exactly transforms/merkle.py's. The
   reader only checks shapes: tiles come from storage a verifier does not trust, so whoever uses a
@@ -38,14 +39,21 @@ What is here, all pure:
 The package, one module a part (each re-exported here):
 
     paths       Tile, tile_path, parse_tile_path, tile_for_size, new_tiles, new_bundles
-    hashes      tile_hash, hash_tiles, TileBuilder
-    bundles     MAX_ENTRY_BYTES, EntryTooLargeError, encode_bundle, decode_bundle, BundleBuilder
+    hashes      tile_hash, tile_levels, hash_tiles, TileBuilder
+    bundles     MAX_ENTRY_BYTES, EntryTooLargeError, encode_bundle, decode_bundle, bundle_slice, BundleBuilder
     read        TileHashReader, TileFetch, inclusion_tiles, consistency_tiles
     log         TiledLog: what each block of a growing log publishes (the writer's and verify's rule)
 """
 
-from transforms.tiles.bundles import MAX_ENTRY_BYTES, BundleBuilder, EntryTooLargeError, decode_bundle, encode_bundle
-from transforms.tiles.hashes import TileBuilder, hash_tiles, tile_hash
+from transforms.tiles.bundles import (
+    MAX_ENTRY_BYTES,
+    BundleBuilder,
+    EntryTooLargeError,
+    bundle_slice,
+    decode_bundle,
+    encode_bundle,
+)
+from transforms.tiles.hashes import TileBuilder, hash_tiles, tile_hash, tile_levels
 from transforms.tiles.log import TiledLog
 from transforms.tiles.paths import (
     ENTRIES,
@@ -77,6 +85,7 @@ __all__ = [
     "TileHashReader",
     "TiledLog",
     "consistency_tiles",
+    "bundle_slice",
     "decode_bundle",
     "encode_bundle",
     "hash_tiles",
@@ -86,5 +95,6 @@ __all__ = [
     "parse_tile_path",
     "tile_for_size",
     "tile_hash",
+    "tile_levels",
     "tile_path",
 ]

@@ -41,27 +41,37 @@ def encode_bundle(entries: Iterable[bytes]) -> bytes:
     return bytes(out)
 
 
+def _spans(data: bytes, width: int | None) -> list[tuple[int, int]]:
+    """Where each entry of a bundle lies ([start, end) in `data`); with `width`, exactly that many."""
+    spans: list[tuple[int, int]] = []
+    at, total = 0, len(data)
+    while at < total:
+        if total - at < 2:
+            raise TileFormatError(f"entry bundle ends inside the length of entry {len(spans)} (byte {at})")
+        start = at + 2
+        at = start + (data[at] << 8 | data[at + 1])
+        if at > total:
+            raise TileFormatError(
+                f"entry {len(spans)} claims {at - start} bytes at byte {start - 2}, only {total - start} are left"
+            )
+        spans.append((start, at))
+        if len(spans) > TILE_WIDTH:
+            raise TileFormatError(f"entry bundle holds more than {TILE_WIDTH} entries")
+    if width is not None and len(spans) != width:
+        raise TileFormatError(f"entry bundle holds {len(spans)} entries, want {width}")
+    if not spans:
+        raise TileFormatError("entry bundle is empty")
+    return spans
+
+
 def decode_bundle(data: bytes, width: int | None = None) -> list[bytes]:
     """The entries of a bundle; with `width`, exactly that many and nothing left over."""
-    entries: list[bytes] = []
-    at = 0
-    while at < len(data):
-        if len(data) - at < 2:
-            raise TileFormatError(f"entry bundle ends inside the length of entry {len(entries)} (byte {at})")
-        n = int.from_bytes(data[at : at + 2], "big")
-        if len(data) - at - 2 < n:
-            raise TileFormatError(
-                f"entry {len(entries)} claims {n} bytes at byte {at}, only {len(data) - at - 2} are left"
-            )
-        entries.append(data[at + 2 : at + 2 + n])
-        at += 2 + n
-        if len(entries) > TILE_WIDTH:
-            raise TileFormatError(f"entry bundle holds more than {TILE_WIDTH} entries")
-    if width is not None and len(entries) != width:
-        raise TileFormatError(f"entry bundle holds {len(entries)} entries, want {width}")
-    if not entries:
-        raise TileFormatError("entry bundle is empty")
-    return entries
+    return [data[start:end] for start, end in _spans(data, width)]
+
+
+def bundle_slice(data: bytes, first: int, end: int, width: int | None = None) -> list[bytes]:
+    """Entries first .. end-1 of a bundle, checked as `decode_bundle` checks it, copying only those."""
+    return [data[start:stop] for start, stop in _spans(data, width)[first:end]]
 
 
 class BundleBuilder:

@@ -30,6 +30,22 @@ def tile_hash(data: bytes | bytearray) -> bytes:
     return level[0]
 
 
+def tile_levels(data: bytes | bytearray) -> list[list[bytes]]:
+    """Every complete node a tile holds, by height within it.
+
+    [0] is the tile's hashes and [k][j] the root of its hashes j·2^k .. (j+1)·2^k - 1.
+
+    A tile of width W (full or partial) has W >> k nodes at height k; computed once, any node a
+    proof asks of the tile is a lookup (`TileHashReader` with a `levels` source).
+    """
+    level = _hashes(data)
+    levels = [level]
+    while len(level) > 1:
+        level = [sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        levels.append(level)
+    return levels
+
+
 def hash_tiles(leaf_hashes: Sequence[bytes], old_size: int = 0) -> dict[Tile, bytes]:
     """The contents of `new_tiles(old_size, len(leaf_hashes))`, from all the tree's leaf hashes at once.
 

@@ -7,7 +7,7 @@ proof reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from transforms.errors import InvalidProofError
 from transforms.merkle import EMPTY_ROOT, HASH_SIZE, _consistency_path, _inclusion_path, node_hash
@@ -16,6 +16,8 @@ from transforms.tiles.paths import TILE_HEIGHT, TILE_WIDTH, Tile, TileFormatErro
 
 TileFetch = Callable[[Tile], bytes]
 """Returns a hash tile's data: `width` × 32 bytes. It may raise whatever its storage raises."""
+TileLevels = Callable[[Tile], Sequence[Sequence[bytes]]]
+"""Returns `tile_levels` of a hash tile's data (checked to be `width` × 32 bytes), e.g. from a cache."""
 
 
 def _perfect_ranges(lo: int, hi: int) -> list[tuple[int, int]]:
@@ -45,17 +47,19 @@ class TileHashReader:
     `node`, `root`, `inclusion_proof` and `consistency_proof` give exactly what transforms/merkle.py
     gives for the same leaves; each proof reads a few tiles per tile level (`inclusion_tiles`). Tiles
     fetched are kept for the reader's lifetime, so make one reader per request (and cache tiles,
-    bounded, in `fetch`). Only the tiles' lengths are checked: verify what is built against a signed
-    checkpoint.
+    bounded, in `fetch`). With `levels`, a node is looked up in its tile's `tile_levels` instead of
+    rehashed from the tile's hashes (a source that caches them saves most of a proof's hashing).
+    Only the tiles' lengths are checked: verify what is built against a signed checkpoint.
     """
 
-    __slots__ = ("_fetch", "_nodes", "_tiles", "size")
+    __slots__ = ("_fetch", "_levels", "_nodes", "_tiles", "size")
 
-    def __init__(self, size: int, fetch: TileFetch) -> None:
+    def __init__(self, size: int, fetch: TileFetch, levels: TileLevels | None = None) -> None:
         if size < 0:
             raise InvalidProofError(f"tree size {size} is negative")
         self.size = size
         self._fetch = fetch
+        self._levels = levels
         self._tiles: dict[Tile, bytes] = {}
         self._nodes: dict[tuple[int, int], bytes] = {}
 
@@ -75,7 +79,11 @@ class TileHashReader:
         h = self._nodes.get((height, index))
         if h is None:
             tile, at, count = _node_tile(height, index, self.size)
-            h = self._nodes[height, index] = tile_hash(self.tile(tile)[at * HASH_SIZE : (at + count) * HASH_SIZE])
+            if self._levels is not None:
+                h = self._levels(tile)[count.bit_length() - 1][at // count]
+            else:
+                h = tile_hash(self.tile(tile)[at * HASH_SIZE : (at + count) * HASH_SIZE])
+            self._nodes[height, index] = h
         return h
 
     def leaf_hash(self, index: int) -> bytes:

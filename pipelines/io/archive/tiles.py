@@ -36,6 +36,7 @@ from typing import Any
 
 from pipelines.io.archive.errors import ArchiveNotFoundError
 from pipelines.io.archive.layout import block_key, expired_key, log_prefix, tile_key
+from pipelines.io.archive.tilecache import DiskTileCache
 from transforms.blocks import BlockHeader, decode_block, decode_expired_block
 from transforms.errors import VerificationError
 from transforms.tiles import (
@@ -45,17 +46,23 @@ from transforms.tiles import (
     Tile,
     TileBuilder,
     TiledLog,
+    TileFormatError,
     TileHashReader,
+    bundle_slice,
     decode_bundle,
     encode_bundle,
     new_tiles,
     parse_tile_path,
     tile_for_size,
+    tile_levels,
 )
 
 __all__ = ["TilePublisher", "TileStore", "TilesMissingError", "bundle_entries", "bundle_keys", "published_size"]
 
 Progress = Callable[[str], None]
+LEVELS_CACHED = 256
+"""Hash tiles whose inner levels a TileStore keeps (~40 KB each): every tile above level 0 of a few
+logs of billions of events; a proof reads one level-0 tile and a few above it."""
 
 
 class TilesMissingError(LookupError, VerificationError):
@@ -278,34 +285,43 @@ class TileStore:
     """Reads a log's tiles from the archive through an LRU cache bounded in bytes; thread-safe.
 
     Every tile path is immutable, so a cached tile never goes stale; the bound (`cache_bytes`)
-    is what keeps a reader's memory flat however long the logs grow.
+    is what keeps a reader's memory flat however long the logs grow. With a `disk` cache (a
+    long-running server's), a tile the memory no longer holds is read from local disk, not the
+    archive.
     """
 
-    def __init__(self, archive: Any, cache_bytes: int = 64 << 20) -> None:
+    def __init__(self, archive: Any, cache_bytes: int = 64 << 20, disk: DiskTileCache | None = None) -> None:
         self.archive = archive
         self.cache_bytes = cache_bytes
+        self.disk = disk
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._levels: OrderedDict[tuple[str, Tile], list[list[bytes]]] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
         self.reads = 0  # archive reads (cache misses), for benchmarks and tests
 
-    def get(self, log_id: str, tile: Tile) -> bytes:
-        """The tile's bytes; raises TilesMissingError if the archive does not hold it."""
+    def get(self, log_id: str, tile: Tile, cached: bool = True) -> bytes:
+        """The tile's bytes; raises TilesMissingError if the archive does not hold it.
+
+        `cached=False` reads the archive and keeps nothing: what the tiles API does for entry
+        bundles, so one that retention removed is not served from a cache.
+        """
         key = tile_key(log_id, tile)
+        if not cached:
+            return self._read(log_id, tile, key)
         with self._lock:
             data = self._cache.get(key)
             if data is not None:
                 self._cache.move_to_end(key)
                 return data
-        try:
-            data = bytes(self.archive.get(key))
-        except ArchiveNotFoundError:
-            raise TilesMissingError(
-                f"log {log_id} has no {tile.path} in the archive; if the log was written before tiles, "
-                "run `auditlog tiles migrate`"
-            ) from None
+        data = self.disk.get(key) if self.disk is not None else None
+        if data is None:
+            data = self._read(log_id, tile, key)
+            if self.disk is not None:
+                self.disk.put(key, data)
+            with self._lock:
+                self.reads += 1
         with self._lock:
-            self.reads += 1
             if key not in self._cache and len(data) <= self.cache_bytes:
                 self._cache[key] = data
                 self._held += len(data)
@@ -314,10 +330,20 @@ class TileStore:
                     self._held -= len(dropped)
         return data
 
+    def _read(self, log_id: str, tile: Tile, key: str) -> bytes:
+        try:
+            return bytes(self.archive.get(key))
+        except ArchiveNotFoundError:
+            raise TilesMissingError(
+                f"log {log_id} has no {tile.path} in the archive; if the log was written before tiles, "
+                "run `auditlog tiles migrate`"
+            ) from None
+
     def clear(self) -> None:
-        """Forgets every cached tile (after a repair of the archive, or in a tamper test)."""
+        """Forgets every tile cached in memory (after a repair of the archive, or in a tamper test)."""
         with self._lock:
             self._cache.clear()
+            self._levels.clear()
             self._held = 0
 
     def tile(self, log_id: str, tile: Tile, published: int | None = None) -> bytes:
@@ -355,8 +381,29 @@ class TileStore:
         """A TileHashReader of the log at `size` (proofs are checked against a signed checkpoint by the caller).
 
         `published`: a size ≥ `size` whose tiles are in the archive, for sizes that published none.
+        Its nodes come from the tiles' inner levels, kept for the LEVELS_CACHED tiles used last.
         """
-        return TileHashReader(size, lambda tile: self.tile(log_id, tile, published))
+        return TileHashReader(
+            size, lambda tile: self.tile(log_id, tile, published), lambda tile: self.levels(log_id, tile, published)
+        )
+
+    def levels(self, log_id: str, tile: Tile, published: int | None = None) -> list[list[bytes]]:
+        """`tile_levels` of a hash tile, computed once per tile while it stays among the LEVELS_CACHED used last."""
+        key = (log_id, tile)
+        with self._lock:
+            levels = self._levels.get(key)
+            if levels is not None:
+                self._levels.move_to_end(key)
+                return levels
+        data = self.tile(log_id, tile, published)
+        if len(data) != tile.size_bytes:
+            raise TileFormatError(f"{tile.path} of log {log_id} is {len(data)} bytes, want {tile.size_bytes}")
+        levels = tile_levels(data)
+        with self._lock:
+            self._levels[key] = levels
+            while len(self._levels) > LEVELS_CACHED:
+                self._levels.popitem(last=False)
+        return levels
 
     def entries(self, log_id: str, first: int, count: int, size: int) -> list[bytes]:
         """Entries first .. first+count-1 of the log, from the entry bundles of `size` (whose tiles are there)."""
@@ -368,8 +415,7 @@ def _entries(get: Callable[[Tile], bytes], first: int, count: int, size: int) ->
     at = first
     while at < first + count:
         bundle = tile_for_size(ENTRIES, at // TILE_WIDTH, size)
-        held = decode_bundle(get(bundle), bundle.width)
-        out += held[at - bundle.start : min(first + count, bundle.end) - bundle.start]
+        out += bundle_slice(get(bundle), at - bundle.start, min(first + count, bundle.end) - bundle.start, bundle.width)
         at = bundle.end
     return out
 
