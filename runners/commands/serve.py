@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
+SERVE_THREADS = 64
+"""Worker threads the routes run on (they block on ClickHouse and S3), and S3 connections to match."""
+
+
 class ServeError(AuditlogError, RuntimeError):
     """The server cannot start as configured; the message says what to do."""
 
@@ -76,7 +80,7 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     clickhouse = open_clickhouse(settings.effective_clickhouse_url)
     clickhouse.ensure_schema()
     keystore = open_keystore(settings)
-    archive = open_archive(**archive_spec(settings))
+    archive = open_archive(**archive_spec(settings), connections=SERVE_THREADS)
     # Proofs read their place and tiles from local disk once seen (pipelines/io/places.py,
     # pipelines/io/archive/tilecache.py): both files are caches of immutable facts, bounded on disk.
     places = PlaceIndex(settings.home / "api" / "places.sqlite")
@@ -168,7 +172,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     async def more_threads() -> None:
         # Routes are synchronous (the ClickHouse client blocks, and releases the GIL): allow
         # enough worker threads for the concurrency the API is benchmarked at.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        anyio.to_thread.current_default_thread_limiter().total_tokens = SERVE_THREADS
 
     print(f"auditlog serve: API and UI on http://{host}:{port}/ (OpenAPI: /openapi.json)", file=sys.stderr, flush=True)
     try:

@@ -259,3 +259,16 @@ def test_an_entry_too_long_for_a_tile_bundle_is_refused_by_either_core() -> None
     assert (counters, outputs) == _sequence("python", [(value, None)])
     letters = [o for kind, o in outputs if kind == "dlq"]
     assert len(letters) == 1 and "65535 bytes" in str(letters[0]), outputs
+
+
+@given(st.binary(max_size=256 * 32).map(lambda b: b[: len(b) - len(b) % 32]))
+def test_tile_levels_are_the_references(tile: bytes) -> None:
+    import auditlog_native  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    from schemas.native import tile_levels as fast
+    from transforms.tiles import tile_levels
+
+    assert fast() is auditlog_native.tile_levels  # the fast path is what TileStore takes
+    assert auditlog_native.tile_levels(tile) == tile_levels(tile)
+    with pytest.raises(ValueError, match="whole number of 32-byte hashes"):
+        auditlog_native.tile_levels(tile + b"x")

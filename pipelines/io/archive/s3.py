@@ -331,11 +331,14 @@ def open_archive(
     region: str = "us-east-1",
     retry: RetryPolicy | None = None,
     retention_days: float = DEFAULT_RETENTION_DAYS,
+    connections: int = 10,
 ) -> S3Archive:
     """Opens the archive in `bucket` at an S3 endpoint (path-style addressing, which SeaweedFS needs).
 
     Takes plain values so a job can carry them in its JSON config. botocore retries each request
-    a few times itself; `retry` then waits out longer outages.
+    a few times itself; `retry` then waits out longer outages. `connections`: the client's
+    connection pool (botocore's default, 10); a caller with more threads reading at once needs as
+    many, or each read past the tenth opens a connection and drops it.
     """
     import boto3
     from botocore.config import Config
@@ -351,6 +354,7 @@ def open_archive(
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
+            max_pool_connections=connections,
         ),
     )
     return S3Archive(client, bucket, retry=retry, retention_days=retention_days)

@@ -37,6 +37,7 @@ from typing import Any
 from pipelines.io.archive.errors import ArchiveNotFoundError
 from pipelines.io.archive.layout import block_key, expired_key, log_prefix, tile_key
 from pipelines.io.archive.tilecache import DiskTileCache
+from schemas.native import tile_levels as native_tile_levels
 from transforms.blocks import BlockHeader, decode_block, decode_expired_block
 from transforms.errors import VerificationError
 from transforms.tiles import (
@@ -54,7 +55,6 @@ from transforms.tiles import (
     new_tiles,
     parse_tile_path,
     tile_for_size,
-    tile_levels,
 )
 
 __all__ = ["TilePublisher", "TileStore", "TilesMissingError", "bundle_entries", "bundle_keys", "published_size"]
@@ -398,7 +398,7 @@ class TileStore:
         data = self.tile(log_id, tile, published)
         if len(data) != tile.size_bytes:
             raise TileFormatError(f"{tile.path} of log {log_id} is {len(data)} bytes, want {tile.size_bytes}")
-        levels = tile_levels(data)
+        levels = native_tile_levels()(data)
         with self._lock:
             self._levels[key] = levels
             while len(self._levels) > LEVELS_CACHED:
