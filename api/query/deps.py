@@ -48,9 +48,13 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 # ---- auth
+#
+# Both are async although they call synchronous code: a key's check is a hash and a dict lookup
+# (a SQLite point read on a cache miss), and a sync dependency would cost each request a trip to
+# the thread pool and back (two for TenantCaller), more than the check itself.
 
 
-def principal(
+async def principal(
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
@@ -63,7 +67,7 @@ def principal(
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def tenant_reader(tenant_id: Annotated[str, PathParam()], who: Caller) -> Principal:
+async def tenant_reader(tenant_id: Annotated[str, PathParam()], who: Caller) -> Principal:
     who.authorize(tenant_id)
     return who
 
