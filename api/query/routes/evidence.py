@@ -3,7 +3,9 @@
 import base64
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from api.query.deps import Caller, ServicesDep, TenantCaller, audit
 from api.query.errors import NotFound
@@ -15,8 +17,8 @@ from transforms.checkpoint import open_checkpoint
 router = APIRouter()
 
 
-@router.get("/api/v1/tenants/{tenant_id}/audit-logs/{event_id}/proof", tags=["evidence"])
-def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: ServicesDep) -> dict[str, Any]:
+@router.get("/api/v1/tenants/{tenant_id}/audit-logs/{event_id}/proof", tags=["evidence"], response_model=dict[str, Any])
+def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: ServicesDep) -> Response:
     """The event's canonical bytes and a tlog-proof@v1 bundle, checkable offline with the verifier key."""
     try:
         log_id, index, canonical = services.prover.find(tenant_id, event_id)
@@ -26,7 +28,9 @@ def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: Ser
     audit(services, who, "proof", tenant_id, "AUDIT_EVENT", event_id, found=True)
     # The stored bytes are handed out as they are: the client checks them against the proof.
     p = services.prover.proof_at(tenant_id, event_id, log_id, index, canonical, check=False)
-    return {
+    # Encoded here, not by FastAPI's response validation (which walks the dict and re-encodes it,
+    # ~6% of a proof's CPU): the body is plain strings and integers.
+    body = {
         "event_id": event_id,
         "tenant_id": tenant_id,
         "log_id": p.log_id,
@@ -38,6 +42,7 @@ def proof(tenant_id: Tenant, event_id: EventId, who: TenantCaller, services: Ser
         "witness_keys": list(services.witness_keys),
         "origin": f"{services.origin_prefix}/{p.log_id}",
     }
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/api/v1/logs/{log_id}/checkpoint", tags=["evidence"])
