@@ -52,7 +52,7 @@ class TileHashReader:
     Only the tiles' lengths are checked: verify what is built against a signed checkpoint.
     """
 
-    __slots__ = ("_fetch", "_levels", "_nodes", "_tiles", "size")
+    __slots__ = ("_fetch", "_levels", "_levels_of", "_nodes", "_tiles", "size")
 
     def __init__(self, size: int, fetch: TileFetch, levels: TileLevels | None = None) -> None:
         if size < 0:
@@ -60,6 +60,7 @@ class TileHashReader:
         self.size = size
         self._fetch = fetch
         self._levels = levels
+        self._levels_of: dict[Tile, Sequence[Sequence[bytes]]] = {}  # each tile's levels, asked once
         self._tiles: dict[Tile, bytes] = {}
         self._nodes: dict[tuple[int, int], bytes] = {}
 
@@ -80,7 +81,10 @@ class TileHashReader:
         if h is None:
             tile, at, count = _node_tile(height, index, self.size)
             if self._levels is not None:
-                h = self._levels(tile)[count.bit_length() - 1][at // count]
+                levels = self._levels_of.get(tile)
+                if levels is None:
+                    levels = self._levels_of[tile] = self._levels(tile)
+                h = levels[count.bit_length() - 1][at // count]
             else:
                 h = tile_hash(self.tile(tile)[at * HASH_SIZE : (at + count) * HASH_SIZE])
             self._nodes[height, index] = h
