@@ -316,24 +316,7 @@ class LogSequencer:
         )
 
     def _native_entry(self, parsed: Any) -> tuple[bytes, bytes, bool] | None:
-        """(entry, leaf hash, subject erased) from the compiled core; None hands the record to Python.
-
-        The key store's failures raise, as on the Python path; anything else that goes wrong
-        (a retention end beyond the calendar, say) is left to the reference to name.
-        """
-        try:
-            keys: SubjectKeys | None = self.keys.get_or_create(parsed.tenant_id, parsed.subject)
-        except SubjectErased:
-            keys = None
-        try:
-            stamp = self.options.retention.stamp(parsed.action, parsed.occurred_at)
-            sealing = (keys.enc_key, keys.mac_key, keys.key_id) if keys is not None else None
-            entry, leaf = self.core.entry(parsed, sealing, stamp["class"], stamp["until"])
-        except Exception:  # noqa: BLE001 - the reference path decides, and names the reason
-            return None
-        if len(entry) > MAX_ENTRY_BYTES:
-            return None  # too long for a tile bundle: the reference refuses it, naming the limit
-        return entry, leaf, keys is None
+        return native_entry(self.core, self.keys, self.options.retention, parsed)
 
     def _append(
         self,
@@ -490,6 +473,28 @@ def archived_event_keys(log_id: str, last_block: int, archived: ArchivedBlocks) 
             doc = orjson.loads(entry)
             keys.append(f"{doc['tenant_id']}\x00{doc['event_id']}")
     return keys
+
+
+def native_entry(core: Any, keys: Any, retention: RetentionPolicy, parsed: Any) -> tuple[bytes, bytes, bool] | None:
+    """(entry, leaf hash, subject erased) of a record the compiled core parsed; None hands it to Python.
+
+    What the job's sequencer and the gateway's receipts both run (schemas/native.py). `keys` is
+    the key store (`get_or_create`); its failures raise, as on the Python path; anything else that
+    goes wrong (a retention end beyond the calendar, say) is left to the reference to name.
+    """
+    try:
+        subject: SubjectKeys | None = keys.get_or_create(parsed.tenant_id, parsed.subject)
+    except SubjectErased:
+        subject = None
+    try:
+        stamp = retention.stamp(parsed.action, parsed.occurred_at)
+        sealing = (subject.enc_key, subject.mac_key, subject.key_id) if subject is not None else None
+        entry, leaf = core.entry(parsed, sealing, stamp["class"], stamp["until"])
+    except Exception:  # noqa: BLE001 - the reference path decides, and names the reason
+        return None
+    if len(entry) > MAX_ENTRY_BYTES:
+        return None  # too long for a tile bundle: the reference refuses it, naming the limit
+    return entry, leaf, subject is None
 
 
 def record_fingerprint(timestamp_ms: int, key: bytes | None, value: bytes | None) -> str:

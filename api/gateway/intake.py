@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.sdk.events import Receipt, encode_event, verification_hash
+from pipelines.ingest_core import native_entry
 from schemas.events import EventValidationError, pii_subject, validate_event
 from schemas.retention import load_policy
 from transforms.errors import AuditlogError
@@ -126,10 +127,16 @@ class AckSink(Protocol):
 
 @dataclass(frozen=True)
 class ValidEvent:
-    """An event that passed `validate_event`; `index` is its place in the request."""
+    """An event that passed `validate_event`, or the compiled core's parse; `index` is its place in the request.
+
+    From the compiled core: `event` is the request's event as it came (the core checked it), `value`
+    its JSON, which goes to Kafka as it is, and `parsed` the core's reading of it.
+    """
 
     index: int
     event: dict[str, Any]
+    value: bytes | None = None
+    parsed: Any = None
 
 
 class _Waiter:
@@ -171,8 +178,11 @@ class EventIntake:
         recent_capacity: int = DEFAULT_RECENT_CAPACITY,
         retry_after_ms: int = DEFAULT_RETRY_AFTER_MS,
         retention: RetentionPolicy | None = None,
+        core: Any = None,
     ) -> None:
         self.keys = keys
+        # The compiled event core (schemas/native.py `event_core`), or None for the Python reference.
+        self.core = core
         # Must be the ingest job's policy: the retention stamp is part of the hashed bytes.
         self.retention = retention or load_policy()
         self.sink = sink
@@ -194,6 +204,12 @@ class EventIntake:
         """Validates and normalises every event; the first bad one raises InvalidEvent."""
         valid = []
         for index, event in enumerate(events):
+            if self.core is not None:
+                value = encode_event(event)
+                parsed = self.core.parse(value)
+                if parsed is not None:
+                    valid.append(ValidEvent(index, event, value, parsed))
+                    continue
             try:
                 valid.append(ValidEvent(index, validate_event(event)))
             except EventValidationError as exc:
@@ -211,18 +227,24 @@ class EventIntake:
         """
         prepared = []
         for valid in events:
-            event = valid.event
-            try:
-                keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
-            except SubjectErased:
-                keys = None
-            try:
-                digest = verification_hash(event, keys, self.retention).hex()
-            except EventValidationError as exc:  # its entry would be too large to log (docs/design.md §13)
-                raise InvalidEvent(valid.index, exc) from None
-            prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, event))
+            made = native_entry(self.core, self.keys, self.retention, valid.parsed) if valid.parsed else None
+            if made is not None and valid.value is not None:
+                event, value, digest = valid.event, valid.value, made[1].hex()
+            else:
+                try:
+                    # A record the core parsed but would not make an entry of: the reference names why.
+                    event = valid.event if valid.parsed is None else validate_event(valid.event)
+                    try:
+                        keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
+                    except SubjectErased:
+                        keys = None
+                    digest = verification_hash(event, keys, self.retention).hex()
+                except EventValidationError as exc:  # e.g. an entry too large to log (docs/design.md §13)
+                    raise InvalidEvent(valid.index, exc) from None
+                value = encode_event(event)
+            prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, value))
         waiter = _Waiter(len(prepared), on_done)
-        to_send: list[tuple[_Delivery, dict[str, Any]]] = []
+        to_send: list[tuple[_Delivery, bytes]] = []
         done: list[Receipt] | None = None
         with self._lock:
             for _, key, digest, _ in prepared:
@@ -236,7 +258,7 @@ class EventIntake:
             new = len({key for _, key, _, _ in prepared if key not in self._recent and key not in self._pending})
             if new and self._in_flight and self._in_flight + new > self.max_in_flight:
                 raise Backpressure(self._in_flight, new, self.max_in_flight, self.retry_after_ms)
-            for slot, (_, key, digest, event) in enumerate(prepared):
+            for slot, (_, key, digest, value) in enumerate(prepared):
                 receipt = self._recent.get(key)
                 if receipt is not None:
                     self._recent.move_to_end(key)
@@ -251,15 +273,15 @@ class EventIntake:
                     delivery = _Delivery(self, key, Receipt(key[1], LANE, digest))
                     self._pending[key] = delivery
                     self._in_flight += 1
-                    to_send.append((delivery, event))
+                    to_send.append((delivery, value))
                 delivery.waiters.append((waiter, slot))
             if waiter.remaining == 0:
                 done = [r for r in waiter.results if r is not None]
         if done is not None:
             on_done(done)
-        for number, (delivery, event) in enumerate(to_send):
+        for number, (delivery, value) in enumerate(to_send):
             try:
-                self.sink.produce(delivery.key[0].encode(), encode_event(event), delivery.acked)
+                self.sink.produce(delivery.key[0].encode(), value, delivery.acked)
             except BufferError:
                 # The producer's own queue is full (sized above max_in_flight, so rare): fail the rest.
                 error = Backpressure(self._in_flight, len(to_send) - number, self.max_in_flight, self.retry_after_ms)

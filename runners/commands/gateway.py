@@ -74,6 +74,7 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
     from api.gateway.server import GatewayCore, GatewayOptions, serve
     from api.keys import ApiKeyStore
     from pipelines.io.keystore import open_keystore
+    from schemas.native import event_core
 
     topic = args.topic or settings.topic
     keystore = open_keystore(settings)
@@ -87,6 +88,7 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
         max_in_flight=args.max_in_flight,
         recent_capacity=args.recent,
         retention=load_policy(settings.retention_policy_path),
+        core=event_core(settings.core),  # AUDITLOG_CORE: the job's choice, so receipts are its leaves
     )
     core = GatewayCore(intake, apikeys.authenticate if apikeys else None)
     options = GatewayOptions(address, server=args.server, threads=args.threads, reuse_port=args.reuse_port)
