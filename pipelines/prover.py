@@ -122,6 +122,29 @@ class Prover:
             raise EventNotFound(f"no signed checkpoint of log {log_id} {what} yet; retry after the next block")
         size, note = latest
         checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
+        if checkpoint.size != size:
+            raise VerificationError(
+                f"log {log_id}: the checkpoint archived as size {size} signs size {checkpoint.size}; "
+                "run `auditlog verify`"
+            )
+        try:
+            self._check_head(log_id, checkpoint, known)
+        except VerificationError:
+            if self.tiles.disk is None:
+                raise
+            # A disk cache that outlived its archive (a bucket made again under the same name) must
+            # not raise a false alarm: read the log's tiles from the archive again before calling it one.
+            self.tiles.forget(log_id)
+            self._check_head(log_id, checkpoint, known)
+        if size <= covering:
+            raise EventNotFound(
+                f"no signed checkpoint of log {log_id} covers leaf {covering} yet; retry after the next block"
+            )
+        return self._keep(log_id, Head(checkpoint, note, now))
+
+    def _check_head(self, log_id: str, checkpoint: Checkpoint, known: Head | None) -> None:
+        """Raises VerificationError unless the tiles give the checkpoint's root and extend `known`."""
+        size = checkpoint.size
         reader = self.tiles.reader(log_id, size)
         if reader.root() != checkpoint.root:
             raise VerificationError(
@@ -137,11 +160,6 @@ class Prover:
                     f"log {log_id}: the checkpoint at {size} does not extend the one at {known.size} seen before "
                     f"({exc}); run `auditlog verify`"
                 ) from None
-        if size <= covering:
-            raise EventNotFound(
-                f"no signed checkpoint of log {log_id} covers leaf {covering} yet; retry after the next block"
-            )
-        return self._keep(log_id, Head(checkpoint, note, now))
 
     def _keep(self, log_id: str, head: Head) -> Head:
         with self._lock:

@@ -37,6 +37,7 @@ AMBIGUOUS = -1
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, synced INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS places (key INTEGER PRIMARY KEY, log INTEGER NOT NULL, leaf INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
@@ -49,14 +50,26 @@ def place_key(tenant_id: str, event_id: str) -> int:
 class PlaceIndex:
     """The local copy of the events' places; lookups from any thread, one `sync` at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: str = "") -> None:
+        """Opens (or makes) the file; `identity` names the deployment the places are of.
+
+        A file made for another deployment is emptied: a wrong place is caught by the caller's
+        check of the entry, but then every lookup would fall back to ClickHouse.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._local = threading.local()
         self._sync_lock = threading.Lock()
-        with self._connect() as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
+        db = self._db()
+        for statement in _SCHEMA:
+            db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
+        if row is None or row[0] != identity:
+            db.execute("BEGIN")
+            db.execute("DELETE FROM places")
+            db.execute("DELETE FROM logs")
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('identity', ?)", (identity,))
+            db.execute("COMMIT")
         self._log_names: dict[int, str] = {}
 
     def _connect(self) -> sqlite3.Connection:

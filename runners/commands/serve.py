@@ -9,6 +9,7 @@ UI a block latency after they were produced.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import threading
@@ -83,8 +84,11 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     archive = open_archive(**archive_spec(settings), connections=SERVE_THREADS)
     # Proofs read their place and tiles from local disk once seen (pipelines/io/places.py,
     # pipelines/io/archive/tilecache.py): both files are caches of immutable facts, bounded on disk.
-    places = PlaceIndex(settings.home / "api" / "places.sqlite")
-    tiles = TileStore(archive, disk=DiskTileCache(settings.home / "api" / "tiles.sqlite"))
+    # Which deployment the caches are of, hashed: a ClickHouse URL may carry a password.
+    identity = hashlib.sha256(f"{settings.s3_endpoint}/{settings.bucket}".encode()).hexdigest()
+    places_of = hashlib.sha256(f"{settings.effective_clickhouse_url}|{identity}".encode()).hexdigest()
+    places = PlaceIndex(settings.home / "api" / "places.sqlite", identity=places_of)
+    tiles = TileStore(archive, disk=DiskTileCache(settings.home / "api" / "tiles.sqlite", identity=identity))
     prover = Prover(archive, clickhouse, Verifier.from_key(verifier_key), settings.origin, tiles=tiles, places=places)
     stop_places = threading.Event()
     place_sync = threading.Thread(target=places.follow, args=(clickhouse, stop_places), daemon=True, name="place-index")

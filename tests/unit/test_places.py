@@ -160,3 +160,40 @@ def test_tiles_read_once_come_from_disk_and_bundles_for_the_api_skip_the_caches(
     fresh.get(LOG, bundle, cached=False)
     fresh.get(LOG, bundle, cached=False)
     assert fresh.reads == before  # not counted as cache misses: never cached
+
+
+def test_a_cache_of_another_archive_is_emptied_or_forgotten_never_an_alarm(tmp_path: Path) -> None:
+    path = tmp_path / "tiles.sqlite"
+    cache = DiskTileCache(path, identity="http://s3/a")
+    cache.put("logs/l0/tile/0/000", b"a" * 32)
+    cache.put("logs/l1/tile/0/000", b"b" * 32)
+    cache.forget("logs/l0/")
+    assert cache.get("logs/l0/tile/0/000") is None and cache.get("logs/l1/tile/0/000") == b"b" * 32
+    assert cache.held == 32
+    assert DiskTileCache(path, identity="http://s3/a").get("logs/l1/tile/0/000") == b"b" * 32
+    assert DiskTileCache(path, identity="http://s3/b").get("logs/l1/tile/0/000") is None
+
+    # A bucket made again under the same name: same keys, other tiles. The Prover drops the log's
+    # cached tiles and reads the archive again rather than calling its own cache tampering.
+    disk = DiskTileCache(tmp_path / "proofs.sqlite")
+    old, old_index = InMemoryArchive(), Index([entry(i) for i in range(300)])
+    grow(old, old_index, 300)
+    Prover(old, old_index, SIGNER.verifier(), "auditlog.test", tiles=TileStore(old, disk=disk)).proof(TENANT, "evt_5")
+    new = InMemoryArchive()
+    entries = [entry(i + 1000) for i in range(300)]
+    grow(new, Index(entries), 300)
+    index = Index(entries)
+    proof = Prover(new, index, SIGNER.verifier(), "auditlog.test", tiles=TileStore(new, disk=disk)).proof(
+        TENANT, "evt_1005"
+    )
+    assert proof.canonical == entries[5]
+
+
+def test_a_place_index_of_another_deployment_is_emptied(tmp_path: Path) -> None:
+    leaves = Leaves()
+    leaves.add("l0", 0, "t1", "e0")
+    places = PlaceIndex(tmp_path / "places.sqlite", identity="a")
+    places.sync(leaves)
+    assert PlaceIndex(tmp_path / "places.sqlite", identity="a").lookup("t1", "e0") == ("l0", 0)
+    other = PlaceIndex(tmp_path / "places.sqlite", identity="b")
+    assert other.lookup("t1", "e0") is None and other.synced() == {}

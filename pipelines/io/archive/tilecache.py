@@ -7,7 +7,12 @@ bytes held pass `max_bytes`, the tiles put longest ago go first until a tenth is
 nothing, so reads never wait on the one writer.
 
 The file is a cache: one that SQLite cannot open (a crash mid-write with synchronous off, a disk
-swapped) is moved aside and started afresh.
+swapped) is moved aside and started afresh, and one that held another archive's tiles (its
+`identity`, the endpoint and bucket, differs) is emptied. Tile paths are immutable within one
+archive only: a bucket made again under the same name (possible in development, where locks are
+short) holds other tiles at the same keys, so a reader that finds the cache disagreeing with a
+signed checkpoint drops the log's tiles and reads the archive again (`TileStore.forget`) before
+it calls the disagreement an alarm.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ DEFAULT_DISK_CACHE_BYTES = 2 << 30
 class DiskTileCache:
     """Tile bytes by archive key in a SQLite file of at most ~`max_bytes`; thread-safe."""
 
-    def __init__(self, path: Path, max_bytes: int = DEFAULT_DISK_CACHE_BYTES) -> None:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_DISK_CACHE_BYTES, identity: str = "") -> None:
         if max_bytes <= 0:
             raise ValueError(f"the tile cache needs a positive size in bytes, got {max_bytes}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,18 +39,23 @@ class DiskTileCache:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         try:
-            self._held = self._open()
+            self._held = self._open(identity)
         except sqlite3.DatabaseError:
             self.close()
             path.replace(path.with_name(path.name + ".broken"))
-            self._held = self._open()
+            self._held = self._open(identity)
 
-    def _open(self) -> int:
+    def _open(self, identity: str) -> int:
         db = self._db()
         db.execute(
             "CREATE TABLE IF NOT EXISTS tiles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "key TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, data BLOB NOT NULL)"
         )
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
+        if row is None or row[0] != identity:
+            db.execute("DELETE FROM tiles")
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('identity', ?)", (identity,))
         return int(db.execute("SELECT coalesce(sum(size), 0) FROM tiles").fetchone()[0])
 
     def _db(self) -> sqlite3.Connection:
@@ -77,6 +87,16 @@ class DiskTileCache:
                 self._held += len(data)
             if self._held > self.max_bytes:
                 self._evict(db)
+
+    def forget(self, prefix: str) -> None:
+        """Drops every tile whose key starts with `prefix` (a log's, when they disagree with its checkpoint)."""
+        with self._write_lock:
+            db = self._db()
+            dropped = db.execute(
+                "SELECT coalesce(sum(size), 0) FROM tiles WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchone()[0]
+            db.execute("DELETE FROM tiles WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            self._held -= int(dropped)
 
     def _evict(self, db: sqlite3.Connection) -> None:
         """Drops the oldest puts until a tenth of the bound is free."""

@@ -339,6 +339,17 @@ class TileStore:
                 "run `auditlog tiles migrate`"
             ) from None
 
+    def forget(self, log_id: str) -> None:
+        """Forgets the log's tiles in every cache, memory and disk: the next reads go to the archive."""
+        prefix = log_prefix(log_id)
+        with self._lock:
+            for key in [k for k in self._cache if k.startswith(prefix)]:
+                self._held -= len(self._cache.pop(key))
+            for tile_of in [k for k in self._levels if k[0] == log_id]:
+                del self._levels[tile_of]
+        if self.disk is not None:
+            self.disk.forget(prefix)
+
     def clear(self) -> None:
         """Forgets every tile cached in memory (after a repair of the archive, or in a tamper test)."""
         with self._lock:
