@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.io.archive import COSIGNED_DIR
-from pipelines.io.archive.tiles import TilesMissingError, TileStore
+from pipelines.io.archive.tiles import TilesMissingError, TileStore, remote
 from pipelines.io.places import PlaceIndex
 from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
@@ -114,6 +114,7 @@ class Prover:
         now = time.monotonic()
         if known is not None and known.size > covering and (max_age is None or now - known.read_at <= max_age):
             return known
+        remote(f"the checkpoints of log {log_id}")
         latest = self.archive.latest_checkpoint(log_id, after=known.size if known else None)
         if latest is None:
             if known is not None and known.size > covering:
@@ -189,14 +190,17 @@ class Prover:
         """
         found = self._find_local(tenant_id, event_id)
         if found is None:
+            remote("the event's place in ClickHouse")
             place = self.clickhouse.event_place(tenant_id, event_id)
             if place is None:
                 raise EventNotFound(f"no event {event_id!r} for tenant {tenant_id!r} in ClickHouse")
             canonical = self.entry(*place)
             found = place[0], place[1], canonical, _fields(canonical)
         log_id, index, canonical, fields = found
-        if _retention_ended(fields) and not self.clickhouse.is_retained(tenant_id, event_id):
-            raise EventNotFound(f"event {event_id!r} of tenant {tenant_id!r} is past its retention")
+        if _retention_ended(fields):
+            remote("whether a hold keeps the event, from ClickHouse")
+            if not self.clickhouse.is_retained(tenant_id, event_id):
+                raise EventNotFound(f"event {event_id!r} of tenant {tenant_id!r} is past its retention")
         return log_id, index, canonical
 
     def _find_local(self, tenant_id: str, event_id: str) -> tuple[str, int, bytes, dict[str, Any]] | None:
@@ -280,6 +284,7 @@ class Prover:
         with self._lock:
             note = self._cosigned_notes.get((log_id, size, names))
         if note is None:
+            remote(f"the cosigned checkpoint of log {log_id} at {size}")
             note = self.archive.get_checkpoint(log_id, size)
             prefix = f"logs/{log_id}/{COSIGNED_DIR}/"
             for name in names:
@@ -298,6 +303,7 @@ class Prover:
             cached = self._cosigned_lists.get(log_id)
         if cached is not None and now - cached[0] <= COSIGNED_LIST_TTL_S:
             return cached[1]
+        remote(f"the cosignatures of log {log_id}")
         listed = list_cosigned(self.archive, log_id)
         with self._lock:
             self._cosigned_lists[log_id] = (now, listed)

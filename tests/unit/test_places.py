@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.io.archive.testing import InMemoryArchive
 from pipelines.io.archive.tilecache import DiskTileCache
-from pipelines.io.archive.tiles import TileStore
+from pipelines.io.archive.tiles import NotLocal, TileStore, local_only
 from pipelines.io.places import SYNC_ROWS, PlaceIndex, place_key
 from pipelines.prover import Prover
 from tests.unit.test_prover import LOG, SIGNER, TENANT, Index, entry, grow
@@ -197,3 +197,23 @@ def test_a_place_index_of_another_deployment_is_emptied(tmp_path: Path) -> None:
     assert PlaceIndex(tmp_path / "places.sqlite", identity="a").lookup("t1", "e0") == ("l0", 0)
     other = PlaceIndex(tmp_path / "places.sqlite", identity="b")
     assert other.lookup("t1", "e0") is None and other.synced() == {}
+
+
+def test_within_local_only_a_read_of_the_archive_or_clickhouse_is_refused_not_made(tmp_path: Path) -> None:
+    archive = InMemoryArchive()
+    index = Index([entry(i) for i in range(300)])
+    grow(archive, index, 300)
+    store = TileStore(archive, disk=DiskTileCache(tmp_path / "tiles.sqlite"))
+    prover = Prover(archive, index, SIGNER.verifier(), "auditlog.test", tiles=store)
+    with local_only(), pytest.raises(NotLocal):
+        prover.find(TENANT, "evt_5")  # nothing cached: the head and the place need the archive and ClickHouse
+    found = prover.find(TENANT, "evt_5")
+    with local_only(), pytest.raises(NotLocal):
+        prover.proof_at(TENANT, "evt_5", *found)  # the list of witnesses' cosignatures is not read yet
+    prover.proof_at(TENANT, "evt_5", *found)
+    reads = store.reads
+    with local_only():
+        prover.proof_at(TENANT, "evt_5", *found)  # everything it needs is cached now
+        with pytest.raises(NotLocal):
+            prover.find(TENANT, "evt_6")  # its place is ClickHouse's to give (no place index here)
+    assert store.reads == reads

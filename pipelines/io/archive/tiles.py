@@ -29,8 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,17 @@ from transforms.tiles import (
     tile_for_size,
 )
 
-__all__ = ["TilePublisher", "TileStore", "TilesMissingError", "bundle_entries", "bundle_keys", "published_size"]
+__all__ = [
+    "NotLocal",
+    "TilePublisher",
+    "TileStore",
+    "TilesMissingError",
+    "bundle_entries",
+    "bundle_keys",
+    "local_only",
+    "published_size",
+    "remote",
+]
 
 Progress = Callable[[str], None]
 LEVELS_CACHED = 256
@@ -67,6 +79,33 @@ logs of billions of events; a proof reads one level-0 tile and a few above it.""
 
 class TilesMissingError(LookupError, VerificationError):
     """A log's tiles are not in the archive at the size asked for (the API answers 404)."""
+
+
+class NotLocal(Exception):  # noqa: N818 - names the situation, like StopIteration
+    """Within `local_only()`: the answer needs the archive or ClickHouse, not just what is cached."""
+
+
+_LOCAL_ONLY: ContextVar[bool] = ContextVar("auditlog_local_only", default=False)
+
+
+@contextmanager
+def local_only() -> Iterator[None]:
+    """Within it, a TileStore (and the Prover) raise NotLocal instead of reading the archive or ClickHouse.
+
+    What lets the query API answer a proof whose tiles are cached on its event loop, without a trip
+    to the thread pool, and hand the others to the pool (api/query/routes/evidence.py).
+    """
+    token = _LOCAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
+
+
+def remote(what: str) -> None:
+    """Call before reading the archive or ClickHouse: raises NotLocal within `local_only()`."""
+    if _LOCAL_ONLY.get():
+        raise NotLocal(what)
 
 
 @dataclass
@@ -331,6 +370,7 @@ class TileStore:
         return data
 
     def _read(self, log_id: str, tile: Tile, key: str) -> bytes:
+        remote(key)
         try:
             return bytes(self.archive.get(key))
         except ArchiveNotFoundError:
