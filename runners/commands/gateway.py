@@ -25,6 +25,7 @@ import sys
 import time
 
 from runners.argtypes import IncompleteError, UsageError
+from schemas.native import event_core
 from schemas.retention import load_policy
 from schemas.settings import Settings
 
@@ -74,7 +75,6 @@ def _serve_one(args: argparse.Namespace, settings: Settings, address: str) -> in
     from api.gateway.server import GatewayCore, GatewayOptions, serve
     from api.keys import ApiKeyStore
     from pipelines.io.keystore import open_keystore
-    from schemas.native import event_core
 
     topic = args.topic or settings.topic
     keystore = open_keystore(settings)
