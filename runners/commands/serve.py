@@ -49,6 +49,23 @@ class ServeError(AuditlogError, RuntimeError):
     """The server cannot start as configured; the message says what to do."""
 
 
+def local_caches(settings: Settings) -> tuple[Any, Any]:
+    """The place index and the disk tile cache proofs read first, under `home`/api (both disposable).
+
+    Each file names the deployment it is of (hashed: a ClickHouse URL may carry a password) and
+    empties itself when opened for another (pipelines/io/places.py, pipelines/io/archive/tilecache.py).
+    """
+    from pipelines.io.archive.tilecache import DiskTileCache
+    from pipelines.io.places import PlaceIndex
+
+    archive = hashlib.sha256(f"{settings.s3_endpoint}/{settings.bucket}".encode()).hexdigest()
+    index = hashlib.sha256(f"{settings.effective_clickhouse_url}|{archive}".encode()).hexdigest()
+    return (
+        PlaceIndex(settings.home / "api" / "places.sqlite", identity=index),
+        DiskTileCache(settings.home / "api" / "tiles.sqlite", identity=archive),
+    )
+
+
 def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[Any]]:
     """Opens everything the app needs; returns (Services, closers)."""
     from api.keys import ApiKeyStore
@@ -57,11 +74,9 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     from api.query.store import QueryStore
     from pipelines.ingest_config import archive_spec
     from pipelines.io.archive import open_archive
-    from pipelines.io.archive.tilecache import DiskTileCache
     from pipelines.io.archive.tiles import TileStore
     from pipelines.io.clickhouse import open_clickhouse
     from pipelines.io.keystore import open_keystore
-    from pipelines.io.places import PlaceIndex
     from pipelines.prover import Prover
     from pipelines.witnessing import LagMetrics, witnesses_from_settings
 
@@ -82,13 +97,8 @@ def build_services(settings: Settings, kafka: bool = True) -> tuple[Any, list[An
     clickhouse.ensure_schema()
     keystore = open_keystore(settings)
     archive = open_archive(**archive_spec(settings), connections=SERVE_THREADS)
-    # Proofs read their place and tiles from local disk once seen (pipelines/io/places.py,
-    # pipelines/io/archive/tilecache.py): both files are caches of immutable facts, bounded on disk.
-    # Which deployment the caches are of, hashed: a ClickHouse URL may carry a password.
-    identity = hashlib.sha256(f"{settings.s3_endpoint}/{settings.bucket}".encode()).hexdigest()
-    places_of = hashlib.sha256(f"{settings.effective_clickhouse_url}|{identity}".encode()).hexdigest()
-    places = PlaceIndex(settings.home / "api" / "places.sqlite", identity=places_of)
-    tiles = TileStore(archive, disk=DiskTileCache(settings.home / "api" / "tiles.sqlite", identity=identity))
+    places, disk = local_caches(settings)
+    tiles = TileStore(archive, disk=disk)
     prover = Prover(archive, clickhouse, Verifier.from_key(verifier_key), settings.origin, tiles=tiles, places=places)
     stop_places = threading.Event()
     place_sync = threading.Thread(target=places.follow, args=(clickhouse, stop_places), daemon=True, name="place-index")

@@ -568,12 +568,12 @@ def _get(url: str, key: str) -> None:
 def sync_places() -> None:
     """Fills the deployment's place index from ClickHouse (what `auditlog serve` does in the background)."""
     from pipelines.io.clickhouse import open_clickhouse
-    from pipelines.io.places import PlaceIndex
+    from runners.commands.serve import local_caches
 
     settings = Settings.from_env()
     ch = open_clickhouse(settings.effective_clickhouse_url)
     started = time.monotonic()
-    added = PlaceIndex(settings.home / "api" / "places.sqlite").sync(ch)
+    added = local_caches(settings)[0].sync(ch)
     ch.close()
     print(json.dumps({"added": added, "seconds": time.monotonic() - started}))
 
