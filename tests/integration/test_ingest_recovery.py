@@ -72,15 +72,16 @@ from transforms.pii import SubjectKeys
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-# ~50 MB. A kill lands past its point by what the job holds in flight when the gate closes (its
+# ~75 MB. A kill lands past its point by what the job holds in flight when the gate closes (its
 # Kafka fetches of up to 1 MB a partition, the buffers behind them, and what it reads while the
-# quota is being set: 40-80 blocks on a busy 2-core machine), and the next kill waits for progress
-# past it, so the input must outlast KILLS times that (the last kill lands at about 3/4 of it).
-RECORDS = 100_000
+# quota is being set: 40-120 blocks on a busy 2-core machine), and the next kill waits for progress
+# past it, so the input must outlast KILLS times that. With 100,000 records (~390 blocks) a run
+# whose kills overshot by 57, 106, 120 and 55 blocks put its last kill after the last block.
+RECORDS = 150_000
 TENANTS = 16  # murmur2 spreads them over all four partitions
 DUPLICATE_FRACTION = 0.03
 MALFORMED_FRACTION = 0.01
-BLOCK_SIZE = 250  # ~390 blocks, so kill points fall between and inside many of them
+BLOCK_SIZE = 250  # ~590 blocks, so kill points fall between and inside many of them
 CHECKPOINT_INTERVAL_MS = 1000  # a checkpoint soon after each recovery, while the gate holds the job
 KILLS = 4
 KILL_SPAN = (0.05, 0.4)  # the kill points, as fractions of the expected blocks archived
