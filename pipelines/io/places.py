@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pipelines.io.localdb import LocalDB, claim
 
 __all__ = ["PlaceIndex", "place_key"]
 
@@ -37,7 +38,6 @@ AMBIGUOUS = -1
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, synced INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS places (key INTEGER PRIMARY KEY, log INTEGER NOT NULL, leaf INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
@@ -56,33 +56,14 @@ class PlaceIndex:
         A file made for another deployment is emptied: a wrong place is caught by the caller's
         check of the entry, but then every lookup would fall back to ClickHouse.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._local = threading.local()
+        self._db = LocalDB(path)
         self._sync_lock = threading.Lock()
         db = self._db()
         for statement in _SCHEMA:
             db.execute(statement)
-        row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
-        if row is None or row[0] != identity:
-            db.execute("BEGIN")
-            db.execute("DELETE FROM places")
-            db.execute("DELETE FROM logs")
-            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('identity', ?)", (identity,))
-            db.execute("COMMIT")
+        claim(db, identity, ("places", "logs"))
         self._log_names: dict[int, str] = {}
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
 
     def lookup(self, tenant_id: str, event_id: str) -> tuple[str, int] | None:
         """(log id, leaf index) if the copy holds the event under a key no other leaf shares, else None."""
@@ -163,7 +144,4 @@ class PlaceIndex:
             stop.wait(interval_s)
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._db.close()

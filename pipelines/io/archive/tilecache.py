@@ -21,6 +21,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pipelines.io.localdb import LocalDB, claim
+
 __all__ = ["DEFAULT_DISK_CACHE_BYTES", "DiskTileCache"]
 
 DEFAULT_DISK_CACHE_BYTES = 2 << 30
@@ -33,10 +35,9 @@ class DiskTileCache:
     def __init__(self, path: Path, max_bytes: int = DEFAULT_DISK_CACHE_BYTES, identity: str = "") -> None:
         if max_bytes <= 0:
             raise ValueError(f"the tile cache needs a positive size in bytes, got {max_bytes}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
-        self._local = threading.local()
+        self._db = LocalDB(path, synchronous="OFF")  # a cache: losing the last puts to a crash is fine
         self._write_lock = threading.Lock()
         try:
             self._held = self._open(identity)
@@ -51,21 +52,8 @@ class DiskTileCache:
             "CREATE TABLE IF NOT EXISTS tiles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "key TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, data BLOB NOT NULL)"
         )
-        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
-        if row is None or row[0] != identity:
-            db.execute("DELETE FROM tiles")
-            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('identity', ?)", (identity,))
+        claim(db, identity, ("tiles",))
         return int(db.execute("SELECT coalesce(sum(size), 0) FROM tiles").fetchone()[0])
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")  # a cache: losing the last puts to a crash is fine
-            self._local.db = db
-        return db
 
     @property
     def held(self) -> int:
@@ -113,7 +101,4 @@ class DiskTileCache:
             self._held -= dropped
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._db.close()
