@@ -91,7 +91,7 @@ def open_indexer(settings: Settings, clickhouse: Any = None) -> ArchiveIndexer:
     clickhouse = clickhouse or open_clickhouse(settings.effective_clickhouse_url)
     clickhouse.ensure_schema()
     verifier = Verifier.from_key(settings.verifier_key_file.read_text())
-    return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin)
+    return ArchiveIndexer(open_archive(**archive_spec(settings)), clickhouse, verifier, settings.origin, settings.core)
 
 
 def halted_error(halted: dict[str, str]) -> IndexingHalted | None:

@@ -104,3 +104,26 @@ def tile_levels() -> Callable[[bytes], list[list[bytes]]]:
         return reference
     native: Callable[[bytes], list[list[bytes]]] = auditlog_native.tile_levels
     return native
+
+
+def index_columns(choice: str = "auto") -> Callable[[list[bytes]], dict[str, Any] | None] | None:
+    """The compiled `index_columns` (the indexer's columns of canonical entries) for `choice`, or None.
+
+    None means build the rows with the reference, schemas.rows.audit_log_row;
+    tests/unit/test_index_arrow.py holds the two equal. Raises NativeCoreUnavailable when
+    `choice` is `native` and the core is not built.
+    """
+    if choice not in CORES:
+        raise ValueError(f"event core {choice!r} is not one of {', '.join(CORES)}")
+    if choice == "python":
+        return None
+    try:
+        import auditlog_native  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError as exc:
+        if choice == "native":
+            raise NativeCoreUnavailable(
+                f"AUDITLOG_CORE=native, but the compiled core is not installed ({exc})"
+            ) from None
+        return None
+    native: Callable[[list[bytes]], dict[str, Any] | None] = auditlog_native.index_columns
+    return native

@@ -174,7 +174,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from pipelines.indexer import ArchiveIndexer, IndexerThread
 
         indexer = ArchiveIndexer(
-            services.archive, services.store.clickhouse, Verifier.from_key(services.verifier_key), settings.origin
+            services.archive,
+            services.store.clickhouse,
+            Verifier.from_key(services.verifier_key),
+            settings.origin,
+            settings.core,
         )
         follower = IndexerThread(indexer)
         follower.start()

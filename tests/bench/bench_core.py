@@ -121,6 +121,7 @@ def main() -> None:
     row("whole per-event core path (parse→seal→JCS→leaf→append), events/s", f"{len(records) / t:,.0f}")
 
     core_table()
+    indexer_table()
 
 
 def per_event(fn: Callable[[], object], count: int) -> float:
@@ -185,5 +186,86 @@ def core_table() -> None:
         row(f"LogSequencer.step, whole (core={choice}), µs per record", f"{per_event(run, len(values)):.2f}")
 
 
+def indexer_table(events: int = 40_000, block_size: int = 1_000) -> None:
+    """The indexer's rows and inserts into embedded chDB, µs per event: before, reference, compiled, grouped.
+
+    Wall time, and the process's CPU time (chDB's insert and merge threads included) over the
+    same span. Each variant writes the same blocks into a fresh chDB of its own.
+    """
+    import resource
+    import tempfile
+
+    from pipelines.io.clickhouse import open_clickhouse
+    from pipelines.io.clickhouse.arrow import SealedBlock, leaves_table, logs_table
+    from pipelines.io.clickhouse.schema import LEAVES_TABLE, LOGS_TABLE
+    from pipelines.io.keystore import InMemoryKeyStore
+    from schemas.native import index_columns
+    from schemas.rows import AUDIT_LOG_COLUMNS, LEAF_COLUMNS, block_rows
+    from tests.synthetic import sealed_blocks
+    from transforms.blocks import decode_block_object
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    signer = Signer.generate("auditlog.bench")
+    keys = InMemoryKeyStore(key_seed=b"bench")
+    blocks = []
+    for _, record in sealed_blocks(events, 1, block_size, signer, keys):
+        header, entries = decode_block_object(record.block_object)  # type: ignore[attr-defined]
+        blocks.append(SealedBlock(header, entries, [leaf_hash(e) for e in entries]))
+    n = sum(b.header.leaf_count for b in blocks)
+    size = sum(len(e) for b in blocks for e in b.entries) / n
+    print(
+        f"\nthe indexer into embedded chDB, µs per event ({n:,} events of {size:.0f} B in {block_size:,}-event blocks)"
+    )
+    print(f"  {'variant':<44} {'rows/cols':>9} {'insert':>9} {'wall':>9} {'CPU':>9}")
+    native = index_columns("auto")
+    variants: list[tuple[str, object, int]] = [("row inserts, one block each (before)", "rows", 1)]
+    variants += [("Arrow, reference columns, one block each", None, 1)]
+    if native is not None:
+        variants += [
+            ("Arrow, compiled columns, one block each", native, 1),
+            ("Arrow, compiled columns, 5 blocks each", native, 5),
+            ("Arrow, compiled columns, 10 blocks each", native, 10),
+        ]
+    for name, how, group in variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            ch = open_clickhouse(f"chdb://{tmp}/ch")
+            ch.ensure_schema()
+            build = insert = 0.0
+            wall, cpu0 = time.perf_counter(), cpu()
+            for i in range(0, len(blocks), group):
+                part = blocks[i : i + group]
+                t0 = time.perf_counter()
+                settings = {"insert_deduplicate": 1, "insert_deduplication_token": f"t{i}"}
+                if how == "rows":
+                    rows = [r for b in part for r in block_rows(b.header, list(b.entries))[0]]
+                    leaves = [(r[12], r[13], r[14], r[0], r[1], r[15]) for r in rows]
+                    t1 = time.perf_counter()
+                    ch._conn.insert(LEAVES_TABLE, LEAF_COLUMNS, leaves, settings)
+                    ch._conn.insert(
+                        LOGS_TABLE, AUDIT_LOG_COLUMNS, rows, {**settings, "insert_deduplication_token": f"l{i}"}
+                    )
+                else:
+                    table = logs_table(part, columns=how)  # type: ignore[arg-type]
+                    t1 = time.perf_counter()
+                    ch._conn.insert_arrow(LEAVES_TABLE, leaves_table(table), settings)
+                    ch._conn.insert_arrow(LOGS_TABLE, table, {**settings, "insert_deduplication_token": f"l{i}"})
+                build += t1 - t0
+                insert += time.perf_counter() - t1
+            wall, used = time.perf_counter() - wall, cpu() - cpu0
+            ch.close()
+        print(
+            f"  {name:<44} {build / n * 1e6:>9.2f} {insert / n * 1e6:>9.2f} "
+            f"{wall / n * 1e6:>9.2f} {used / n * 1e6:>9.2f}"
+        )
+
+
 if __name__ == "__main__":
-    main() if "--core" not in sys.argv else core_table()
+    if "--core" in sys.argv:
+        core_table()
+    elif "--indexer" in sys.argv:
+        indexer_table()
+    else:
+        main()

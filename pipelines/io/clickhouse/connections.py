@@ -9,6 +9,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from pipelines.io.clickhouse.errors import ClickHouseError
 from pipelines.io.clickhouse.schema import DATABASE
 
@@ -25,6 +27,8 @@ class _Connection(Protocol):
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
     ) -> None: ...
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -85,6 +89,10 @@ class _ChdbConnection:
             self._types.pop(table, None)
             raise
 
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
+        # Sent as one Arrow IPC stream (INSERT ... FORMAT Arrow), which chDB reads column by column.
+        self.client.insert_arrow(table, data, settings=dict(settings))
+
     def close(self) -> None:
         with self._readers_lock:
             readers, self._readers = self._readers, []
@@ -124,6 +132,15 @@ class _NativeConnection:
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Mapping[str, Any]
     ) -> None:
         self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(rows), settings=dict(settings))
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
+        # clickhouse-driver has no Arrow input: columns go over the native protocol, one list each.
+        self.client.execute(
+            f"INSERT INTO {table} ({', '.join(data.column_names)}) VALUES",
+            [column.to_pylist() for column in data.columns],
+            columnar=True,
+            settings=dict(settings),
+        )
 
     def close(self) -> None:
         self.client.disconnect()

@@ -33,9 +33,14 @@ CHECKPOINTS_TABLE = f"{DATABASE}.audit_checkpoints"
 _COMMENT = re.compile(r"--[^\n]*")
 
 
-def dedup_token(log_id: str, block_index: int, table: str) -> str:
-    """The insert_deduplication_token of one block's insert into `table` (a bare table name)."""
-    return f"{log_id}/{block_index}/{table}"
+def dedup_token(log_id: str, block_index: int, table: str, last_block: int | None = None) -> str:
+    """The insert_deduplication_token of an insert into `table` (a bare table name).
+
+    The insert holds blocks `block_index` .. `last_block`: one block when that is None or the same.
+    """
+    if last_block is None or last_block == block_index:
+        return f"{log_id}/{block_index}/{table}"
+    return f"{log_id}/{block_index}-{last_block}/{table}"
 
 
 def schema_statements(sql: str | None = None) -> list[str]:

@@ -228,6 +228,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The JSON string starting at `text[pos]` (its opening quote), unescaped, and the position after
+/// its closing quote; `None` for anything `parse_json` would not accept in a string.
+pub(crate) fn read_string(text: &[u8], pos: usize) -> Option<(String, usize)> {
+    if text.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let mut reader = Reader { text, pos };
+    let value = reader.string()?;
+    Some((value, reader.pos))
+}
+
 pub(crate) fn parse_json(raw: &[u8]) -> Option<Value> {
     std::str::from_utf8(raw).ok()?;
     let mut reader = Reader { text: raw, pos: 0 };

@@ -16,6 +16,7 @@
 //! them) in ASCII, and only times whose conversion to UTC stays within the years 1000..9999.
 
 mod json;
+mod rows;
 mod schema;
 mod time;
 
@@ -363,5 +364,6 @@ fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Parsed>()?;
     m.add_function(wrap_pyfunction!(leaf_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(tile_levels, m)?)?;
+    m.add_function(wrap_pyfunction!(rows::index_columns, m)?)?;
     Ok(())
 }
