@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.io.clickhouse.errors import ClickHouseError
 from pipelines.io.clickhouse.schema import DATABASE
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class _Connection(Protocol):

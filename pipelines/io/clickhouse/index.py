@@ -10,11 +10,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from pipelines.io.clickhouse.arrow import SealedBlock, leaves_table, logs_table
 from pipelines.io.clickhouse.compare import IndexDigest, IndexedRow, IndexSnapshot
 from pipelines.io.clickhouse.connections import _Connection
 from pipelines.io.clickhouse.digest import (
@@ -48,6 +45,11 @@ from transforms.blocks import BlockHeader
 from transforms.checkpoint import parse_checkpoint
 from transforms.merkle import leaf_hash
 from transforms.retention import LegalHold, RetentionClock
+
+if TYPE_CHECKING:  # pyarrow takes ~0.45 s to import: loaded by the first block written, not by readers
+    import pyarrow as pa
+
+    from pipelines.io.clickhouse.arrow import SealedBlock
 
 __all__ = ["ClickHouse"]
 
@@ -154,6 +156,8 @@ class ClickHouse:
                 f"log {header.log_id} block {header.block_index}: header has {header.leaf_count} leaves, "
                 f"got {len(entries)} entries"
             )
+        from pipelines.io.clickhouse.arrow import SealedBlock
+
         block = SealedBlock(header, entries, [leaf_hash(e) for e in entries])
         self.write_blocks([block], [signed_checkpoint], deduplicate=deduplicate, holds=holds)
 
@@ -181,6 +185,8 @@ class ClickHouse:
             holds: as for write_block.
             core: AUDITLOG_CORE: whether the compiled core builds the columns (schemas/native.py).
         """
+        from pipelines.io.clickhouse.arrow import leaves_table, logs_table
+
         if not blocks:
             return
         headers = [b.header for b in blocks]
