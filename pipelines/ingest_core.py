@@ -331,7 +331,7 @@ class LogSequencer:
         erased: bool,
     ) -> list[tuple[str, Any]]:
         """Dedupe, then the entry joins the open block (sealed when full)."""
-        if dedupe.seen(f"{tenant_id}\x00{event_id}"):
+        if dedupe.seen(dedupe_key(tenant_id, event_id)):
             self.counters.duplicates += 1
             return []
         log.pending.append(entry)
@@ -469,9 +469,21 @@ def archived_event_keys(log_id: str, last_block: int, archived: ArchivedBlocks) 
     """
     keys: list[str] = []
     for index in range(last_block + 1):
-        for entry in archived.entries(log_id, index) or ():
-            doc = orjson.loads(entry)
-            keys.append(f"{doc['tenant_id']}\x00{doc['event_id']}")
+        keys += entry_keys(archived.entries(log_id, index) or ())
+    return keys
+
+
+def dedupe_key(tenant_id: str, event_id: str) -> str:
+    """What dedupe remembers of an event: its tenant and id (an id is unique within its tenant)."""
+    return f"{tenant_id}\x00{event_id}"
+
+
+def entry_keys(entries: Iterable[bytes]) -> list[str]:
+    """The dedupe keys of canonical entries."""
+    keys = []
+    for entry in entries:
+        doc = orjson.loads(entry)
+        keys.append(dedupe_key(doc["tenant_id"], doc["event_id"]))
     return keys
 
 
@@ -562,6 +574,48 @@ class ArchivedEntries:
 
     def resume_point(self, log_id: str, block_index: int) -> bytes:
         return bytes(self.archive.get_resume_point(log_id, block_index))
+
+
+class SeenState(Protocol):
+    """Where dedupe keeps the keys of sealed blocks: Flink's keyed MapState has this shape."""
+
+    def contains(self, key: str) -> bool: ...
+
+    def put_all(self, entries: dict[str, bool]) -> None: ...
+
+
+class BlockDedupe:
+    """A DedupeIndex over keyed state that costs one state call per new record, not two.
+
+    The keys of the open block's events are held here, and go into `state` in one call when
+    the block is sealed (`sealed`). Until then each is in the open block, whose entries the
+    caller keeps in its own state record by record anyway; after a restore, the keys are read
+    back from those entries (`open_entries`). So the state and the open block between them
+    always hold every key seen, at every checkpoint.
+    """
+
+    __slots__ = ("open", "state")
+
+    def __init__(self, state: SeenState, open_entries: Iterable[bytes] = ()) -> None:
+        self.state = state
+        self.open = set(entry_keys(open_entries))
+
+    def seen(self, key: str) -> bool:
+        if key in self.open or self.state.contains(key):
+            return True
+        self.open.add(key)
+        return False
+
+    def sealed(self) -> None:
+        """The open block was sealed (and a new one is empty): its keys go into the state."""
+        if self.open:
+            self.state.put_all(dict.fromkeys(self.open, True))
+            self.open = set()
+
+    def restart(self, keys: Iterable[str]) -> None:
+        """The open block was dropped for a resume point: remember `keys` (the archive's) instead."""
+        self.open = set()
+        self.state.put_all(dict.fromkeys(keys, True))
 
 
 class MemoryDedupe:

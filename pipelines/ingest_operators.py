@@ -16,6 +16,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, Runt
 from pipelines.ingest_config import JobConfig
 from pipelines.ingest_core import (
     ArchivedEntries,
+    BlockDedupe,
     LogCursor,
     LogSequencer,
     SealedBlockRecord,
@@ -65,7 +66,8 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         )
         seen = MapStateDescriptor("seen-event-ids", Types.STRING(), Types.BOOLEAN())
         seen.enable_time_to_live(ttl)
-        self.dedupe = _MapStateDedupe(runtime_context.get_map_state(seen))
+        self.seen_state = runtime_context.get_map_state(seen)
+        self.dedupes: dict[int, BlockDedupe] = {}  # per partition; all over the one keyed MapState
         self.pending_state = runtime_context.get_list_state(ListStateDescriptor("open-block", Types.STRING()))
         self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
         signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
@@ -95,8 +97,9 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             log_id = self.config.options.log_id(partition)
             pending = [entry.encode() for entry in (self.pending_state.get() or [])]
             cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
+            self.dedupes[partition] = BlockDedupe(self.seen_state, pending)
             if offset:
-                cursor = self._resume(cursor, offset)
+                cursor = self._resume(cursor, offset, self.dedupes[partition])
             self.cursors[partition] = cursor
             # A counter, not a gauge: Flink reads a Python gauge by calling into the interpreter
             # from its metrics thread, which crashed a TaskManager (SIGSEGV in take_gil) when the
@@ -107,7 +110,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             self.tree_sizes[log_id] = (counter, cursor.tree.size)
         return cursor
 
-    def _resume(self, cursor: LogCursor, offset: int) -> LogCursor:
+    def _resume(self, cursor: LogCursor, offset: int, dedupe: BlockDedupe) -> LogCursor:
         """A log whose records before `offset` were deleted goes on from the archive's resume point.
 
         `auditlog erase` deletes what the archive holds from the topic. A job that then starts
@@ -124,8 +127,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         if cursor.last_block is not None and resumed_from <= cursor.last_block.block_index:
             return cursor  # an ordinary restore: the state is as far as the archive
         seen = archived_event_keys(cursor.log_id, resumed_from, self.archived)
-        for key in seen:
-            self.dedupe.seen(key)
+        dedupe.restart(seen)
         self.pending_state.clear()
         self.cursor_state.update(resumed.to_bytes().decode())
         print(
@@ -145,23 +147,28 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
         record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]), _bytes(value[5]))
         before = len(cursor.pending)
-        outputs = self.sequencer.step(cursor, self.dedupe, record)
+        dedupe = self.dedupes[partition]
+        outputs = self.sequencer.step(cursor, dedupe, record)
         if len(cursor.pending) > before:
             self.pending_state.add(cursor.pending[-1].decode())
-        yield from self._emit(cursor, outputs)
+        yield from self._emit(cursor, dedupe, outputs)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        cursor = self._cursor(partition_of_key(ctx.get_current_key()))
+        partition = partition_of_key(ctx.get_current_key())
+        cursor = self._cursor(partition)
         block = self.sequencer.seal(cursor)
-        yield from self._emit(cursor, [("block", block)] if block else [])
+        yield from self._emit(cursor, self.dedupes[partition], [("block", block)] if block else [])
 
-    def _emit(self, cursor: LogCursor, outputs: list[tuple[str, Any]]) -> Any:
+    def _emit(self, cursor: LogCursor, dedupe: BlockDedupe, outputs: list[tuple[str, Any]]) -> Any:
         for kind, item in outputs:
             if kind == "dlq":
                 self.m_dlq.inc()
                 yield self.dlq_tag, item.to_json().decode()
             else:
+                # The block's entries leave the list state and its dedupe keys enter the map
+                # state in the same step, so every checkpoint holds each key in one of the two.
                 self.pending_state.clear()
+                dedupe.sealed()
                 self.cursor_state.update(cursor.to_bytes().decode())
                 self.m_blocks.inc()
                 self._report_tree_size(cursor)
@@ -190,19 +197,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         if cursor.tree.size > reported:
             counter.inc(cursor.tree.size - reported)
             self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
-
-
-class _MapStateDedupe:
-    __slots__ = ("state",)
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def seen(self, key: str) -> bool:
-        if self.state.contains(key):
-            return True
-        self.state.put(key, True)
-        return False
 
 
 def _bytes(value: Any) -> bytes | None:

@@ -67,22 +67,92 @@ def create_topic(settings: Settings, topic: str) -> None:
         future.result(15)
 
 
-def run_ingest(settings: Settings, env: dict[str, str], *args: str) -> tuple[float, float]:
-    """Runs `auditlog ingest`; returns (wall seconds, net job runtime seconds)."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds so far) of every process this user can read."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+class TreeCPU:
+    """CPU seconds of a process and all its descendants, sampled every 0.2 s while it runs.
+
+    A descendant's last sample counts when it exits (at most 0.2 s of its CPU is missed); the
+    JVM of the local mini-cluster and the TaskManager's Python all run under the command.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            stats = _proc_stats()
+            tree = {self.pid}
+            grew = True
+            while grew:
+                grew = False
+                for pid, (parent, _) in stats.items():
+                    if parent in tree and pid not in tree:
+                        tree.add(pid)
+                        grew = True
+            for pid in tree:
+                if pid in stats:
+                    self.last[pid] = stats[pid][1]
+            self._stop.wait(0.2)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.last.values())
+
+
+def service_cpu(settings: Settings) -> float:
+    """CPU seconds so far of the stack's Kafka broker and SeaweedFS (their pid files)."""
+    stats = _proc_stats()
+    total = 0.0
+    for name in ("kafka", "s3"):
+        try:
+            pid = int((settings.home / "run" / f"{name}.pid").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+        total += stats.get(pid, (0, 0.0))[1]
+    return total
+
+
+def run_measured(settings: Settings, command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """Runs `command`; returns (wall s, its CPU s with descendants, Kafka + SeaweedFS CPU s, stderr)."""
+    services = service_cpu(settings)
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "runners.cli", "ingest", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu = TreeCPU(proc.pid)
+    _, stderr = proc.communicate()
     wall = time.monotonic() - started
+    used = cpu.stop()
     if proc.returncode != 0:
-        sys.exit(f"ingest failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    match = re.search(r"net runtime (\d+) ms", proc.stderr)
-    return wall, int(match.group(1)) / 1000 if match else wall
+        sys.exit(f"{' '.join(command[1:4])} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return wall, used, service_cpu(settings) - services, stderr
+
+
+def run_ingest(settings: Settings, env: dict[str, str], *args: str) -> tuple[float, float, float, float]:
+    """Runs `auditlog ingest`; returns (wall s, net job runtime s, its CPU s, Kafka + SeaweedFS CPU s)."""
+    wall, cpu, services, stderr = run_measured(settings, [sys.executable, "-m", "runners.cli", "ingest", *args], env)
+    match = re.search(r"net runtime (\d+) ms", stderr)
+    return wall, int(match.group(1)) / 1000 if match else wall, cpu, services
 
 
 def latency(settings: Settings, env: dict[str, str]) -> list[float]:
@@ -190,17 +260,16 @@ def floor_job(topic: str, variant: str) -> None:
     print(f"net runtime {result.get_net_runtime()} ms", file=sys.stderr)
 
 
-def run_floor(env: dict[str, str], topic: str, variant: str) -> float:
-    """Net seconds of `floor_job` in a child process (one mini-cluster per process)."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--floor", topic, variant], cwd=REPO_ROOT, env=env, capture_output=True, text=True
-    )
+def run_floor(env: dict[str, str], topic: str, variant: str) -> tuple[float, float]:
+    """(net seconds, CPU seconds with descendants) of `floor_job` in a child process (one mini-cluster per process)."""
+    settings = Settings.from_env()
+    _, cpu, _, stderr = run_measured(settings, [sys.executable, __file__, "--floor", topic, variant], env)
     # Its retained checkpoints hold nothing but Kafka offsets: not worth keeping.
-    shutil.rmtree(Settings.from_env().home / "bench" / f"floor-checkpoints-{variant}", ignore_errors=True)
-    match = re.search(r"net runtime (\d+) ms", proc.stderr)
-    if proc.returncode != 0 or not match:
-        sys.exit(f"the floor job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return int(match.group(1)) / 1000
+    shutil.rmtree(settings.home / "bench" / f"floor-checkpoints-{variant}", ignore_errors=True)
+    match = re.search(r"net runtime (\d+) ms", stderr)
+    if not match:
+        sys.exit(f"the floor job printed no net runtime:\n{stderr[-3000:]}")
+    return int(match.group(1)) / 1000, cpu
 
 
 def main() -> None:
@@ -216,8 +285,14 @@ def main() -> None:
     )
     records = padded_records(EVENTS, seed=run_id % 1000)
     rows = []
-    for label, flag in (("verifiable (hash, chain, sign)", ()), ("hashing/chaining/signing off", ("--unverifiable",))):
-        mode = "off" if flag else "on"
+    cpu: dict[str, float] = {}
+    runs = (
+        ("verifiable (hash, chain, sign)", "on", ()),
+        ("  the same, indexer off", "noindex", ("--no-index",)),
+        ("hashing/chaining/signing off", "off", ("--unverifiable",)),
+    )
+    print(f"  {'run':<34} {'ev/s (net)':>10} {'ev/s (wall)':>11} {'job µs/ev':>10} {'Kafka+S3':>9}")
+    for label, mode, flag in runs:
         topic = f"bench.ingest.{run_id}.{mode}"
         create_topic(settings, topic)
         # A bucket of its own per run: the indexer then sees only this run's logs.
@@ -225,18 +300,33 @@ def main() -> None:
         ensure_bucket(s3_client(settings), bucket)
         env["AUDITLOG_BUCKET"] = bucket
         produce_records(settings, records, topic, None, False, len(records))
-        wall, net = run_ingest(settings, env, "--bounded", "--topic", topic, *flag)
+        wall, net, used, services = run_ingest(settings, env, "--bounded", "--topic", topic, *flag)
         rows.append((label, EVENTS / net, EVENTS / wall, net, wall))
+        cpu[mode] = used / EVENTS * 1e6
         print(
-            f"  {label:<34} {EVENTS / net:>10,.0f} ev/s over net runtime {net:6.1f} s   "
-            f"{EVENTS / wall:>10,.0f} ev/s incl. start-up and indexing ({wall:.1f} s)",
+            f"  {label:<34} {EVENTS / net:>10,.0f} {EVENTS / wall:>11,.0f} {cpu[mode]:>10.1f} "
+            f"{services / EVENTS * 1e6:>9.1f}   (net runtime {net:.1f} s; wall {wall:.1f} s, start-up and indexing in)",
             flush=True,
         )
-    print(f"\n  cost of the verifiable log: {rows[1][1] / rows[0][1]:.2f}x the rate without it\n")
+    print(f"\n  cost of the verifiable log: {rows[2][1] / rows[0][1]:.2f}x the rate without it\n")
     on_topic = f"bench.ingest.{run_id}.on"
     for label, variant in (("floor: source + keying only", "jvm"), ("floor: + an empty Python function", "python")):
-        net = run_floor(env, on_topic, variant)
-        print(f"  {label:<34} {EVENTS / net:>10,.0f} ev/s over net runtime {net:6.1f} s", flush=True)
+        net, used = run_floor(env, on_topic, variant)
+        cpu[variant] = used / EVENTS * 1e6
+        print(
+            f"  {label:<34} {EVENTS / net:>10,.0f} ev/s over net runtime {net:6.1f} s, {cpu[variant]:.1f} µs/ev",
+            flush=True,
+        )
+    print("\n  CPU µs per event by stage (differences between the runs above; start-up included):")
+    stages = (
+        ("Kafka source + keying (JVM)", cpu["jvm"]),
+        ("into Python and back (PyFlink)", cpu["python"] - cpu["jvm"]),
+        ("step, state, archive writer, checkpoints", cpu["noindex"] - cpu["python"]),
+        ("indexer (Arrow into chDB)", cpu["on"] - cpu["noindex"]),
+        ("whole job", cpu["on"]),
+    )
+    for label, value in stages:
+        print(f"    {label:<44} {value:>8.1f}")
     print()
     env_latency = {**env, "AUDITLOG_BLOCK_LATENCY_MS": "1000", "AUDITLOG_BUCKET": f"auditlog-bench-{run_id}-latency"}
     ensure_bucket(s3_client(settings), env_latency["AUDITLOG_BUCKET"])
