@@ -98,7 +98,9 @@ def archived_block(
     if entries is not None:
         return obj
     try:
-        return replace(obj, entries=tuple(bundle_entries(archive, header, bundle_versions)))
+        read: dict[str, bytes] = {}
+        entries = bundle_entries(archive, header, bundle_versions, read)
+        return replace(obj, entries=tuple(entries), bundles=read)
     except TilesMissingError as exc:
         return replace(obj, missing=str(exc))
 
@@ -191,23 +193,26 @@ def check_archive_log(
         tiles = TileCheck(log_id)
         blocks, checkpoints = log_history(archive, log_id, pool, listed)
         for index, obj, expired in blocks:
+            header: BlockHeader | None = None
             if expired:
-                verified = check.add_expired_block(index, obj)
-                if verified is not None:
-                    tiles.add_block(verified[0], None, verified[1])
+                old = check.add_expired_block(index, obj)
+                if old is not None:
+                    header, hashes = old
+                    tiles.add_block(header, None, hashes)
                     if on_expired:
-                        on_expired(*verified)
+                        on_expired(header, hashes)
             else:
                 verified = check.add_block(index, obj)
                 if verified is not None:
-                    tiles.add_block(verified[0], verified[1], None)
+                    header, entries, hashes = verified
+                    tiles.add_block(header, entries, hashes, read=obj.bundles)
                     if on_block:
-                        on_block(*verified)
-            if verified is None:
+                        on_block(header, entries)
+            if header is None:
                 tiles.stop()
                 continue
             if progress:
-                progress(verified[0].leaf_count)
+                progress(header.leaf_count)
         for size, obj in checkpoints:
             check.add_checkpoint(size, obj)
         archived = check.finish(witness)

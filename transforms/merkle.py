@@ -31,12 +31,18 @@ EMPTY_ROOT = sha256(b"").digest()
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "COMPILED_HASHING",
     "CompactRange",
     "MerkleTree",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
+    "leaf_hashes",
     "node_hash",
+    "node_level",
+    "reference_leaf_hashes",
+    "reference_node_level",
+    "reference_root",
     "root",
     "verify_consistency",
     "verify_inclusion",
@@ -53,6 +59,65 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return sha256(NODE_PREFIX + left + right).digest()
 
 
+# --------------------------------------------------------------------------- in batches
+#
+# The same hashes over a whole block or tree level in one call. Where the compiled core
+# (transforms/native, `auditlog_native`) is built it does them, with the GIL released for large
+# inputs; the Python definitions below are the reference it is held to
+# (tests/unit/test_native_core.py), and what runs without it.
+
+
+def reference_leaf_hashes(entries: Sequence[bytes]) -> list[bytes]:
+    """`leaf_hash` of each entry."""
+    return [sha256(LEAF_PREFIX + e).digest() for e in entries]
+
+
+def reference_node_level(data: bytes | bytearray) -> bytes:
+    """`node_hash` of each pair of 32-byte hashes in `data` (a multiple of 64 bytes), concatenated."""
+    if len(data) % (2 * HASH_SIZE):
+        raise ValueError(f"a level of pairs is {len(data)} bytes, not a whole number of 64-byte pairs")
+    return b"".join(sha256(NODE_PREFIX + data[i : i + 2 * HASH_SIZE]).digest() for i in range(0, len(data), 64))
+
+
+def reference_root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """The Merkle tree hash of the leaf hashes (SHA-256("") when empty), one node at a time."""
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    for h in leaf_hashes:
+        if len(h) != HASH_SIZE:
+            raise InvalidProofError(f"leaf hash must be {HASH_SIZE} bytes, got {len(h)}")
+    cr = CompactRange()
+    cr.extend(leaf_hashes)
+    return cr.root()
+
+
+def _compiled() -> tuple[Callable[..., list[bytes]], Callable[..., bytes], Callable[..., bytes]] | None:
+    try:
+        import auditlog_native  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    return auditlog_native.leaf_hashes, auditlog_native.node_level, auditlog_native.merkle_root
+
+
+_COMPILED = _compiled()
+COMPILED_HASHING = _COMPILED is not None
+"""True when the batch functions below run in the compiled core."""
+
+
+def leaf_hashes(entries: Sequence[bytes]) -> list[bytes]:
+    """`leaf_hash` of each entry, in one call."""
+    if _COMPILED is None:
+        return reference_leaf_hashes(entries)
+    return _COMPILED[0](entries)
+
+
+def node_level(data: bytes | bytearray) -> bytes:
+    """`node_hash` of each pair of 32-byte hashes in `data` (a multiple of 64 bytes), concatenated."""
+    if _COMPILED is None:
+        return reference_node_level(data)
+    return _COMPILED[1](data)
+
+
 def _split(n: int) -> int:
     """The largest power of two strictly less than n (requires n >= 2)."""
     return 1 << ((n - 1).bit_length() - 1)
@@ -60,11 +125,12 @@ def _split(n: int) -> int:
 
 def root(leaf_hashes: Sequence[bytes]) -> bytes:
     """Returns the Merkle tree hash of the given leaf hashes (SHA-256("") when empty)."""
-    if not leaf_hashes:
-        return EMPTY_ROOT
-    cr = CompactRange()
-    cr.extend(leaf_hashes)
-    return cr.root()
+    if _COMPILED is None or len(leaf_hashes) < 4:
+        return reference_root(leaf_hashes)
+    joined = b"".join(leaf_hashes)
+    if len(joined) != HASH_SIZE * len(leaf_hashes):
+        return reference_root(leaf_hashes)  # says which hash is not 32 bytes
+    return _COMPILED[2](joined)
 
 
 SubtreeRoot = Callable[[int, int], bytes]
@@ -342,8 +408,8 @@ class MerkleTree:
             below, above = self._levels[k], self._levels[k + 1]
             start = len(above) // HASH_SIZE
             pairs = len(below) // (2 * HASH_SIZE)
-            for i in range(start, pairs):
-                above += sha256(NODE_PREFIX + below[2 * HASH_SIZE * i : 2 * HASH_SIZE * (i + 1)]).digest()
+            if pairs > start:
+                above += node_level(below[2 * HASH_SIZE * start : 2 * HASH_SIZE * pairs])
             k += 1
 
     def leaf(self, index: int) -> bytes:

@@ -19,7 +19,7 @@ while its retention runs is "deleted".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from hashlib import md5, sha256
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from transforms.blocks import BlockHeader, decode_block, decode_expired_block, verify_block
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.errors import VerificationError
-from transforms.merkle import LEAF_PREFIX, MerkleTree, verify_consistency
+from transforms.merkle import MerkleTree, leaf_hashes, verify_consistency
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
 from transforms.tiles import Tile, TiledLog, TileFormatError, parse_tile_path
@@ -130,9 +130,11 @@ class ArchivedObject:
     deleted: bool = False
     current: bytes | None = None  # the newest data version, when it is not the original
     # A block object that holds only its header (auditlog-block/v2): its entries, read from the
-    # log's entry bundles (their original versions), or why they could not be.
+    # log's entry bundles (their original versions), or why they could not be; and the bytes of
+    # each bundle read (tile path -> its original version), which `TileCheck` compares as they are.
     entries: tuple[bytes, ...] | None = None
     missing: str = ""
+    bundles: Mapping[str, bytes] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- what the index must hold
@@ -271,10 +273,11 @@ class ArchiveLogCheck:
                 **where,
             )
 
-    def add_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes]] | None:
+    def add_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes], list[bytes]] | None:
         """Checks the archived block at `index`; call in ascending index order.
 
-        Returns the block's header and entries when it verifies and follows on, else None.
+        Returns the block's header, entries and their leaf hashes when it verifies and follows on,
+        else None.
         """
 
         def decode(data: bytes) -> tuple[BlockHeader, list[bytes], list[bytes]]:
@@ -283,7 +286,7 @@ class ArchiveLogCheck:
                 if obj.entries is None:
                     raise VerificationError(obj.missing or "the block's entries are not in its log's entry bundles")
                 entries = list(obj.entries)
-            return header, [sha256(LEAF_PREFIX + e).digest() for e in entries], entries
+            return header, leaf_hashes(entries), entries
 
         followed = self._follow(index, obj, "block", decode)
         if followed is None:
@@ -298,7 +301,7 @@ class ArchiveLogCheck:
                 if kept
                 else None
             )
-        return header, entries
+        return header, entries, hashes
 
     def add_expired_block(self, index: int, obj: ArchivedObject) -> tuple[BlockHeader, list[bytes]] | None:
         """Checks the header and leaf hashes left in place of block `index` after it expired.
@@ -470,6 +473,10 @@ class ListedTile:
     etags: tuple[str, ...]
 
 
+_SAME = "read: as expected"
+_DIFFERENT = "read: different bytes"
+
+
 class TileCheck:
     """A log's C2SP tlog-tiles as its verified blocks say they must be, against the archive's listing.
 
@@ -484,7 +491,8 @@ class TileCheck:
     def __init__(self, log_id: str) -> None:
         self.log_id = log_id
         self._tiled = TiledLog()
-        self._expected: dict[str, str] = {}  # path -> hex MD5 of its bytes
+        # path -> hex MD5 of its bytes, or _SAME / _DIFFERENT where its original was read and compared
+        self._expected: dict[str, str] = {}
         self._expired: list[tuple[int, int]] = []  # leaf ranges of expired blocks
         self._broken = False
 
@@ -492,8 +500,19 @@ class TileCheck:
         """The log's chain broke: only what its verified blocks published so far is expected."""
         self._broken = True
 
-    def add_block(self, header: BlockHeader, entries: Sequence[bytes] | None, hashes: Sequence[bytes] | None) -> None:
-        """A verified block (entries), or an expired one (leaf hashes only), in log order."""
+    def add_block(
+        self,
+        header: BlockHeader,
+        entries: Sequence[bytes] | None,
+        hashes: Sequence[bytes] | None,
+        read: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """A verified block (entries and/or leaf hashes; an expired one has hashes only), in log order.
+
+        `read` holds the original bytes of tiles already read from the archive (a block's entry
+        bundles): those are compared byte for byte rather than through the listing's ETag, which
+        saves hashing every event's bytes again with MD5.
+        """
         if self._broken:
             return
         if header.first_leaf_index != self._tiled.size:
@@ -502,7 +521,11 @@ class TileCheck:
         if entries is None:
             self._expired.append((header.first_leaf_index, header.tree_size))
         for tile, data in self._tiled.grow(header.first_leaf_index, entries, hashes):
-            self._expected[tile.path] = md5(data).hexdigest()
+            original = read.get(tile.path) if read else None
+            if original is None:
+                self._expected[tile.path] = md5(data).hexdigest()
+            else:
+                self._expected[tile.path] = _SAME if original == data else _DIFFERENT
 
     def _of_expired_events(self, tile: Tile) -> bool:
         return tile.is_bundle and any(lo < tile.end and tile.start < hi for lo, hi in self._expired)
@@ -546,7 +569,9 @@ class TileCheck:
                     find(Kind.INSERTED, f"{item.key} is not a tile or bundle the log's verified blocks publish")
                 continue
             seen.add(path)
-            if item.etags[-1].strip('"') != want:
+            if want == _SAME:
+                found += 1
+            elif want == _DIFFERENT or item.etags[-1].strip('"') != want:
                 find(Kind.MODIFIED, f"{item.key} does not hold the bytes the log's verified blocks give it")
             else:
                 found += 1

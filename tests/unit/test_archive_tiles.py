@@ -275,3 +275,19 @@ def test_a_replay_over_blocks_archived_before_tiles_is_no_conflict_and_publishes
     tampered = sealed_blocks(700, 1, 100, logs.signer, InMemoryKeyStore(key_seed=b"another key: other bytes"))
     with pytest.raises((ArchiveConflictError, VerificationError)):  # other bytes for block 5: an alarm
         old.put_sealed_block(next(b for i, (_, b) in enumerate(tampered) if i == 5), EVIDENCE)
+
+
+def test_a_bundle_altered_where_no_block_reads_its_entries_is_modified() -> None:
+    """Block 2 reads entries 180..255 from the full bundle 000; entry 0 there was read by block 0 from 000.p/90.
+
+    Verify compares the bundles it read byte for byte (not through their ETags): an altered entry
+    that no block's chain covers in that bundle is still named.
+    """
+    archive, logs, log_id = fresh_log()
+    key = log_prefix(log_id) + "tile/entries/000"
+    original = archive.get(key)
+    altered = original[:2] + bytes([original[2] ^ 1]) + original[3:]  # entry 0's first byte
+    archive.objects[key] = []
+    archive.put_immutable(key, altered)
+    checked = verify_log(archive, logs, log_id)
+    assert [(f.kind.value, key in f.detail) for f in checked.findings] == [("modified", True)], checked.findings

@@ -272,3 +272,41 @@ def test_tile_levels_are_the_references(tile: bytes) -> None:
     assert auditlog_native.tile_levels(tile) == tile_levels(tile)
     with pytest.raises(ValueError, match="whole number of 32-byte hashes"):
         auditlog_native.tile_levels(tile + b"x")
+
+
+HASHES = st.lists(st.binary(min_size=32, max_size=32), max_size=600)
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=40))
+def test_leaf_hashes_in_a_batch_are_the_reference(entries: list[bytes]) -> None:
+    from transforms import merkle
+
+    assert merkle.COMPILED_HASHING  # the batch functions below run compiled, as verify runs them
+    assert merkle.leaf_hashes(entries) == merkle.reference_leaf_hashes(entries) == [leaf_hash(e) for e in entries]
+    big = [bytes([i]) * 2000 for i in range(20)]  # 40 KB: hashed with the GIL released
+    assert merkle.leaf_hashes(big) == merkle.reference_leaf_hashes(big)
+
+
+@given(HASHES)
+def test_a_level_of_node_hashes_is_the_reference(hashes: list[bytes]) -> None:
+    from transforms import merkle
+
+    data = b"".join(hashes[: len(hashes) - len(hashes) % 2])
+    assert merkle.node_level(data) == merkle.reference_node_level(data)
+    assert merkle.node_level(bytearray(data)) == merkle.reference_node_level(data)
+    for bad in (data + b"x", data + bytes(32)):
+        with pytest.raises(ValueError, match="64-byte pairs"):
+            merkle.node_level(bad)
+        with pytest.raises(ValueError, match="64-byte pairs"):
+            merkle.reference_node_level(bad)
+
+
+@given(HASHES)
+def test_a_compiled_root_is_the_reference(hashes: list[bytes]) -> None:
+    from transforms import merkle
+
+    assert merkle.root(hashes) == merkle.reference_root(hashes) == merkle.MerkleTree(hashes).root()
+    if len(hashes) >= 4:
+        bent = [*hashes[:-1], hashes[-1][:31]]
+        with pytest.raises(merkle.InvalidProofError, match="32 bytes, got 31"):
+            merkle.root(bent)

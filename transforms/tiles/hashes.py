@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from hashlib import sha256
 
 from transforms.errors import InvalidProofError
-from transforms.merkle import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX, node_hash
+from transforms.merkle import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX, node_hash, node_level
 from transforms.tiles.paths import TILE_HEIGHT, TILE_WIDTH, Tile, TileFormatError, new_tiles
 
 
@@ -22,12 +22,13 @@ def _hashes(data: bytes | bytearray, what: str = "tile") -> list[bytes]:
 
 def tile_hash(data: bytes | bytearray) -> bytes:
     """The root of the perfect subtree whose 2^k bottom hashes are `data` (one hash is its own root)."""
-    level = _hashes(data)
-    if not level or len(level) & (len(level) - 1):
-        raise TileFormatError(f"tile_hash needs a power of two of hashes, got {len(level)}")
-    while len(level) > 1:
-        level = [sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
-    return level[0]
+    count = len(data) // HASH_SIZE
+    if len(data) % HASH_SIZE or not count or count & (count - 1):
+        raise TileFormatError(f"tile_hash needs a power of two of 32-byte hashes, got {len(data)} bytes")
+    level = bytes(data)
+    while len(level) > HASH_SIZE:
+        level = node_level(level)
+    return level
 
 
 def tile_levels(data: bytes | bytearray) -> list[list[bytes]]:

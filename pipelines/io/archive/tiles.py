@@ -472,14 +472,17 @@ def _entries(get: Callable[[Tile], bytes], first: int, count: int, size: int) ->
 
 
 def bundle_entries(
-    archive: Any, header: BlockHeader, original_versions: Mapping[str, str] | None = None
+    archive: Any,
+    header: BlockHeader,
+    original_versions: Mapping[str, str] | None = None,
+    read: dict[str, bytes] | None = None,
 ) -> list[bytes]:
     """The entries of a block whose object holds only its header, from its log's entry bundles.
 
     Read from the bundles of the tree of the block's `tree_size` (the partial bundle its seal
     published, and full ones), uncached; `original_versions` (key -> version id) pins each bundle
-    to its first version, as verify reads every object. Raises TilesMissingError naming a bundle
-    that is not there.
+    to its first version, as verify reads every object, and `read` (if given) collects each
+    bundle's bytes by tile path. Raises TilesMissingError naming a bundle that is not there.
     """
     log_id = header.log_id
 
@@ -487,7 +490,10 @@ def bundle_entries(
         key = tile_key(log_id, bundle)
         version = original_versions.get(key) if original_versions is not None else None
         try:
-            return bytes(archive.get(key, version_id=version) if version else archive.get(key))
+            data = bytes(archive.get(key, version_id=version) if version else archive.get(key))
+            if read is not None:
+                read[bundle.path] = data
+            return data
         except ArchiveNotFoundError:
             raise TilesMissingError(
                 f"log {log_id} block {header.block_index}: its entry bundle {bundle.path} is missing"

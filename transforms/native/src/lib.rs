@@ -16,6 +16,7 @@
 //! them) in ASCII, and only times whose conversion to UTC stays within the years 1000..9999.
 
 mod json;
+mod merkle;
 mod rows;
 mod schema;
 mod time;
@@ -313,20 +314,6 @@ impl Core {
     }
 }
 
-/// SHA-256(0x00 ‖ entry) for each entry (transforms/merkle.py leaf_hash).
-#[pyfunction]
-fn leaf_hashes<'py>(py: Python<'py>, entries: Vec<Vec<u8>>) -> Vec<Bound<'py, PyBytes>> {
-    entries
-        .iter()
-        .map(|e| {
-            let mut hasher = Sha256::new();
-            hasher.update([0u8]);
-            hasher.update(e);
-            PyBytes::new(py, &hasher.finalize())
-        })
-        .collect()
-}
-
 /// Every complete node of a hash tile by height (transforms/tiles/hashes.py tile_levels): [0] its
 /// 32-byte hashes, [k][j] = SHA-256(0x01 ‖ [k-1][2j] ‖ [k-1][2j+1]).
 #[pyfunction]
@@ -362,7 +349,9 @@ fn tile_levels<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<Vec<Bound<'py,
 fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Parsed>()?;
-    m.add_function(wrap_pyfunction!(leaf_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::leaf_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::node_level, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;
     m.add_function(wrap_pyfunction!(tile_levels, m)?)?;
     m.add_function(wrap_pyfunction!(rows::index_columns, m)?)?;
     Ok(())
