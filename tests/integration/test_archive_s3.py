@@ -219,3 +219,29 @@ def test_put_latency(archive: S3Archive, log_id: str) -> None:
     took.sort()
     print(f"64 KiB locked put: median {took[10] * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")
     assert took[10] < 1.0
+
+
+def test_signed_gets_read_what_boto3_reads_and_fail_as_it_fails(s3_stack: Stack, archive: S3Archive) -> None:
+    """`SignedGet` (how the archive reads) against boto3 on the same keys, versions and errors."""
+    from pipelines.io.archive import ArchiveNotFoundError
+    from pipelines.io.archive.s3get import SignedGet
+
+    s = s3_stack.settings
+    assert archive.reader is not None
+    base = f"signed-get/{uuid.uuid4().hex}/"
+    keys = [base + "plain", base + "with space+plus=eq&amp", base + "ünïcode/ü~tilde", base + "tile/entries/000.p/7"]
+    for i, key in enumerate(keys):
+        archive.client.put_object(Bucket=archive.bucket, Key=key, Body=f"first {i}".encode())
+        archive.client.put_object(Bucket=archive.bucket, Key=key, Body=f"second {i}".encode())
+    for i, key in enumerate(keys):
+        versions = archive.client.list_object_versions(Bucket=archive.bucket, Prefix=key)["Versions"]
+        for version in versions:
+            want = archive.client.get_object(Bucket=archive.bucket, Key=key, VersionId=version["VersionId"])
+            assert archive.get(key, version["VersionId"]) == want["Body"].read()
+        assert archive.get(key) == f"second {i}".encode()
+    with pytest.raises(ArchiveNotFoundError):
+        archive.get(base + "missing")
+    wrong = SignedGet(s.s3_endpoint, archive.bucket, s.s3_access_key, s.s3_secret_key + "x")
+    with pytest.raises(ClientError) as refused:
+        wrong.get(keys[0])
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403

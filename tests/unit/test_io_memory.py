@@ -342,3 +342,26 @@ def test_s3_reads_retry_and_lists_follow_continuation_tokens() -> None:
     assert archive.get_block("log0", 4) == b"x"
     with pytest.raises(ArchiveNotFoundError):
         archive.get_block("log0", 9)
+
+
+@pytest.mark.parametrize("version", [None, "3a/b+c=="])
+@pytest.mark.parametrize("key", ["logs/a.p0/blocks/0001.block", "logs/x y+z/ü~/tile/entries/000.p/7"])
+def test_signed_get_signs_as_botocore_does(key: str, version: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Authorization of a SigV4 GET, held to botocore's S3 signer at the same instant."""
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from pipelines.io.archive.s3get import SignedGet
+
+    now = dt.datetime(2026, 12, 4, 17, 5, 9, tzinfo=dt.UTC)
+    reader = SignedGet("http://127.0.0.1:8333", "bucket", "AKID", "se/cret+key", "eu-west-3")
+    target, headers = reader.headers(key, version, now)
+
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    request = AWSRequest("GET", "http://127.0.0.1:8333" + target)
+    botocore.auth.S3SigV4Auth(Credentials("AKID", "se/cret+key"), "s3", "eu-west-3").add_auth(request)
+    assert headers["x-amz-date"] == request.headers["X-Amz-Date"]
+    assert headers["Authorization"] == request.headers["Authorization"]
+    with pytest.raises(ValueError, match="not an http"):
+        SignedGet("127.0.0.1:8333", "bucket", "a", "b")
