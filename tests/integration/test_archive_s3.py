@@ -93,17 +93,22 @@ def test_listing_pages_through_continuation_tokens(s3_stack: Stack, log_id: str)
     archive = open_archive(s.s3_endpoint, s.bucket, s.s3_access_key, s.s3_secret_key, retention_days=1)
     for index in range(7):
         archive.put_block(log_id, index, b"x")
-    real_list = archive.client.list_objects_v2
-    pages: list[int] = []
+    assert archive.reader is not None
+    real_get = archive.reader.get
+    pages: dict[str, list[int]] = {"list": [], "versions": []}
 
-    def small_pages(**kw: object) -> dict[str, object]:
-        page: dict[str, object] = real_list(MaxKeys=3, **kw)
-        pages.append(int(page["KeyCount"]))  # type: ignore[call-overload]
-        return page
+    def small_pages(key: str, version_id: str | None = None, params: dict[str, str] | None = None) -> bytes:
+        if not params:
+            return real_get(key, version_id, params)
+        data = real_get(key, version_id, {**params, "max-keys": "3"})
+        pages["versions" if "versions" in params else "list"].append(data.count(b"<Key>"))
+        return data
 
-    archive.client.list_objects_v2 = small_pages  # type: ignore[method-assign]
+    archive.reader.get = small_pages  # type: ignore[method-assign]
     assert archive.list_blocks(log_id) == list(range(7))
-    assert pages == [3, 3, 1]
+    assert pages["list"] == [3, 3, 1]
+    assert sorted(archive.versions_under(f"logs/{log_id}/")) == [block_key(log_id, i) for i in range(7)]
+    assert len(pages["versions"]) >= 3 and sum(pages["versions"]) >= 7
 
 
 def test_identical_re_put_succeeds(archive: S3Archive, log_id: str) -> None:
@@ -221,8 +226,8 @@ def test_put_latency(archive: S3Archive, log_id: str) -> None:
     assert took[10] < 1.0
 
 
-def test_signed_gets_read_what_boto3_reads_and_fail_as_it_fails(s3_stack: Stack, archive: S3Archive) -> None:
-    """`SignedGet` (how the archive reads) against boto3 on the same keys, versions and errors."""
+def test_signed_gets_and_listings_read_what_boto3_does(s3_stack: Stack, archive: S3Archive) -> None:
+    """`SignedGet` (how the archive reads and lists) against boto3 on the same keys, versions and errors."""
     from pipelines.io.archive import ArchiveNotFoundError
     from pipelines.io.archive.s3get import SignedGet
 
@@ -241,6 +246,13 @@ def test_signed_gets_read_what_boto3_reads_and_fail_as_it_fails(s3_stack: Stack,
         assert archive.get(key) == f"second {i}".encode()
     with pytest.raises(ArchiveNotFoundError):
         archive.get(base + "missing")
+    archive.client.delete_object(Bucket=archive.bucket, Key=keys[0])  # a delete marker on top
+    by_boto3 = S3Archive(archive.client, archive.bucket)  # no reader: every call through boto3
+    listed = archive.versions_under(base)
+    assert listed == by_boto3.versions_under(base) and len(listed) == len(keys)
+    assert listed[keys[0]][0].is_delete_marker and listed[keys[1]][0].etag.startswith('"')
+    assert sorted(archive.keys(base)) == sorted(by_boto3.keys(base)) == sorted(keys[1:])
+    assert archive.list_logs() == by_boto3.list_logs()
     wrong = SignedGet(s.s3_endpoint, archive.bucket, s.s3_access_key, s.s3_secret_key + "x")
     with pytest.raises(ClientError) as refused:
         wrong.get(keys[0])

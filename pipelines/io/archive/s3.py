@@ -81,6 +81,28 @@ def _http_status(exc: Exception) -> int:
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _xml(data: bytes) -> Any:
+    """The root element of an S3 XML answer; a body that is not XML is an error that quotes it."""
+    from xml.etree import ElementTree
+
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ArchiveError(f"S3 answered a listing with something that is not XML ({exc}): {data[:200]!r}") from exc
+
+
+def _children(element: Any, name: str) -> Iterator[Any]:
+    """The child elements called `name`, with or without the S3 namespace."""
+    return (child for child in element if child.tag.rpartition("}")[2] == name)
+
+
+def _text(element: Any, name: str) -> str:
+    """The text of the first child called `name` ("" when there is none)."""
+    for child in _children(element, name):
+        return str(child.text or "")
+    return ""
+
+
 def is_transient(exc: Exception) -> bool:
     """True for failures worth retrying: no connection, timeouts, 5xx, 429 and throttling codes."""
     from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
@@ -222,7 +244,7 @@ class S3Archive(Archive):
                 args["Delimiter"] = delimiter
             if token:
                 args["ContinuationToken"] = token
-            page = self._call("LIST", prefix, partial(self.client.list_objects_v2, **args))
+            page = self._call("LIST", prefix, partial(self._list_page, args))
             if delimiter:
                 yield from (p["Prefix"] for p in page.get("CommonPrefixes", []))
             else:
@@ -230,6 +252,50 @@ class S3Archive(Archive):
             token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
             if not token:
                 return
+
+    def _list_page(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One ListObjectsV2 page as boto3 shapes it (the fields `_list` reads)."""
+        if self.reader is None:
+            page: dict[str, Any] = self.client.list_objects_v2(**args)
+            return page
+        names = {"Prefix": "prefix", "Delimiter": "delimiter", "StartAfter": "start-after"}
+        names["ContinuationToken"] = "continuation-token"
+        params = {"list-type": "2", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        root = _xml(self.reader.get("", params=params))
+        return {
+            "Contents": [{"Key": _text(item, "Key")} for item in _children(root, "Contents")],
+            "CommonPrefixes": [{"Prefix": _text(item, "Prefix")} for item in _children(root, "CommonPrefixes")],
+            "IsTruncated": _text(root, "IsTruncated") == "true",
+            "NextContinuationToken": _text(root, "NextContinuationToken"),
+        }
+
+    def _versions_page(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One ListObjectVersions page as boto3 shapes it (the fields `_versions` reads)."""
+        if self.reader is None:
+            page: dict[str, Any] = self.client.list_object_versions(**args)
+            return page
+        names = {"Prefix": "prefix", "KeyMarker": "key-marker", "VersionIdMarker": "version-id-marker"}
+        params = {"versions": "", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        root = _xml(self.reader.get("", params=params))
+
+        def version(item: Any) -> dict[str, Any]:
+            modified = _text(item, "LastModified")
+            return {
+                "Key": _text(item, "Key"),
+                "VersionId": _text(item, "VersionId"),
+                "IsLatest": _text(item, "IsLatest") == "true",
+                "LastModified": dt.datetime.fromisoformat(modified) if modified else None,
+                "Size": int(_text(item, "Size") or 0),
+                "ETag": _text(item, "ETag"),
+            }
+
+        return {
+            "Versions": [version(item) for item in _children(root, "Version")],
+            "DeleteMarkers": [version(item) for item in _children(root, "DeleteMarker")],
+            "IsTruncated": _text(root, "IsTruncated") == "true",
+            "NextKeyMarker": _text(root, "NextKeyMarker"),
+            "NextVersionIdMarker": _text(root, "NextVersionIdMarker"),
+        }
 
     def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
         found = self._versions(prefix)
@@ -246,7 +312,7 @@ class S3Archive(Archive):
         markers: dict[str, str] = {}
         while True:
             args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **markers}
-            page = self._call("LIST-VERSIONS", prefix, partial(self.client.list_object_versions, **args))
+            page = self._call("LIST-VERSIONS", prefix, partial(self._versions_page, args))
             for item in page.get("Versions", []):
                 found.setdefault(item["Key"], []).append(
                     ObjectVersion(

@@ -7,7 +7,8 @@ request is the few headers SigV4 needs, and the answer is the body. About 0.3 ms
 
 It answers as the boto3 client would: a botocore `ClientError` with the S3 error code and HTTP
 status for an error response, botocore connection errors for a failed connection or a timeout, so
-`S3Archive`'s retry and not-found handling treat both paths alike. Writes, listings and the rest
+`S3Archive`'s retry and not-found handling treat both paths alike. Listings use it too (their XML
+read with ElementTree, where botocore's response parser cost ~150 µs a key); writes and the rest
 stay on boto3.
 """
 
@@ -84,12 +85,23 @@ class SignedGet:
                 self._keys = keys = (date, key)
         return keys[1]
 
-    def headers(self, key: str, version_id: str | None, now: dt.datetime) -> tuple[str, dict[str, str]]:
-        """The path and query, and the signed headers, of a GET of `key` (at `version_id`) at time `now`."""
+    def headers(
+        self, key: str, version_id: str | None, now: dt.datetime, params: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """The path and query, and the signed headers, of a GET of `key` (at `version_id`) at time `now`.
+
+        `params` are query parameters beside the version (a listing: `key` "" and `list-type`...).
+        """
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         date = stamp[:8]
         path = _uri_encode(self._path + key, keep_slash=True)
-        query = f"versionId={_uri_encode(version_id, keep_slash=False)}" if version_id else ""
+        query_params = dict(params or {})
+        if version_id:
+            query_params["versionId"] = version_id
+        query = "&".join(
+            f"{_uri_encode(k, keep_slash=False)}={_uri_encode(v, keep_slash=False)}"
+            for k, v in sorted(query_params.items())
+        )
         canonical = "\n".join(
             [
                 "GET",
@@ -111,12 +123,15 @@ class SignedGet:
         }
         return path + ("?" + query if query else ""), headers
 
-    def get(self, key: str, version_id: str | None = None) -> bytes:
-        """The bytes at `key` (its `version_id`, else the current version); errors as boto3 raises them."""
+    def get(self, key: str, version_id: str | None = None, params: dict[str, str] | None = None) -> bytes:
+        """The bytes at `key` (its `version_id`, else the current version); errors as boto3 raises them.
+
+        With `key` "" and `params`, the bucket's answer to that query (a listing's XML).
+        """
         import urllib3
         from botocore.exceptions import ClientError, EndpointConnectionError
 
-        target, headers = self.headers(key, version_id, dt.datetime.now(dt.UTC))
+        target, headers = self.headers(key, version_id, dt.datetime.now(dt.UTC), params)
         url = self._origin + target
         try:
             response: Any = self._pool.request("GET", url, headers=headers, preload_content=True)
