@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+from xml.etree import ElementTree
 
 from pipelines.io.archive.base import Archive, ObjectVersion, Retention
 from pipelines.io.archive.errors import (
@@ -83,8 +84,6 @@ def _http_status(exc: Exception) -> int:
 
 def _xml(data: bytes) -> Any:
     """The root element of an S3 XML answer; a body that is not XML is an error that quotes it."""
-    from xml.etree import ElementTree
-
     try:
         return ElementTree.fromstring(data)
     except ElementTree.ParseError as exc:
