@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from hashlib import md5
 
 import pytest
 
@@ -23,6 +24,7 @@ from transforms.checkpoint import open_checkpoint
 from transforms.errors import VerificationError
 from transforms.merkle import leaf_hash, verify_inclusion
 from transforms.tiles import TILE_WIDTH, decode_bundle, encode_bundle, hash_tiles, new_bundles, parse_tile_path
+from transforms.verify import ArchivedObject, ArchiveLogCheck, ListedTile, TileCheck
 
 ORIGIN = "auditlog.test"
 
@@ -277,17 +279,44 @@ def test_a_replay_over_blocks_archived_before_tiles_is_no_conflict_and_publishes
         old.put_sealed_block(next(b for i, (_, b) in enumerate(tampered) if i == 5), EVIDENCE)
 
 
-def test_a_bundle_altered_where_no_block_reads_its_entries_is_modified() -> None:
-    """Block 2 reads entries 180..255 from the full bundle 000; entry 0 there was read by block 0 from 000.p/90.
+def test_a_replaced_partial_bundle_that_a_full_one_superseded_is_modified() -> None:
+    """Verify reads block 0's entries from the full bundle 000, which superseded its partial 000.p/90.
 
-    Verify compares the bundles it read byte for byte (not through their ETags): an altered entry
-    that no block's chain covers in that bundle is still named.
+    The partial is then checked through its original version's ETag: replaced in place, it is
+    named, and the chain (read from the full bundle) still holds.
     """
     archive, logs, log_id = fresh_log()
-    key = log_prefix(log_id) + "tile/entries/000"
+    key = log_prefix(log_id) + "tile/entries/000.p/90"
     original = archive.get(key)
-    altered = original[:2] + bytes([original[2] ^ 1]) + original[3:]  # entry 0's first byte
     archive.objects[key] = []
-    archive.put_immutable(key, altered)
+    archive.put_immutable(key, original[:2] + bytes([original[2] ^ 1]) + original[3:])  # entry 0's first byte
     checked = verify_log(archive, logs, log_id)
     assert [(f.kind.value, key in f.detail) for f in checked.findings] == [("modified", True)], checked.findings
+
+
+def test_the_tile_check_compares_the_bundles_it_was_handed_byte_for_byte() -> None:
+    """A bundle read for a block's entries is held to the rebuilt bytes as it is, not through an ETag."""
+    archive, logs, log_id = fresh_log()
+    check = ArchiveLogCheck(log_id, logs.signer.verifier(), f"{ORIGIN}/{log_id}")
+    tiles = TileCheck(log_id)
+    for index in range(len(archive.list_blocks(log_id))):
+        key = block_key(log_id, index)
+        header, entries = archive.read_block(log_id, index)
+        read = {}
+        if index == 2:  # block 2 read the full bundle 000; hand the check other bytes for it
+            bundle = bytearray(archive.get(log_prefix(log_id) + "tile/entries/000"))
+            bundle[2] ^= 1
+            read["tile/entries/000"] = bytes(bundle)
+        verified = check.add_block(index, ArchivedObject(key, archive.get(key), entries=tuple(entries)))
+        assert verified is not None
+        tiles.add_block(*verified, read=read)
+    prefix = log_prefix(log_id)
+    listed = [
+        ListedTile(prefix + path, (f'"{md5(data).hexdigest()}"',))
+        for path, data in sorted(tile_objects(archive, log_id).items())
+    ]
+    findings, found = tiles.findings(listed, prefix)
+    assert [(f.kind.value, f.detail.split()[0]) for f in findings] == [
+        ("modified", log_prefix(log_id) + "tile/entries/000")
+    ]
+    assert found == len(listed) - 1
