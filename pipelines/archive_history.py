@@ -9,11 +9,9 @@ pipeline step names. Used by verify and rebuild (pipelines/verify.py) and by the
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +30,6 @@ from transforms.checkpoint import Checkpoint
 from transforms.errors import VerificationError
 from transforms.note import Verifier
 from transforms.retention import RetentionClock
-from transforms.tiles import TileFormatError, parse_tile_path
 from transforms.verify import ArchivedObject, ArchiveLog, ArchiveLogCheck, ListedTile, TileCheck
 
 log = logging.getLogger("pipelines.verify")
@@ -83,56 +80,13 @@ def archived_object(archive: Archive, key: str, versions: list[Any]) -> Archived
     return ArchivedObject(key, data, len(data_versions), deleted, current)
 
 
-class SharedBundles:
-    """The entry bundles of one log, each read once for every block that needs it.
-
-    A full bundle holds the tail of one block and the head of the next; verify reads it once
-    (rather than the first block's partial bundle and then the full one), and forgets it once the
-    blocks are past it. Safe to call from the read-ahead threads: a second reader of a bundle
-    being read waits for the first.
-    """
-
-    def __init__(self, archive: Archive, log_id: str) -> None:
-        self._archive = archive
-        self._prefix = log_prefix(log_id)
-        self._lock = threading.Lock()
-        self._reads: dict[str, tuple[int, Future[bytes]]] = {}  # key -> (bundle index, its bytes)
-        self.full: set[int] = set()  # indexes of the full bundles the log's listing holds
-
-    def get(self, key: str, version: str | None) -> bytes:
-        with self._lock:
-            found = self._reads.get(key)
-            first = found is None
-            if found is None:
-                found = self._reads[key] = (parse_tile_path(key[len(self._prefix) :]).index, Future())
-        future = found[1]
-        if first:
-            try:
-                future.set_result(bytes(self._archive.get(key, version_id=version)))
-            except BaseException as exc:  # noqa: BLE001 - handed to every reader of the key
-                future.set_exception(exc)
-        return future.result()
-
-    def forget_below(self, index: int) -> None:
-        """Drops the bundles before bundle `index`: no block still to come reads them."""
-        with self._lock:
-            for key in [k for k, (i, _) in self._reads.items() if i < index]:
-                del self._reads[key]
-
-
 def archived_block(
-    archive: Archive,
-    key: str,
-    versions: list[Any],
-    bundle_versions: dict[str, str] | None = None,
-    shared: SharedBundles | None = None,
+    archive: Archive, key: str, versions: list[Any], bundle_versions: dict[str, str] | None = None
 ) -> ArchivedObject:
     """`archived_object` of a block key, with the entries of a header-only (v2) block from its log's bundles.
 
     `bundle_versions` (bundle key -> its original version id) pins each bundle to its first
     version; a bundle that is not there leaves the entries out and says why (`missing`).
-    With `shared`, the entries are read from the full bundles the log holds where it has them,
-    each read once for both blocks it holds events of.
     """
     obj = archived_object(archive, key, versions)
     if obj.original is None:
@@ -145,10 +99,7 @@ def archived_block(
         return obj
     try:
         read: dict[str, bytes] = {}
-        if shared is None:
-            entries = bundle_entries(archive, header, bundle_versions, read)
-        else:
-            entries = bundle_entries(archive, header, bundle_versions, read, shared.full, shared.get)
+        entries = bundle_entries(archive, header, bundle_versions, read)
         return replace(obj, entries=tuple(entries), bundles=read)
     except TilesMissingError as exc:
         return replace(obj, missing=str(exc))
@@ -168,7 +119,6 @@ def log_history(
     """
     found: dict[str, list[tuple[int, str, list[Any]]]] = {"block": [], "checkpoint": [], "expired": [], "resume": []}
     bundle_versions: dict[str, str] = {}  # every tile key -> its original version (blocks' entries are read there)
-    shared = SharedBundles(archive, log_id)
     for key, versions in archive.versions_under(log_prefix(log_id)).items():
         parsed = parse_key(key)
         folder = key[len(log_prefix(log_id)) :].split("/", 1)[0]
@@ -180,10 +130,6 @@ def log_history(
             data_versions = [v for v in versions if not v.is_delete_marker]
             if data_versions:
                 bundle_versions[key] = data_versions[-1].version_id
-                with suppress(TileFormatError):
-                    tile = parse_tile_path(key[len(log_prefix(log_id)) :])
-                    if tile.is_bundle and tile.is_full:
-                        shared.full.add(tile.index)
             continue
         if parsed is None or parsed[0] != log_id:
             log.warning("verify: ignoring unexpected object %s (not written by auditlog)", key)
@@ -205,19 +151,15 @@ def log_history(
             read = (
                 pool.submit(archived_object, archive, key, versions)
                 if expired
-                else pool.submit(archived_block, archive, key, versions, bundle_versions, shared)
+                else pool.submit(archived_block, archive, key, versions, bundle_versions)
             )
             pending.append((number, expired, read))
             if len(pending) >= READ_AHEAD:
-                yield done(*pending.popleft())
+                number_done, was_expired, future = pending.popleft()
+                yield number_done, future.result(), was_expired
         while pending:
-            yield done(*pending.popleft())
-
-    def done(number: int, expired: bool, read: Future[ArchivedObject]) -> tuple[int, ArchivedObject, bool]:
-        obj = read.result()
-        if obj.bundles:  # the next block reads from the last bundle this one read, at most
-            shared.forget_below(max(parse_tile_path(path).index for path in obj.bundles))
-        return number, obj, expired
+            number_done, was_expired, future = pending.popleft()
+            yield number_done, future.result(), was_expired
 
     def checkpoint_objects() -> Iterator[tuple[int, ArchivedObject]]:
         for (number, _, _), future in zip(checkpoints, checkpoint_reads, strict=True):

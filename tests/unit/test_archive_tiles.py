@@ -279,17 +279,18 @@ def test_a_replay_over_blocks_archived_before_tiles_is_no_conflict_and_publishes
         old.put_sealed_block(next(b for i, (_, b) in enumerate(tampered) if i == 5), EVIDENCE)
 
 
-def test_a_replaced_partial_bundle_that_a_full_one_superseded_is_modified() -> None:
-    """Verify reads block 0's entries from the full bundle 000, which superseded its partial 000.p/90.
+def test_a_bundle_altered_where_no_block_reads_its_entries_is_modified() -> None:
+    """Block 2 reads entries 180..255 from the full bundle 000; entry 0 there was read by block 0 from 000.p/90.
 
-    The partial is then checked through its original version's ETag: replaced in place, it is
-    named, and the chain (read from the full bundle) still holds.
+    Verify compares the bundles it read byte for byte (not through their ETags): an altered entry
+    that no block's chain covers in that bundle is still named.
     """
     archive, logs, log_id = fresh_log()
-    key = log_prefix(log_id) + "tile/entries/000.p/90"
+    key = log_prefix(log_id) + "tile/entries/000"
     original = archive.get(key)
+    altered = original[:2] + bytes([original[2] ^ 1]) + original[3:]  # entry 0's first byte
     archive.objects[key] = []
-    archive.put_immutable(key, original[:2] + bytes([original[2] ^ 1]) + original[3:])  # entry 0's first byte
+    archive.put_immutable(key, altered)
     checked = verify_log(archive, logs, log_id)
     assert [(f.kind.value, key in f.detail) for f in checked.findings] == [("modified", True)], checked.findings
 

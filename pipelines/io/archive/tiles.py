@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -461,13 +461,11 @@ class TileStore:
         return _entries(lambda bundle: self.get(log_id, bundle), first, count, size)
 
 
-def _entries(get: Callable[[Tile], bytes], first: int, count: int, size: int, full: Container[int] = ()) -> list[bytes]:
-    """Entries first .. first+count-1 from the bundles of tree `size`, or from the full bundles indexed in `full`."""
+def _entries(get: Callable[[Tile], bytes], first: int, count: int, size: int) -> list[bytes]:
     out: list[bytes] = []
     at = first
     while at < first + count:
-        index = at // TILE_WIDTH
-        bundle = Tile(ENTRIES, index) if index in full else tile_for_size(ENTRIES, index, size)
+        bundle = tile_for_size(ENTRIES, at // TILE_WIDTH, size)
         out += bundle_slice(get(bundle), at - bundle.start, min(first + count, bundle.end) - bundle.start, bundle.width)
         at = bundle.end
     return out
@@ -478,17 +476,13 @@ def bundle_entries(
     header: BlockHeader,
     original_versions: Mapping[str, str] | None = None,
     read: dict[str, bytes] | None = None,
-    full: Container[int] = (),
-    fetch: Callable[[str, str | None], bytes] | None = None,
 ) -> list[bytes]:
     """The entries of a block whose object holds only its header, from its log's entry bundles.
 
     Read from the bundles of the tree of the block's `tree_size` (the partial bundle its seal
-    published, and full ones), uncached, except that a bundle whose index is in `full` is read
-    whole (the full bundle that replaced the block's partial one). `original_versions` (key ->
-    version id) pins each bundle to its first version, as verify reads every object; `read` (if
-    given) collects each bundle's bytes by tile path; `fetch(key, version)` reads in place of
-    `archive.get`. Raises TilesMissingError naming a bundle that is not there.
+    published, and full ones), uncached; `original_versions` (key -> version id) pins each bundle
+    to its first version, as verify reads every object, and `read` (if given) collects each
+    bundle's bytes by tile path. Raises TilesMissingError naming a bundle that is not there.
     """
     log_id = header.log_id
 
@@ -496,10 +490,7 @@ def bundle_entries(
         key = tile_key(log_id, bundle)
         version = original_versions.get(key) if original_versions is not None else None
         try:
-            if fetch is not None:
-                data = fetch(key, version)
-            else:
-                data = bytes(archive.get(key, version_id=version) if version else archive.get(key))
+            data = bytes(archive.get(key, version_id=version) if version else archive.get(key))
             if read is not None:
                 read[bundle.path] = data
             return data
@@ -508,7 +499,7 @@ def bundle_entries(
                 f"log {log_id} block {header.block_index}: its entry bundle {bundle.path} is missing"
             ) from None
 
-    return _entries(get, header.first_leaf_index, header.leaf_count, header.tree_size, full)
+    return _entries(get, header.first_leaf_index, header.leaf_count, header.tree_size)
 
 
 def bundle_keys(archive: Any, log_id: str, first: int, end: int) -> list[str]:
