@@ -125,12 +125,9 @@ def _split(n: int) -> int:
 
 def root(leaf_hashes: Sequence[bytes]) -> bytes:
     """Returns the Merkle tree hash of the given leaf hashes (SHA-256("") when empty)."""
-    if _COMPILED is None or len(leaf_hashes) < 4:
-        return reference_root(leaf_hashes)
-    joined = b"".join(leaf_hashes)
-    if len(joined) != HASH_SIZE * len(leaf_hashes):
-        return reference_root(leaf_hashes)  # says which hash is not 32 bytes
-    return _COMPILED[2](joined)
+    if _COMPILED is None or len(leaf_hashes) < 4 or any(len(h) != HASH_SIZE for h in leaf_hashes):
+        return reference_root(leaf_hashes)  # which says which hash is not 32 bytes
+    return _COMPILED[2](b"".join(leaf_hashes))
 
 
 SubtreeRoot = Callable[[int, int], bytes]

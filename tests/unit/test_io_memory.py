@@ -365,3 +365,25 @@ def test_signed_get_signs_as_botocore_does(key: str, version: str | None, monkey
     assert headers["Authorization"] == request.headers["Authorization"]
     with pytest.raises(ValueError, match="not an http"):
         SignedGet("127.0.0.1:8333", "bucket", "a", "b")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://LocalHost:8333", "http://127.0.0.1:80", "https://user@S3.example.com:443/", "http://[::1]:9000"],
+)
+def test_signed_get_signs_the_host_it_sends(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lowercase, no userinfo, no default port, IPv6 in brackets: botocore's Host, and the URL's."""
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from pipelines.io.archive.s3get import SignedGet
+
+    now = dt.datetime(2026, 12, 4, 17, 5, 9, tzinfo=dt.UTC)
+    reader = SignedGet(endpoint, "bucket", "AKID", "secret")
+    target, headers = reader.headers("logs/a.p0/x", "v1", now)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    request = AWSRequest("GET", endpoint.rstrip("/") + target)
+    botocore.auth.S3SigV4Auth(Credentials("AKID", "secret"), "s3", "us-east-1").add_auth(request)
+    assert headers["Authorization"] == request.headers["Authorization"]
+    assert "@" not in reader._origin and reader._origin == reader._origin.lower()

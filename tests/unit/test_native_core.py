@@ -310,3 +310,6 @@ def test_a_compiled_root_is_the_reference(hashes: list[bytes]) -> None:
         bent = [*hashes[:-1], hashes[-1][:31]]
         with pytest.raises(merkle.InvalidProofError, match="32 bytes, got 31"):
             merkle.root(bent)
+        shifted = [hashes[0][:31], hashes[1] + b"x", *hashes[2:]]  # the right total length, misaligned
+        with pytest.raises(merkle.InvalidProofError, match="32 bytes, got 31"):
+            merkle.root(shifted)

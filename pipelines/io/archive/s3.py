@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
 from pipelines.io.archive.base import Archive, ObjectVersion, Retention
@@ -93,6 +94,11 @@ def _xml(data: bytes) -> Any:
 def _children(element: Any, name: str) -> Iterator[Any]:
     """The child elements called `name`, with or without the S3 namespace."""
     return (child for child in element if child.tag.rpartition("}")[2] == name)
+
+
+def _key_decoder(root: Any) -> Callable[[str], str]:
+    """How the listing's keys read: URL-encoded when it says so (asked for: XML cannot carry every key)."""
+    return unquote_plus if _text(root, "EncodingType") == "url" else str
 
 
 def _text(element: Any, name: str) -> str:
@@ -259,14 +265,18 @@ class S3Archive(Archive):
             return page
         names = {"Prefix": "prefix", "Delimiter": "delimiter", "StartAfter": "start-after"}
         names["ContinuationToken"] = "continuation-token"
-        params = {"list-type": "2", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        params = {"list-type": "2", "encoding-type": "url", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
         root = _xml(self.reader.get("", params=params))
-        return {
-            "Contents": [{"Key": _text(item, "Key")} for item in _children(root, "Contents")],
-            "CommonPrefixes": [{"Prefix": _text(item, "Prefix")} for item in _children(root, "CommonPrefixes")],
+        key = _key_decoder(root)
+        page = {
+            "Contents": [{"Key": key(_text(item, "Key"))} for item in _children(root, "Contents")],
+            "CommonPrefixes": [{"Prefix": key(_text(item, "Prefix"))} for item in _children(root, "CommonPrefixes")],
             "IsTruncated": _text(root, "IsTruncated") == "true",
             "NextContinuationToken": _text(root, "NextContinuationToken"),
         }
+        if page["IsTruncated"] and not page["NextContinuationToken"]:
+            raise ArchiveError(f"S3 cut a listing of {args.get('Prefix')!r} short without saying where it goes on")
+        return page
 
     def _versions_page(self, args: dict[str, Any]) -> dict[str, Any]:
         """One ListObjectVersions page as boto3 shapes it (the fields `_versions` reads)."""
@@ -274,13 +284,14 @@ class S3Archive(Archive):
             page: dict[str, Any] = self.client.list_object_versions(**args)
             return page
         names = {"Prefix": "prefix", "KeyMarker": "key-marker", "VersionIdMarker": "version-id-marker"}
-        params = {"versions": "", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        params = {"versions": "", "encoding-type": "url", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
         root = _xml(self.reader.get("", params=params))
+        key = _key_decoder(root)
 
         def version(item: Any) -> dict[str, Any]:
             modified = _text(item, "LastModified")
             return {
-                "Key": _text(item, "Key"),
+                "Key": key(_text(item, "Key")),
                 "VersionId": _text(item, "VersionId"),
                 "IsLatest": _text(item, "IsLatest") == "true",
                 "LastModified": dt.datetime.fromisoformat(modified) if modified else None,
@@ -288,13 +299,16 @@ class S3Archive(Archive):
                 "ETag": _text(item, "ETag"),
             }
 
-        return {
+        page = {
             "Versions": [version(item) for item in _children(root, "Version")],
             "DeleteMarkers": [version(item) for item in _children(root, "DeleteMarker")],
             "IsTruncated": _text(root, "IsTruncated") == "true",
-            "NextKeyMarker": _text(root, "NextKeyMarker"),
+            "NextKeyMarker": key(_text(root, "NextKeyMarker")),
             "NextVersionIdMarker": _text(root, "NextVersionIdMarker"),
         }
+        if page["IsTruncated"] and not page["NextKeyMarker"]:
+            raise ArchiveError(f"S3 cut a version listing of {args.get('Prefix')!r} short without a key marker")
+        return page
 
     def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
         found = self._versions(prefix)
@@ -332,7 +346,9 @@ class S3Archive(Archive):
                 )
             if not page.get("IsTruncated"):
                 break
-            markers = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+            markers = {"KeyMarker": page["NextKeyMarker"]}
+            if page.get("NextVersionIdMarker"):
+                markers["VersionIdMarker"] = page["NextVersionIdMarker"]
         epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
         for versions in found.values():
             # Newest first; the latest version leads even if two share a timestamp.

@@ -22,6 +22,8 @@ import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pipelines.io.archive.errors import ArchiveError
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ERROR_PART = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
@@ -58,10 +60,15 @@ class SignedGet:
         import urllib3
 
         parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"S3 endpoint {endpoint!r} is not an http(s) URL")
-        self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._host = parts.netloc
+        # The Host header as it is sent and as botocore signs it: lowercase, no userinfo, no
+        # default port, an IPv6 address in brackets.
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        if parts.port is not None and parts.port != {"http": 80, "https": 443}[parts.scheme]:
+            host += f":{parts.port}"
+        self._origin = f"{parts.scheme}://{host}"
+        self._host = host
         self._path = parts.path.rstrip("/") + "/" + bucket + "/"
         self._access_key = access_key
         self._secret_key = secret_key
@@ -128,15 +135,18 @@ class SignedGet:
 
         With `key` "" and `params`, the bucket's answer to that query (a listing's XML).
         """
-        import urllib3
         from botocore.exceptions import ClientError, EndpointConnectionError
+        from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
         target, headers = self.headers(key, version_id, dt.datetime.now(dt.UTC), params)
         url = self._origin + target
         try:
-            response: Any = self._pool.request("GET", url, headers=headers, preload_content=True)
-        except urllib3.exceptions.HTTPError as exc:
+            # The stored bytes as they are: a Content-Encoding the object was stored with is not undone.
+            response: Any = self._pool.request("GET", url, headers=headers, preload_content=True, decode_content=False)
+        except (NewConnectionError, TimeoutError, ProtocolError) as exc:  # worth retrying
             raise EndpointConnectionError(endpoint_url=url, error=exc) from exc
+        except HTTPError as exc:  # TLS, a proxy, a malformed answer: not a passing outage
+            raise ArchiveError(f"S3 GET {url} failed: {exc}") from exc
         if response.status == 200:
             body: bytes = response.data
             return body
