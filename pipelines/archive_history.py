@@ -195,9 +195,9 @@ def check_archive_log(
         for index, obj, expired in blocks:
             header: BlockHeader | None = None
             if expired:
-                old = check.add_expired_block(index, obj)
-                if old is not None:
-                    header, hashes = old
+                replayed = check.add_expired_block(index, obj)
+                if replayed is not None:
+                    header, hashes = replayed
                     tiles.add_block(header, None, hashes)
                     if on_expired:
                         on_expired(header, hashes)

@@ -96,6 +96,21 @@ def _children(element: Any, name: str) -> Iterator[Any]:
     return (child for child in element if child.tag.rpartition("}")[2] == name)
 
 
+_QUERY_NAMES = {
+    "Prefix": "prefix",
+    "Delimiter": "delimiter",
+    "StartAfter": "start-after",
+    "ContinuationToken": "continuation-token",
+    "KeyMarker": "key-marker",
+    "VersionIdMarker": "version-id-marker",
+}
+
+
+def _query(args: dict[str, Any]) -> dict[str, str]:
+    """A listing's boto3 arguments (but the bucket) as the query parameters of its REST request."""
+    return {_QUERY_NAMES[name]: value for name, value in args.items() if name != "Bucket"}
+
+
 def _key_decoder(root: Any) -> Callable[[str], str]:
     """How the listing's keys read: URL-encoded when it says so (asked for: XML cannot carry every key)."""
     return unquote_plus if _text(root, "EncodingType") == "url" else str
@@ -263,9 +278,7 @@ class S3Archive(Archive):
         if self.reader is None:
             page: dict[str, Any] = self.client.list_objects_v2(**args)
             return page
-        names = {"Prefix": "prefix", "Delimiter": "delimiter", "StartAfter": "start-after"}
-        names["ContinuationToken"] = "continuation-token"
-        params = {"list-type": "2", "encoding-type": "url", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        params = {"list-type": "2", "encoding-type": "url", **_query(args)}
         root = _xml(self.reader.get("", params=params))
         key = _key_decoder(root)
         page = {
@@ -283,8 +296,7 @@ class S3Archive(Archive):
         if self.reader is None:
             page: dict[str, Any] = self.client.list_object_versions(**args)
             return page
-        names = {"Prefix": "prefix", "KeyMarker": "key-marker", "VersionIdMarker": "version-id-marker"}
-        params = {"versions": "", "encoding-type": "url", **{names[k]: v for k, v in args.items() if k != "Bucket"}}
+        params = {"versions": "", "encoding-type": "url", **_query(args)}
         root = _xml(self.reader.get("", params=params))
         key = _key_decoder(root)
 

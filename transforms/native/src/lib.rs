@@ -314,37 +314,6 @@ impl Core {
     }
 }
 
-/// Every complete node of a hash tile by height (transforms/tiles/hashes.py tile_levels): [0] its
-/// 32-byte hashes, [k][j] = SHA-256(0x01 ‖ [k-1][2j] ‖ [k-1][2j+1]).
-#[pyfunction]
-fn tile_levels<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<Vec<Bound<'py, PyBytes>>>> {
-    if data.len() % 32 != 0 {
-        return Err(PyValueError::new_err(format!(
-            "tile is {} bytes, not a whole number of 32-byte hashes",
-            data.len()
-        )));
-    }
-    let mut level: Vec<[u8; 32]> = data.chunks_exact(32).map(|c| c.try_into().unwrap()).collect();
-    let mut out = Vec::new();
-    loop {
-        out.push(level.iter().map(|h| PyBytes::new(py, h)).collect());
-        if level.len() < 2 {
-            break;
-        }
-        level = level
-            .chunks_exact(2)
-            .map(|pair| {
-                let mut hasher = Sha256::new();
-                hasher.update([1u8]);
-                hasher.update(pair[0]);
-                hasher.update(pair[1]);
-                hasher.finalize().into()
-            })
-            .collect();
-    }
-    Ok(out)
-}
-
 #[pymodule]
 fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
@@ -352,7 +321,7 @@ fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merkle::leaf_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::node_level, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;
-    m.add_function(wrap_pyfunction!(tile_levels, m)?)?;
+    m.add_function(wrap_pyfunction!(merkle::tile_levels, m)?)?;
     m.add_function(wrap_pyfunction!(rows::index_columns, m)?)?;
     Ok(())
 }

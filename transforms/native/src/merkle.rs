@@ -106,3 +106,20 @@ pub(crate) fn merkle_root<'py>(py: Python<'py>, data: PyBackedBytes) -> PyResult
     let root = detached(py, data.len(), || root_of(data));
     Ok(PyBytes::new(py, &root))
 }
+
+/// Every complete node of a hash tile by height (transforms/tiles/hashes.py tile_levels): [0] its
+/// 32-byte hashes, [k][j] = SHA-256(0x01 ‖ [k-1][2j] ‖ [k-1][2j+1]).
+#[pyfunction]
+pub(crate) fn tile_levels<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<Vec<Bound<'py, PyBytes>>>> {
+    whole_hashes(data, "tile")?;
+    let mut level = data.to_vec();
+    let mut out = Vec::new();
+    loop {
+        out.push(level.chunks_exact(HASH).map(|h| PyBytes::new(py, h)).collect());
+        if level.len() < 2 * HASH {
+            break;
+        }
+        level = pairs(&level);
+    }
+    Ok(out)
+}
