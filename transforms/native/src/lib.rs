@@ -147,25 +147,38 @@ impl Core {
         Ok(())
     }
 
-    fn sealed(&self, keys: Option<(&[u8], &[u8], &str)>, parsed: &Parsed, field: &str, value: &str) -> PyResult<Value> {
-        let Some((enc_key, mac_key, key_id)) = keys else {
+    fn sealed(&self, keys: Option<(&Aes256GcmSiv, &[u8], &str)>, parsed: &Parsed, field: &str, value: &str) -> PyResult<Value> {
+        let Some((cipher, mac_key, key_id)) = keys else {
             return Ok(Value::Obj(vec![("erased".into(), Value::Bool(true))]));
         };
-        let ad = format!("{}\n{}\n{}", parsed.tenant_id, parsed.event_id, field);
+        let mut ad = Vec::with_capacity(parsed.tenant_id.len() + parsed.event_id.len() + field.len() + 2);
+        for (i, part) in [parsed.tenant_id.as_str(), parsed.event_id.as_str(), field].into_iter().enumerate() {
+            if i > 0 {
+                ad.push(b'\n');
+            }
+            ad.extend_from_slice(part.as_bytes());
+        }
         let mut nonce = [0u8; 12];
-        self.blake2b(mac_key, &self.nonce_person, ad.as_bytes(), &mut nonce)?;
-        let cipher =
-            Aes256GcmSiv::new_from_slice(enc_key).map_err(|_| PyValueError::new_err("the encryption key is not 32 bytes"))?;
+        self.blake2b(mac_key, &self.nonce_person, &ad, &mut nonce)?;
         let ct = cipher
-            .encrypt(&nonce.into(), Payload { msg: value.as_bytes(), aad: ad.as_bytes() })
+            .encrypt(&nonce.into(), Payload { msg: value.as_bytes(), aad: &ad })
             .map_err(|_| PyValueError::new_err("AES-GCM-SIV refused the value"))?;
-        let mut blob = nonce.to_vec();
+        let mut blob = Vec::with_capacity(nonce.len() + ct.len());
+        blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ct);
         // transforms/pii.py normalize_for_lookup: emails compare trimmed and lower-cased.
-        let lookup = if field.ends_with("email") { value.trim().to_ascii_lowercase() } else { value.to_string() };
+        let mut lookup = Vec::with_capacity(field.len() + 1 + value.len());
+        lookup.extend_from_slice(field.as_bytes());
+        lookup.push(b'\n');
+        if field.ends_with("email") {
+            lookup.extend(value.trim().bytes().map(|c| c.to_ascii_lowercase()));
+        } else {
+            lookup.extend_from_slice(value.as_bytes());
+        }
         let mut kh = [0u8; 32];
-        self.blake2b(mac_key, &self.lookup_person, format!("{field}\n{lookup}").as_bytes(), &mut kh)?;
-        let hex: String = kh.iter().map(|b| format!("{b:02x}")).collect();
+        self.blake2b(mac_key, &self.lookup_person, &lookup, &mut kh)?;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex: String = kh.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]).collect();
         Ok(Value::Obj(vec![
             ("ct".into(), Value::Str(base64::engine::general_purpose::STANDARD.encode(blob))),
             ("kh".into(), Value::Str(hex)),
@@ -183,6 +196,15 @@ impl Core {
         let Value::Obj(members) = &parsed.doc else { unreachable!("an admitted event is an object") };
         let mut extra: Vec<(String, Value)> = Vec::new();
         if !parsed.pii.is_empty() {
+            // One cipher for all of the event's fields: they share the subject's key.
+            let cipher = match keys {
+                Some((enc_key, _, _)) => Some(
+                    Aes256GcmSiv::new_from_slice(enc_key)
+                        .map_err(|_| PyValueError::new_err("the encryption key is not 32 bytes"))?,
+                ),
+                None => None,
+            };
+            let keys = cipher.as_ref().zip(keys).map(|(c, (_, mac_key, key_id))| (c, mac_key, key_id));
             let mut sealed = Vec::new();
             for (field, value) in &parsed.pii {
                 sealed.push((field.clone(), self.sealed(keys, parsed, field, value)?));
