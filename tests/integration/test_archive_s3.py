@@ -93,8 +93,8 @@ def test_listing_pages_through_continuation_tokens(s3_stack: Stack, log_id: str)
     archive = open_archive(s.s3_endpoint, s.bucket, s.s3_access_key, s.s3_secret_key, retention_days=1)
     for index in range(7):
         archive.put_block(log_id, index, b"x")
-    assert archive.reader is not None
-    real_get = archive.reader.get
+    assert archive.signed is not None
+    real_get = archive.signed.get
     pages: dict[str, list[int]] = {"list": [], "versions": []}
 
     def small_pages(key: str, version_id: str | None = None, params: dict[str, str] | None = None) -> bytes:
@@ -104,7 +104,7 @@ def test_listing_pages_through_continuation_tokens(s3_stack: Stack, log_id: str)
         pages["versions" if "versions" in params else "list"].append(data.count(b"<Key>"))
         return data
 
-    archive.reader.get = small_pages  # type: ignore[method-assign]
+    archive.signed.get = small_pages  # type: ignore[method-assign]
     assert archive.list_blocks(log_id) == list(range(7))
     assert pages["list"] == [3, 3, 1]
     assert sorted(archive.versions_under(f"logs/{log_id}/")) == [block_key(log_id, i) for i in range(7)]
@@ -227,12 +227,12 @@ def test_put_latency(archive: S3Archive, log_id: str) -> None:
 
 
 def test_signed_gets_and_listings_read_what_boto3_does(s3_stack: Stack, archive: S3Archive) -> None:
-    """`SignedGet` (how the archive reads and lists) against boto3 on the same keys, versions and errors."""
+    """`SignedS3` (how the archive reads and lists) against boto3 on the same keys, versions and errors."""
     from pipelines.io.archive import ArchiveNotFoundError
-    from pipelines.io.archive.s3get import SignedGet
+    from pipelines.io.archive.s3signed import SignedS3
 
     s = s3_stack.settings
-    assert archive.reader is not None
+    assert archive.signed is not None
     base = f"signed-get/{uuid.uuid4().hex}/"
     keys = [base + "plain", base + "with space+plus=eq&amp", base + "ünïcode/ü~tilde", base + "tile/entries/000.p/7"]
     for i, key in enumerate(keys):
@@ -266,7 +266,35 @@ def test_signed_gets_and_listings_read_what_boto3_does(s3_stack: Stack, archive:
     assert listed[keys[0]][0].is_delete_marker and listed[keys[1]][0].etag.startswith('"')
     assert sorted(archive.keys(base)) == sorted(by_boto3.keys(base)) == sorted(keys[1:])
     assert archive.list_logs() == by_boto3.list_logs()
-    wrong = SignedGet(s.s3_endpoint, archive.bucket, s.s3_access_key, s.s3_secret_key + "x")
+    wrong = SignedS3(s.s3_endpoint, archive.bucket, s.s3_access_key, s.s3_secret_key + "x")
     with pytest.raises(ClientError) as refused:
         wrong.get(keys[0])
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_signed_puts_lock_as_boto3_puts_do_and_a_wrong_checksum_is_refused(archive: S3Archive, log_id: str) -> None:
+    """Writes go through `SignedS3.put_locked`: the same lock and checksum as boto3's put, and S3 checks the bytes."""
+    import base64
+    import hashlib
+
+    from pipelines.io.archive.locks import LOCK_MODE
+
+    assert archive.signed is not None
+    until = lock_until(days=1).replace(microsecond=0)
+    by_boto3 = S3Archive(archive.client, archive.bucket)  # no signer: every call through boto3
+    ours = archive.put_block(log_id, 0, b"signed put", until)
+    theirs = by_boto3.put_block(log_id, 1, b"boto3 put", until)
+    for result in (ours, theirs):
+        assert result.created and result.version_id
+        assert archive.object_versions(result.key)[0].version_id == result.version_id
+        retention = archive.retention(result.key)
+        assert retention is not None and (retention.mode, retention.retain_until) == (LOCK_MODE, until)
+    assert by_boto3.put_block(log_id, 0, b"signed put").created is False  # the key was taken: same bytes
+    with pytest.raises(ArchiveConflictError):
+        archive.put_block(log_id, 1, b"other bytes")
+
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    with pytest.raises(ClientError) as refused:
+        archive.signed.put_locked(block_key(log_id, 2), b"these bytes", wrong, LOCK_MODE, until)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, refused.value.response
+    assert block_key(log_id, 2) not in archive.keys(block_key(log_id, 2))

@@ -352,10 +352,10 @@ def test_signed_get_signs_as_botocore_does(key: str, version: str | None, monkey
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from pipelines.io.archive.s3get import SignedGet
+    from pipelines.io.archive.s3signed import SignedS3
 
     now = dt.datetime(2026, 12, 4, 17, 5, 9, tzinfo=dt.UTC)
-    reader = SignedGet("http://127.0.0.1:8333", "bucket", "AKID", "se/cret+key", "eu-west-3")
+    reader = SignedS3("http://127.0.0.1:8333", "bucket", "AKID", "se/cret+key", "eu-west-3")
     target, headers = reader.headers(key, version, now)
 
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
@@ -364,7 +364,40 @@ def test_signed_get_signs_as_botocore_does(key: str, version: str | None, monkey
     assert headers["x-amz-date"] == request.headers["X-Amz-Date"]
     assert headers["Authorization"] == request.headers["Authorization"]
     with pytest.raises(ValueError, match="not an http"):
-        SignedGet("127.0.0.1:8333", "bucket", "a", "b")
+        SignedS3("127.0.0.1:8333", "bucket", "a", "b")
+
+
+@pytest.mark.parametrize("key", ["logs/a.p0/blocks/0001.block", "logs/x y+z/ü~/tile/entries/000.p/7"])
+def test_signed_put_signs_as_botocore_does(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Authorization of a conditional, Object-Locked SigV4 PUT, held to botocore's S3 signer."""
+    import base64
+    import hashlib
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from pipelines.io.archive.s3signed import SignedS3
+
+    now = dt.datetime(2026, 12, 4, 17, 5, 9, tzinfo=dt.UTC)
+    data = b"block bytes\n" * 100
+    digest = hashlib.sha256(data).digest()
+    extra = {
+        "If-None-Match": "*",
+        "x-amz-checksum-sha256": base64.b64encode(digest).decode(),
+        "x-amz-object-lock-mode": "COMPLIANCE",
+        "x-amz-object-lock-retain-until-date": "2033-12-04T17:05:09Z",
+    }
+    signer = SignedS3("http://127.0.0.1:8333", "bucket", "AKID", "se/cret+key", "eu-west-3")
+    target, headers = signer.headers(key, None, now, method="PUT", payload_sha256=digest.hex(), extra=extra)
+
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    request = AWSRequest("PUT", "http://127.0.0.1:8333" + target, data=data, headers=dict(extra))
+    botocore.auth.S3SigV4Auth(Credentials("AKID", "se/cret+key"), "s3", "eu-west-3").add_auth(request)
+    assert headers["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"] == digest.hex()
+    assert headers["Authorization"] == request.headers["Authorization"]
+    with pytest.raises(ValueError, match="not a base64 SHA-256"):
+        signer.put_locked(key, data, base64.b64encode(b"short").decode(), "COMPLIANCE", now)
 
 
 @pytest.mark.parametrize(
@@ -377,10 +410,10 @@ def test_signed_get_signs_the_host_it_sends(endpoint: str, monkeypatch: pytest.M
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from pipelines.io.archive.s3get import SignedGet
+    from pipelines.io.archive.s3signed import SignedS3
 
     now = dt.datetime(2026, 12, 4, 17, 5, 9, tzinfo=dt.UTC)
-    reader = SignedGet(endpoint, "bucket", "AKID", "secret")
+    reader = SignedS3(endpoint, "bucket", "AKID", "secret")
     target, headers = reader.headers("logs/a.p0/x", "v1", now)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
     request = AWSRequest("GET", endpoint.rstrip("/") + target)

@@ -25,7 +25,7 @@ from pipelines.io.archive.errors import (
     _KeyTaken,
 )
 from pipelines.io.archive.locks import DEFAULT_RETENTION_DAYS, LOCK_MODE
-from pipelines.io.archive.s3get import SignedGet
+from pipelines.io.archive.s3signed import SignedS3
 
 if TYPE_CHECKING:
     from schemas.settings import Settings
@@ -146,8 +146,9 @@ class S3Archive(Archive):
         retention_days: how long puts lock their objects unless given a retain-until date.
         sleep: the sleep function (tests pass a fake).
         clock: a monotonic clock in seconds (tests pass a fake).
-        reader: what GETs objects, if not the client (`open_archive` gives a `SignedGet`: a
-            fraction of boto3's CPU per read, which verify pays for every block and bundle).
+        signed: what GETs, lists and PUTs objects, if not the client (`open_archive` gives a
+            `SignedS3`: a fraction of boto3's CPU per request, which verify pays for every block
+            and bundle it reads and the ingest job for every object it writes).
     """
 
     def __init__(
@@ -158,10 +159,10 @@ class S3Archive(Archive):
         retention_days: float = DEFAULT_RETENTION_DAYS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        reader: SignedGet | None = None,
+        signed: SignedS3 | None = None,
     ) -> None:
         self.client = client
-        self.reader = reader
+        self.signed = signed
         self.bucket = bucket
         self.retry = retry or RetryPolicy()
         self.retention_days = retention_days
@@ -216,6 +217,8 @@ class S3Archive(Archive):
         from botocore.exceptions import ClientError
 
         def put() -> str | None:
+            if self.signed is not None:
+                return self.signed.put_locked(key, data, checksum, LOCK_MODE, retain_until)
             response = self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -240,8 +243,8 @@ class S3Archive(Archive):
         from botocore.exceptions import ClientError
 
         def read() -> bytes:
-            if self.reader is not None:
-                return self.reader.get(key, version_id)
+            if self.signed is not None:
+                return self.signed.get(key, version_id)
             extra = {"VersionId": version_id} if version_id else {}
             response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
             body: bytes = response["Body"].read()
@@ -275,11 +278,11 @@ class S3Archive(Archive):
 
     def _list_page(self, args: dict[str, Any]) -> dict[str, Any]:
         """One ListObjectsV2 page as boto3 shapes it (the fields `_list` reads)."""
-        if self.reader is None:
+        if self.signed is None:
             page: dict[str, Any] = self.client.list_objects_v2(**args)
             return page
         params = {"list-type": "2", "encoding-type": "url", **_query(args)}
-        root = _xml(self.reader.get("", params=params))
+        root = _xml(self.signed.get("", params=params))
         key = _key_decoder(root)
         page = {
             "Contents": [{"Key": key(_text(item, "Key"))} for item in _children(root, "Contents")],
@@ -293,11 +296,11 @@ class S3Archive(Archive):
 
     def _versions_page(self, args: dict[str, Any]) -> dict[str, Any]:
         """One ListObjectVersions page as boto3 shapes it (the fields `_versions` reads)."""
-        if self.reader is None:
+        if self.signed is None:
             page: dict[str, Any] = self.client.list_object_versions(**args)
             return page
         params = {"versions": "", "encoding-type": "url", **_query(args)}
-        root = _xml(self.reader.get("", params=params))
+        root = _xml(self.signed.get("", params=params))
         key = _key_decoder(root)
 
         def version(item: Any) -> dict[str, Any]:
@@ -457,8 +460,8 @@ def open_archive(
             max_pool_connections=connections,
         ),
     )
-    reader = SignedGet(endpoint, bucket, access_key, secret_key, region, connections)
-    return S3Archive(client, bucket, retry=retry, retention_days=retention_days, reader=reader)
+    signed = SignedS3(endpoint, bucket, access_key, secret_key, region, connections)
+    return S3Archive(client, bucket, retry=retry, retention_days=retention_days, signed=signed)
 
 
 def ensure_bucket(client: Any, bucket: str) -> None:
