@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runners.argtypes import positive_int
 from runners.deployment import halted_error, indexer_unless_served, load_or_create_signer, with_master_key
 from schemas.settings import REPO_ROOT, Settings
 
@@ -34,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--bounded", action="store_true", help="read up to the end offsets present at start, then finish")
     p.add_argument("--cluster", metavar="URL", help="Flink REST address to submit to, e.g. http://127.0.0.1:8081")
     p.add_argument("--topic", help="source topic (default: settings.topic)")
-    p.add_argument("--parallelism", type=int, help="job parallelism (default: settings.parallelism)")
+    p.add_argument(
+        "--parallelism",
+        type=positive_int,
+        help="job parallelism (default: AUDITLOG_PARALLELISM, else 1 on the local mini-cluster and 2 on a cluster)",
+    )
     p.add_argument("--block-size", type=int, help="leaves per block (default: settings.block_size)")
     p.add_argument("--no-ticker", action="store_true", help="do not write cut markers (blocks close only when full)")
     p.add_argument("--no-index", action="store_true", help="do not load ClickHouse (run `auditlog index` later)")
@@ -184,7 +189,7 @@ def run_local(settings: Settings, config: Any, bounded: bool, built: Callable[[]
     jars = ensure_jars(settings)
     env, t_env = create_environment(
         config,
-        parallelism=settings.parallelism,
+        parallelism=settings.job_parallelism(local=True),
         checkpoint_interval_ms=settings.checkpoint_interval_ms,
         checkpoint_dir=(settings.home / "checkpoints" / "ingest-local").as_uri(),
         connector_jar=str(jars.kafka_connector),
@@ -236,7 +241,7 @@ def submit_to_cluster(settings: Settings, config_json: str, cluster: str, bounde
         "--config",
         str(config_file),
         "--parallelism",
-        str(settings.parallelism),
+        str(settings.job_parallelism(local=False)),
         "--checkpoint-interval-ms",
         str(settings.checkpoint_interval_ms),
         *(["--bounded"] if bounded else []),

@@ -364,7 +364,7 @@ def run_recording_local(settings: Settings, config: Any, path: Path, dlq_file: P
     try:
         env, _ = create_environment(
             config,
-            parallelism=settings.parallelism,
+            parallelism=settings.job_parallelism(local=True),
             checkpoint_interval_ms=settings.checkpoint_interval_ms,
             checkpoint_dir=(settings.home / "checkpoints" / "ingest-recording").as_uri(),
             connector_jar=None,

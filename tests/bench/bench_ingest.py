@@ -244,7 +244,7 @@ def floor_job(topic: str, variant: str) -> None:
     config = replace(job_config(settings, topic=topic), group_id=f"auditlog-bench-floor-{variant}")
     env, t_env = create_environment(
         config,
-        parallelism=settings.parallelism,
+        parallelism=settings.job_parallelism(local=True),
         checkpoint_interval_ms=settings.checkpoint_interval_ms,  # the measured job's (main() sets 10 s)
         checkpoint_dir=(settings.home / "bench" / f"floor-checkpoints-{variant}").as_uri(),
         connector_jar=str(ensure_jars(settings).kafka_connector),
@@ -280,7 +280,7 @@ def main() -> None:
     env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{chdb_dir}", "AUDITLOG_CHECKPOINT_INTERVAL_MS": "10000"}
     print(
         f"auditlog ingest benchmark — {os.cpu_count()} cores, {EVENTS:,} events of ~{TARGET_BYTES} B, "
-        f"{PARTITIONS} partitions, parallelism {settings.parallelism}, checkpoints every 10 s\n",
+        f"{PARTITIONS} partitions, parallelism {settings.job_parallelism(local=True)}, checkpoints every 10 s\n",
         flush=True,
     )
     records = padded_records(EVENTS, seed=run_id % 1000)

@@ -535,7 +535,7 @@ def test_the_same_job_on_the_standalone_cluster_end_to_end_with_its_metrics_in_t
     )
     _, sizes = check_deployment(settings, produced, tmp_path)
     assert indexed_line(run) == (sum(len(s) for s in sizes.values()), len(produced.events))
-    check_custom_metrics(observed, produced, sizes, settings.parallelism)
+    check_custom_metrics(observed, produced, sizes, settings.job_parallelism(local=False))
 
 
 # --------------------------------------------------------------------------- Flink REST metrics

@@ -146,7 +146,7 @@ def test_two_taskmanagers_share_the_postgres_key_store_through_a_kill(
     settings = deployment(stack, "multi-tm").replace(
         keystore_url=postgres.local_keystore_url, master_key=base64.b64encode(os.urandom(32)).decode()
     )
-    assert settings.parallelism == 2
+    assert settings.job_parallelism(local=False) == 2
     seed = kill_seed()
     rng = random.Random(seed)
     started = time.monotonic()

@@ -109,3 +109,16 @@ def test_a_tampered_entry_fails_its_check_with_exit_1(tmp_path: Path, capsys: py
     assert main(["verify-proof", str(bundle), "--key", key]) == 1
     out, err = capsys.readouterr()
     assert out.startswith("NOT VERIFIED: RootMismatchError") and err == ""
+
+
+def test_the_job_parallelism_is_one_locally_and_two_on_a_cluster_unless_set() -> None:
+    """0 (the default) picks per place: the local mini-cluster's subtasks would share one interpreter's GIL."""
+    from schemas.settings import Settings
+
+    auto = Settings.from_env({})
+    assert (auto.job_parallelism(local=True), auto.job_parallelism(local=False)) == (1, 2)
+    set_to_4 = Settings.from_env({"AUDITLOG_PARALLELISM": "4"})
+    assert (set_to_4.job_parallelism(local=True), set_to_4.job_parallelism(local=False)) == (4, 4)
+    assert Settings.from_env(auto.to_env()).job_parallelism(local=True) == 1
+    with pytest.raises(SystemExit, match="AUDITLOG_PARALLELISM=-1 is negative"):
+        Settings.from_env({"AUDITLOG_PARALLELISM": "-1"}).job_parallelism(local=True)
