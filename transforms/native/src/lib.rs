@@ -151,13 +151,7 @@ impl Core {
         let Some((cipher, mac_key, key_id)) = keys else {
             return Ok(Value::Obj(vec![("erased".into(), Value::Bool(true))]));
         };
-        let mut ad = Vec::with_capacity(parsed.tenant_id.len() + parsed.event_id.len() + field.len() + 2);
-        for (i, part) in [parsed.tenant_id.as_str(), parsed.event_id.as_str(), field].into_iter().enumerate() {
-            if i > 0 {
-                ad.push(b'\n');
-            }
-            ad.extend_from_slice(part.as_bytes());
-        }
+        let ad = [parsed.tenant_id.as_str(), parsed.event_id.as_str(), field].join("\n").into_bytes();
         let mut nonce = [0u8; 12];
         self.blake2b(mac_key, &self.nonce_person, &ad, &mut nonce)?;
         let ct = cipher
@@ -197,14 +191,14 @@ impl Core {
         let mut extra: Vec<(String, Value)> = Vec::new();
         if !parsed.pii.is_empty() {
             // One cipher for all of the event's fields: they share the subject's key.
-            let cipher = match keys {
-                Some((enc_key, _, _)) => Some(
+            let keyed = keys
+                .map(|(enc_key, mac_key, key_id)| {
                     Aes256GcmSiv::new_from_slice(enc_key)
-                        .map_err(|_| PyValueError::new_err("the encryption key is not 32 bytes"))?,
-                ),
-                None => None,
-            };
-            let keys = cipher.as_ref().zip(keys).map(|(c, (_, mac_key, key_id))| (c, mac_key, key_id));
+                        .map(|cipher| (cipher, mac_key, key_id))
+                        .map_err(|_| PyValueError::new_err("the encryption key is not 32 bytes"))
+                })
+                .transpose()?;
+            let keys = keyed.as_ref().map(|(cipher, mac_key, key_id)| (cipher, *mac_key, *key_id));
             let mut sealed = Vec::new();
             for (field, value) in &parsed.pii {
                 sealed.push((field.clone(), self.sealed(keys, parsed, field, value)?));
