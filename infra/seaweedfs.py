@@ -61,6 +61,10 @@ def _seaweedfs_port_uses(settings: Settings) -> dict[str, PortUse]:
     }
 
 
+VOLUME_SLOTS = 1000
+"""How many volumes `weed mini` may hold, whatever the disk's free space when it starts."""
+
+
 class S3Service(Service):
     service = "s3"
 
@@ -115,6 +119,13 @@ class S3Service(Service):
             f"-ip={s.host}",
             f"-ip.bind={s.host}",
             *(f"-{flag}={use.port}" for flag, use in self._ports().items()),
+            # Every bucket is a collection with volumes of its own, and a bucket under Object
+            # Lock cannot be dropped while its objects are retained. Left at 0, weed allows
+            # free disk / volume size (1 GB here) volumes, counted at start: on a disk with 20 GB
+            # free the 21st bucket written to fails with "We encountered an internal error"
+            # ("no free volumes left" in weed.log). Volumes are not preallocated, so a fixed
+            # count costs nothing up front; a disk that is really full still fails writes.
+            f"-volume.max={VOLUME_SLOTS}",
             f"-admin.dataDir={self.home / 'admin'}",
             "-admin.ui=false",
             "-webdav=false",
