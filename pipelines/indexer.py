@@ -44,9 +44,9 @@ class IndexingHalted(VerificationError):
 GROUP_EVENTS = 10_000
 """The indexer inserts verified blocks together until they hold this many events (or it has no more).
 
-An insert has a fixed cost of ~30 ms in embedded chDB (a part written, later merged), 30 µs an
-event at 1,000-event blocks: `make bench`'s indexer table measures 52-65 µs of CPU an event one
-block per insert and 16-17 with 10 blocks (5 blocks: 18-24).
+An insert has a fixed cost of ~20 ms in embedded chDB (a part written, later merged), ~20 µs an
+event at 1,000-event blocks: `make bench`'s indexer table measures 29-40 µs of CPU an event one
+block per insert, 15-17 with 5 blocks and 11-12 with 10; 20 blocks cost more than 10 (13.8-15.5).
 """
 
 

@@ -7,6 +7,11 @@
 -- visible to the verifier instead of being merged away), and exactly-once inserts come from
 -- insert_deduplication_token per sealed block, remembered by non_replicated_deduplication_window.
 --
+-- Parts under 128 MB are written compact (one file for all columns) rather than wide (two files a
+-- column): the indexer's inserts of ten 1,000-event blocks are ~10 MB, just over the 10 MB default,
+-- and creating the wide part's ~45 files cost 2-3 µs an event of the insert's CPU (perf: ext4_create;
+-- tests/bench/bench_core.py --indexer). Merges still make wide parts above 128 MB.
+--
 -- Retention: TTL deletes an event's row once its retention ends (retain_until, from the event's
 -- canonical form), unless a legal hold keeps it (hold_until, set by `auditlog hold`). Leaf hashes
 -- stay in audit_leaves, so proofs of every retained event remain valid.
@@ -46,7 +51,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (tenant_id, occurred_at, event_id)
 TTL retain_until DELETE WHERE hold_until <= now()
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 100000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 100000, min_bytes_for_wide_part = 134217728;
 
 -- Every leaf of every log in log order: what proofs and the verifier read. The by_event projection
 -- is where an event sits, by (tenant, event id): a proof's lookup reads a granule of these four
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_leaves
 )
 ENGINE = MergeTree
 ORDER BY (log_id, leaf_index)
-SETTINGS non_replicated_deduplication_window = 100000;
+SETTINGS non_replicated_deduplication_window = 100000, min_bytes_for_wide_part = 134217728;
 
 CREATE TABLE IF NOT EXISTS auditlog.audit_blocks
 (

@@ -59,7 +59,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/auditlog/audit_logs', '
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (tenant_id, occurred_at, event_id)
 TTL retain_until DELETE WHERE hold_until <= now()
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 100000, replicated_deduplication_window_seconds = 604800;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 100000, min_bytes_for_wide_part = 134217728, replicated_deduplication_window_seconds = 604800;
 
 -- audit_logs: sharded by cityHash64(tenant_id): one tenant's events on one shard, so a tenant
 -- search (the common query) reads one shard with optimize_skip_unused_shards = 1 (a block's rows
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS auditlog.audit_leaves_local ON CLUSTER '{cluster}'
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/auditlog/audit_leaves', '{replica}')
 ORDER BY (log_id, leaf_index)
-SETTINGS replicated_deduplication_window = 100000, replicated_deduplication_window_seconds = 604800;
+SETTINGS replicated_deduplication_window = 100000, min_bytes_for_wide_part = 134217728, replicated_deduplication_window_seconds = 604800;
 
 -- audit_leaves: sharded by cityHash64(log_id): one log's leaves on one shard: proofs and the
 -- indexer read a log's leaves in leaf order.

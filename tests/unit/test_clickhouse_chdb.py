@@ -259,6 +259,48 @@ def test_a_leaves_table_made_before_the_projection_gets_it_with_its_rows(tmp_pat
     assert run.stdout.strip() == "[(3,)]"
 
 
+WIDE_PARTS_TABLE = """
+from pipelines.io.clickhouse import open_clickhouse
+from pipelines.io.clickhouse.arrow import SealedBlock
+from pipelines.io.clickhouse.schema import schema_statements
+from pipelines.io.keystore import InMemoryKeyStore
+from tests.synthetic import sealed_blocks
+from transforms.blocks import decode_block_object
+from transforms.merkle import leaf_hash
+from transforms.note import Signer
+
+ch = open_clickhouse("chdb://{home}")
+old = [s.replace(", min_bytes_for_wide_part = 134217728", "") for s in schema_statements()]
+ch.ensure_schema(";\\n".join(old))
+settings = "SELECT name, position(create_table_query, 'min_bytes_for_wide_part') > 0 FROM system.tables "
+settings += "WHERE database = 'auditlog' AND name IN ('audit_logs', 'audit_leaves') ORDER BY name"
+print(ch.query(settings))
+ch.ensure_schema()
+print(ch.query(settings))
+blocks = []
+for _, record in sealed_blocks(12_000, 1, 1_000, Signer.generate("t"), InMemoryKeyStore(key_seed=b"t")):
+    header, entries = decode_block_object(record.block_object)
+    blocks.append(SealedBlock(header, entries, [leaf_hash(e) for e in entries]))
+ch.write_blocks(blocks, [None] * len(blocks))
+print(ch.query("SELECT table, part_type, data_uncompressed_bytes > 10485760 FROM system.parts "
+               "WHERE database = 'auditlog' AND table = 'audit_logs' AND active"))
+"""
+
+
+def test_an_insert_of_ten_blocks_is_one_compact_part_also_in_tables_made_before(tmp_path: Path) -> None:
+    """Over the 10 MB default, the part would be wide: ~45 files created per insert (see clickhouse.sql)."""
+    import subprocess
+    import sys
+
+    script = WIDE_PARTS_TABLE.format(home=tmp_path / "old")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    before, after, parts = run.stdout.strip().splitlines()
+    assert before == "[('audit_leaves', 0), ('audit_logs', 0)]"
+    assert after == "[('audit_leaves', 1), ('audit_logs', 1)]"
+    assert parts == "[('audit_logs', 'Compact', 1)]"
+
+
 def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, written: Written) -> None:
     for log_id in (BIG, SMALL):
         blocks = written.of_log(log_id)

@@ -44,6 +44,7 @@ from pipelines.io.clickhouse.registry import open_clickhouse, open_clickhouse_un
 from pipelines.io.clickhouse.schema import (
     BLOCKS_TABLE,
     CHECKPOINTS_TABLE,
+    COMPACT_PARTS_MIGRATIONS,
     DATABASE,
     LEAVES_TABLE,
     LOGS_TABLE,
@@ -57,6 +58,7 @@ __all__ = [
     "BLOCKS_TABLE",
     "CHECKPOINTS_TABLE",
     "CLUSTER_SHARDING_KEYS",
+    "COMPACT_PARTS_MIGRATIONS",
     "DATABASE",
     "LEAVES_TABLE",
     "LOGS_TABLE",

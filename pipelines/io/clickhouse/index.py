@@ -25,6 +25,7 @@ from pipelines.io.clickhouse.errors import ClickHouseError, IndexIntegrityError
 from pipelines.io.clickhouse.schema import (
     BLOCKS_TABLE,
     CHECKPOINTS_TABLE,
+    COMPACT_PARTS_MIGRATIONS,
     EVENT_PLACES_MIGRATIONS,
     LEAVES_TABLE,
     LOGS_TABLE,
@@ -101,23 +102,33 @@ class ClickHouse:
     def ensure_schema(self, sql: str | None = None) -> None:
         """Creates the database and tables of schemas/clickhouse.sql (or `sql`) if missing.
 
-        Tables made by an older auditlog get the columns, TTL and projection added since
-        (`MIGRATIONS`, `EVENT_PLACES_MIGRATIONS`).
+        Tables made by an older auditlog get the columns, TTL, projection and settings added
+        since (`MIGRATIONS`, `EVENT_PLACES_MIGRATIONS`, `COMPACT_PARTS_MIGRATIONS`).
         """
         for statement in schema_statements(sql):
             self._conn.command(statement)
         if sql is not None:
             return
         # Each set runs once: only when what it adds is missing.
-        for catalogue, table, name, statements in (
-            ("columns", "audit_logs", "hold_until", MIGRATIONS),
-            ("projections", "audit_leaves", "by_event", EVENT_PLACES_MIGRATIONS),
+        in_db = "FROM system.{} WHERE database = 'auditlog' AND ".format
+        for check, params, statements in (
+            (
+                in_db("columns") + "table = {t:String} AND name = {n:String}",
+                {"t": "audit_logs", "n": "hold_until"},
+                MIGRATIONS,
+            ),
+            (
+                in_db("projections") + "table = {t:String} AND name = {n:String}",
+                {"t": "audit_leaves", "n": "by_event"},
+                EVENT_PLACES_MIGRATIONS,
+            ),
+            (
+                in_db("tables") + "name = {t:String} AND position(create_table_query, 'min_bytes_for_wide_part') > 0",
+                {"t": "audit_leaves"},
+                COMPACT_PARTS_MIGRATIONS,
+            ),
         ):
-            found = self.query(
-                f"SELECT count() FROM system.{catalogue} WHERE database = 'auditlog' AND table = {{t:String}} "
-                "AND name = {n:String}",
-                {"t": table, "n": name},
-            )[0][0]
+            found = self.query(f"SELECT count() {check}", params)[0][0]
             if not found:
                 for statement in statements:
                     self._conn.command(statement)

@@ -13,6 +13,7 @@ __all__ = [
     "BLOCKS_TABLE",
     "CHECKPOINTS_TABLE",
     "DATABASE",
+    "COMPACT_PARTS_MIGRATIONS",
     "EVENT_PLACES_MIGRATIONS",
     "LEAVES_TABLE",
     "LOGS_TABLE",
@@ -66,6 +67,12 @@ MIGRATIONS = (
     "DEFAULT toDateTime64('2299-12-31 23:59:59.999', 3, 'UTC')",
     f"ALTER TABLE {LOGS_TABLE} ADD COLUMN IF NOT EXISTS hold_until DateTime64(3, 'UTC') DEFAULT 0",
     f"ALTER TABLE {LOGS_TABLE} MODIFY TTL retain_until DELETE WHERE hold_until <= now()",
+)
+
+# Gives tables made before it the compact-part threshold of schemas/clickhouse.sql (which says
+# why). Only the tables' settings change; parts already written stay as they are.
+COMPACT_PARTS_MIGRATIONS = tuple(
+    f"ALTER TABLE {table} MODIFY SETTING min_bytes_for_wide_part = 134217728" for table in (LOGS_TABLE, LEAVES_TABLE)
 )
 
 # Brings an audit_leaves made before the by-event projection up to schemas/clickhouse.sql: adds
