@@ -27,7 +27,7 @@ from pipelines.witnessing import list_cosigned
 from transforms.checkpoint import Checkpoint, open_checkpoint
 from transforms.cosignature import add_cosignatures, split_note
 from transforms.errors import AuditlogError, VerificationError
-from transforms.merkle import EMPTY_ROOT, verify_consistency
+from transforms.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from transforms.note import Verifier
 from transforms.retention import KEPT_FOREVER, parse_time
 from transforms.tlogproof import format_proof, verify_proof
@@ -243,11 +243,12 @@ class Prover:
         head = self.head(log_id, index)
         size, note, checkpoint = head.size, head.note, head.checkpoint
         cosigned = self._cosigned(log_id, index + 1, size)
-        reader = self.tiles.reader(log_id, size)
+        published = None
         if cosigned is not None:
             size, note = cosigned
             checkpoint = open_checkpoint(note, self.verifier, origin=f"{self.origin_prefix}/{log_id}")
-            reader = self.tiles.reader(log_id, size, published=head.size)
+            published = head.size
+            reader = self.tiles.reader(log_id, size, published)
             if (log_id, size, checkpoint.root) not in self._checked_roots:
                 if reader.root() != checkpoint.root:
                     raise VerificationError(
@@ -257,7 +258,14 @@ class Prover:
                     if len(self._checked_roots) >= MAX_COSIGNED_NOTES:
                         self._checked_roots.clear()
                     self._checked_roots.add((log_id, size, checkpoint.root))
-        text = format_proof(index, reader.inclusion_proof(index), note)
+        # The event's level-0 tile is hashed from its entry bundle, just read (one S3 GET fewer,
+        # TileStore.reader). That path is kept only if it proves `canonical` in the signed tree;
+        # otherwise (`canonical` or another entry of the bundle is not the logged one) the
+        # stored tile gives the path, as it always did.
+        path = self.tiles.reader(log_id, size, published, from_bundles=True).inclusion_proof(index)
+        if not _proves(canonical, index, path, checkpoint):
+            path = self.tiles.reader(log_id, size, published).inclusion_proof(index)
+        text = format_proof(index, path, note)
         if check:
             verify_proof(text, self.verifier, entry=canonical)
         return Proof(tenant_id, event_id, log_id, index, canonical, text, checkpoint)
@@ -308,6 +316,15 @@ class Prover:
         with self._lock:
             self._cosigned_lists[log_id] = (now, listed)
         return listed
+
+
+def _proves(entry: bytes, index: int, path: list[bytes], checkpoint: Checkpoint) -> bool:
+    """Whether `path` proves `entry` at `index` in the checkpoint's tree (whose signature was checked)."""
+    try:
+        verify_inclusion(leaf_hash(entry), index, checkpoint.size, path, checkpoint.root)
+    except VerificationError:
+        return False
+    return True
 
 
 def _fields(canonical: bytes) -> dict[str, Any]:

@@ -153,6 +153,57 @@ def test_consistency_between_any_two_sizes_comes_from_the_tiles_of_a_verified_he
         prover.consistency(LOG, 4, 601)
 
 
+class CountingArchive(InMemoryArchive):
+    """Counts the reads of each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: dict[str, int] = {}
+
+    def get(self, key: str, version_id: str | None = None) -> bytes:
+        self.read[key] = self.read.get(key, 0) + 1
+        return super().get(key, version_id)
+
+
+def counting_deployment(n: int) -> tuple[CountingArchive, Index, Prover]:
+    index = Index([entry(i) for i in range(n)])
+    archive = CountingArchive()
+    grow(archive, index, n)
+    return archive, index, Prover(archive, index, SIGNER.verifier(), PREFIX)
+
+
+def test_a_proof_hashes_its_level_0_tile_from_the_bundle_it_read_instead_of_reading_the_tile() -> None:
+    archive, index, prover = counting_deployment(600)  # tiles 0 and 1 full, 2 partial: the head reads only 2
+
+    proof = prover.proof(TENANT, "evt_5")
+
+    verify_proof(proof.text, SIGNER.verifier(), entry=index.entries[5])
+    assert archive.read.get(tile_key(LOG, Tile(-1, 0))) == 1
+    assert tile_key(LOG, Tile(0, 0)) not in archive.read
+    assert archive.read.get(tile_key(LOG, Tile(0, 2, 88))) == 1  # the head's check reads the edge
+    # Another event of the same bundle: nothing more is read, from the bundle or the tile.
+    before = dict(archive.read)
+    verify_proof(prover.proof(TENANT, "evt_200").text, SIGNER.verifier(), entry=index.entries[200])
+    assert archive.read == before
+
+
+def test_an_edited_neighbour_in_the_bundle_does_not_cost_a_logged_event_its_proof() -> None:
+    archive, index, prover = counting_deployment(600)
+    logged = index.entries[7]
+    edited = logged.replace(b'"tenant_id"', b'"note":"edited","tenant_id"')
+    bundle = tile_key(LOG, Tile(-1, 0))
+    archive.overwrite_unconditionally(bundle, encode_bundle([*index.entries[:7], edited, *index.entries[8:256]]))
+
+    # evt_6's path holds leaf 7's hash: hashed from the edited bundle it does not verify, so the
+    # stored level-0 tile is read and decides.
+    proof = prover.proof(TENANT, "evt_6")
+
+    verify_proof(proof.text, SIGNER.verifier(), entry=index.entries[6])
+    assert archive.read.get(tile_key(LOG, Tile(0, 0))) == 1
+    with pytest.raises(VerificationError):  # and the edited one itself is still refused
+        prover.proof(TENANT, "evt_7")
+
+
 # --------------------------------------------------------------------------- what is refused
 
 

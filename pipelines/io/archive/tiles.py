@@ -42,6 +42,7 @@ from pipelines.io.archive.tilecache import DiskTileCache
 from schemas.native import tile_levels as native_tile_levels
 from transforms.blocks import BlockHeader, decode_block, decode_expired_block
 from transforms.errors import VerificationError
+from transforms.merkle import leaf_hashes
 from transforms.tiles import (
     ENTRIES,
     TILE_WIDTH,
@@ -320,6 +321,10 @@ def published_size(archive: Any, log_id: str, ends: _BlockEnds | None = None) ->
     return found
 
 
+DERIVED = "@bundle"
+"""Added to the cache keys of level-0 tiles hashed from their bundles (no archive key holds an @)."""
+
+
 class TileStore:
     """Reads a log's tiles from the archive through an LRU cache bounded in bytes; thread-safe.
 
@@ -348,18 +353,30 @@ class TileStore:
         key = tile_key(log_id, tile)
         if not cached:
             return self._read(log_id, tile, key)
+        data = self._local(key)
+        if data is not None:
+            return data
+        data = self._read(log_id, tile, key)
+        if self.disk is not None:
+            self.disk.put(key, data)
+        with self._lock:
+            self.reads += 1
+        self._keep(key, data)
+        return data
+
+    def _local(self, key: str) -> bytes | None:
+        """The tile from memory, or from the disk cache (then kept in memory too); None if neither holds it."""
         with self._lock:
             data = self._cache.get(key)
             if data is not None:
                 self._cache.move_to_end(key)
                 return data
         data = self.disk.get(key) if self.disk is not None else None
-        if data is None:
-            data = self._read(log_id, tile, key)
-            if self.disk is not None:
-                self.disk.put(key, data)
-            with self._lock:
-                self.reads += 1
+        if data is not None:
+            self._keep(key, data)
+        return data
+
+    def _keep(self, key: str, data: bytes) -> None:
         with self._lock:
             if key not in self._cache and len(data) <= self.cache_bytes:
                 self._cache[key] = data
@@ -367,7 +384,6 @@ class TileStore:
                 while self._held > self.cache_bytes:
                     _, dropped = self._cache.popitem(last=False)
                     self._held -= len(dropped)
-        return data
 
     def _read(self, log_id: str, tile: Tile, key: str) -> bytes:
         remote(key)
@@ -385,7 +401,7 @@ class TileStore:
         with self._lock:
             for key in [k for k in self._cache if k.startswith(prefix)]:
                 self._held -= len(self._cache.pop(key))
-            for tile_of in [k for k in self._levels if k[0] == log_id]:
+            for tile_of in [k for k in self._levels if k[0] in (log_id, log_id + DERIVED)]:
                 del self._levels[tile_of]
         if self.disk is not None:
             self.disk.forget(prefix)
@@ -428,27 +444,92 @@ class TileStore:
             "before tiles, run `auditlog tiles migrate`"
         )
 
-    def reader(self, log_id: str, size: int, published: int | None = None) -> TileHashReader:
+    def reader(
+        self, log_id: str, size: int, published: int | None = None, from_bundles: bool = False
+    ) -> TileHashReader:
         """A TileHashReader of the log at `size` (proofs are checked against a signed checkpoint by the caller).
 
         `published`: a size ≥ `size` whose tiles are in the archive, for sizes that published none.
         Its nodes come from the tiles' inner levels, kept for the LEVELS_CACHED tiles used last.
+
+        `from_bundles`: a level-0 tile that neither cache holds, but whose entry bundle (same index
+        and width) is in memory, is hashed from that bundle's entries instead of read from the
+        archive: a proof has just read the event's bundle, and its tile is then one S3 GET fewer.
+        Only for a caller that checks the path proves its entry in the signed tree: a bundle with
+        an entry that is not the logged one gives a path that does not (Prover.proof_at then asks
+        a reader without it).
         """
-        return TileHashReader(
-            size, lambda tile: self.tile(log_id, tile, published), lambda tile: self.levels(log_id, tile, published)
-        )
+        if not from_bundles:
+            return TileHashReader(
+                size, lambda tile: self.tile(log_id, tile, published), lambda tile: self.levels(log_id, tile, published)
+            )
+
+        def levels(tile: Tile) -> list[list[bytes]]:
+            if tile.level == 0:
+                with self._lock:
+                    known = (log_id, tile) in self._levels
+                if not known and self._local(tile_key(log_id, tile)) is None:
+                    derived = self._derived_levels(log_id, tile)
+                    if derived is not None:
+                        return derived
+            return self.levels(log_id, tile, published)
+
+        return TileHashReader(size, lambda tile: self.tile(log_id, tile, published), levels)
+
+    def _derived_levels(self, log_id: str, tile: Tile) -> list[list[bytes]] | None:
+        """`tile_levels` of the level-0 tile hashed from its entry bundle; None if the bundle is not in memory.
+
+        Kept like a read tile (memory, disk, levels), under keys of their own (DERIVED added),
+        which only `reader(from_bundles=True)` reads: a stored tile is never taken for one.
+        """
+
+        def hashed() -> bytes | None:
+            key = tile_key(log_id, tile) + DERIVED
+            data = self._local(key)
+            if data is None:
+                data = self._hashed_bundle(log_id, tile)
+                if data is None:
+                    return None
+                if self.disk is not None:
+                    self.disk.put(key, data)
+                self._keep(key, data)
+            return data
+
+        return self._levels_of((log_id + DERIVED, tile), hashed)
+
+    def _hashed_bundle(self, log_id: str, tile: Tile) -> bytes | None:
+        """The level-0 tile `tile` as the leaf hashes of its entry bundle in memory, or None."""
+        with self._lock:
+            bundle = self._cache.get(tile_key(log_id, Tile(ENTRIES, tile.index, tile.width)))
+        if bundle is None:
+            return None
+        try:
+            return b"".join(leaf_hashes(decode_bundle(bundle, tile.width)))
+        except TileFormatError:
+            return None  # the tile's own read decides, and names what is wrong
 
     def levels(self, log_id: str, tile: Tile, published: int | None = None) -> list[list[bytes]]:
         """`tile_levels` of a hash tile, computed once per tile while it stays among the LEVELS_CACHED used last."""
-        key = (log_id, tile)
+
+        def read() -> bytes:
+            data = self.tile(log_id, tile, published)
+            if len(data) != tile.size_bytes:
+                raise TileFormatError(f"{tile.path} of log {log_id} is {len(data)} bytes, want {tile.size_bytes}")
+            return data
+
+        levels = self._levels_of((log_id, tile), read)
+        assert levels is not None  # read() returns bytes or raises
+        return levels
+
+    def _levels_of(self, key: tuple[str, Tile], read: Callable[[], bytes | None]) -> list[list[bytes]] | None:
         with self._lock:
             levels = self._levels.get(key)
             if levels is not None:
                 self._levels.move_to_end(key)
                 return levels
-        data = self.tile(log_id, tile, published)
-        if len(data) != tile.size_bytes:
-            raise TileFormatError(f"{tile.path} of log {log_id} is {len(data)} bytes, want {tile.size_bytes}")
+        data = read()
+        if data is None:
+            return None
         levels = native_tile_levels()(data)
         with self._lock:
             self._levels[key] = levels
