@@ -38,6 +38,10 @@ def local_config(settings: Settings, workdir: Path) -> Path:
     )
     xml = re.sub(r"<region>.*?</region>", f"<region>{settings.s3_region}</region>", xml)
     xml = xml.replace("/var/lib/clickhouse/disks/s3/", str(workdir / "s3-metadata") + "/")
+    # Only the TTL may move parts here: with less than move_factor (0.1 unless set) of the local
+    # disk free, ClickHouse also moves the newest parts to `cold`, as it should on a server whose
+    # disk is filling, and on a machine with 9.9% free today's partition went to S3 as well.
+    xml = xml.replace("</volumes>", "</volumes>\n                <move_factor>0</move_factor>", 1)
     path = workdir / "storage.xml"
     path.write_text(xml)
     return path
