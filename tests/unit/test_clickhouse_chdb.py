@@ -301,6 +301,52 @@ def test_an_insert_of_ten_blocks_is_one_compact_part_also_in_tables_made_before(
     assert parts == "[('audit_logs', 'Compact', 1)]"
 
 
+ARROW_INSERTS = """
+import clickhouse_connect
+from pipelines.io.clickhouse import open_clickhouse
+from pipelines.io.clickhouse.arrow import SealedBlock, leaves_table, logs_table
+from pipelines.io.keystore import InMemoryKeyStore
+from schemas.native import index_columns
+from tests.synthetic import sealed_blocks
+from transforms.blocks import decode_block_object
+from transforms.merkle import leaf_hash
+from transforms.note import Signer
+
+blocks = []
+for _, record in sealed_blocks(600, 1, 200, Signer.generate("t"), InMemoryKeyStore(key_seed=b"t")):
+    header, entries = decode_block_object(record.block_object)
+    blocks.append(SealedBlock(header, entries, [leaf_hash(e) for e in entries]))
+logs = logs_table(blocks, columns=index_columns("auto"))
+digests = []
+for way in ("connect", "direct"):
+    ch = open_clickhouse("chdb://{home}/" + way)
+    ch.ensure_schema()
+    for table, data in (("auditlog.audit_leaves", leaves_table(logs)), ("auditlog.audit_logs", logs)):
+        for token in ("it's \\\\ a token", "it's \\\\ a token", "another"):  # the second is a repeat
+            settings = {{"insert_deduplicate": 1, "insert_deduplication_token": token}}
+            if way == "connect":  # clickhouse-connect's own Arrow insert (a file and INSERT ... FROM INFILE)
+                clickhouse_connect.driver.client.Client.insert_arrow(ch._conn.client, table, data, settings=settings)
+            else:
+                ch._conn.insert_arrow(table, data, settings)
+    for t in ("auditlog.audit_logs", "auditlog.audit_leaves"):
+        digests.append(ch.query(f"SELECT count(), sum(cityHash64(*)) FROM {{t}}")[0])
+    ch.close()
+print(digests[:2] == digests[2:], digests[2][0])
+"""
+
+
+def test_arrow_inserts_through_python_table_function_store_what_clickhouse_connect_does(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", ARROW_INSERTS.format(home=tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "1200"]  # 600 rows, twice: a repeated token is deduplicated
+
+
 def test_leaf_hashes_rebuild_every_block_root_and_the_tree_root(ch: ClickHouse, written: Written) -> None:
     for log_id in (BIG, SMALL):
         blocks = written.of_log(log_id)

@@ -5,6 +5,7 @@ Each loads its client library when a connection is made, so importing the packag
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,6 +15,29 @@ from pipelines.io.clickhouse.schema import DATABASE
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _setting_name(name: str) -> str:
+    if not _SETTING_NAME.fullmatch(name):
+        raise ValueError(f"not a ClickHouse setting name: {name!r}")
+    return name
+
+
+def _setting_literal(value: Any) -> str:
+    """A setting's value as a SQL literal: an integer as it is, anything else a quoted, escaped string."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quote_identifier(name: str) -> str:
+    """A column name as a backquoted identifier."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 class _Connection(Protocol):
@@ -51,6 +75,8 @@ class _ChdbConnection:
         self._local = threading.local()
         self._readers: list[Any] = []
         self._readers_lock = threading.Lock()
+        self._writer: Any = None  # a chdb connection of its own for insert_arrow, made on first use
+        self._writer_lock = threading.Lock()
 
     def _reader(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -91,14 +117,31 @@ class _ChdbConnection:
             raise
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
-        # Sent as one Arrow IPC stream (INSERT ... FORMAT Arrow), which chDB reads column by column.
-        self.client.insert_arrow(table, data, settings=dict(settings))
+        # chDB reads the table where it is, through its Python() table function (which finds
+        # `arrow_input` among this frame's variables). clickhouse-connect's insert_arrow wrote an
+        # Arrow IPC stream to a temporary file for INSERT ... FROM INFILE: ~1 µs of CPU an event
+        # more (`tests/bench/bench_core.py --indexer`), for the same rows (test_clickhouse_chdb.py).
+        arrow_input = data  # noqa: F841 - read by name by the query below
+        columns = ", ".join(_quote_identifier(name) for name in data.column_names)
+        clause = ", ".join(f"{_setting_name(k)} = {_setting_literal(v)}" for k, v in settings.items())
+        settings_sql = f"SETTINGS {clause} " if clause else ""
+        sql = f"INSERT INTO {table} ({columns}) {settings_sql}SELECT * FROM Python(arrow_input)"
+        with self._writer_lock:
+            if self._writer is None:
+                import chdb
+
+                self._writer = chdb.connect(self.path)
+            self._writer.query(sql)
 
     def close(self) -> None:
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for reader in readers:
             reader.close()
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.client.close()
 
 
