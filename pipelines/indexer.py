@@ -30,7 +30,7 @@ from pipelines.io.clickhouse.arrow import SealedBlock
 from transforms.blocks import BlockHeader, decode_expired_block, verify_block
 from transforms.checkpoint import open_checkpoint
 from transforms.errors import VerificationError
-from transforms.merkle import CompactRange, leaf_hash
+from transforms.merkle import CompactRange, leaf_hashes
 from transforms.note import Verifier
 from transforms.retention import LegalHold
 
@@ -151,7 +151,7 @@ class ArchiveIndexer:
             header, entries = self.archive.read_block(log_id, index)
             if header.log_id != log_id or header.block_index != index:
                 raise IndexingHalted(f"object of log {log_id} block {index} holds {header.log_id}/{header.block_index}")
-            hashes = [leaf_hash(e) for e in entries]
+            hashes = leaf_hashes(entries)  # one call for the block (compiled when built)
             verify_block(header, group.last, hashes)
             tree = group.tree.copy()
             tree.extend(hashes)
