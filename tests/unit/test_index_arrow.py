@@ -197,6 +197,41 @@ def test_blocks_go_in_together_and_once(deployment: Any, monkeypatch: pytest.Mon
     assert counts(ch) == (1_000, 1_000, 10)
 
 
+def test_a_following_indexer_holds_few_blocks_back_for_a_larger_insert(
+    deployment: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, ch, signer = deployment
+    monkeypatch.setattr(indexer_module, "GROUP_EVENTS", 500)
+    build_logs(archive, None, 1_000, logs=1, block_size=100, signer=signer)
+    every_block, visible = archive.list_blocks, [2]
+    monkeypatch.setattr(
+        archive, "list_blocks", lambda log_id, after=None: [i for i in every_block(log_id, after) if i < visible[0]]
+    )
+    inserts: list[int] = []
+    original = ch.write_blocks
+    monkeypatch.setattr(
+        ch, "write_blocks", lambda blocks, *a, **k: (inserts.append(len(blocks)), original(blocks, *a, **k))
+    )
+    indexer = ArchiveIndexer(archive, ch, signer.verifier(), ORIGIN)
+    clock = [0.0]
+    indexer.clock = lambda: clock[0]
+
+    def one_pass(now: float, blocks: int) -> int:
+        clock[0], visible[0] = now, blocks
+        return indexer.sync_once(hold_s=3.0)
+
+    assert one_pass(0.0, 2) == 0  # 200 events: held
+    assert one_pass(1.0, 4) == 0  # 400, held since 0 s
+    assert one_pass(2.0, 6) == 5  # 500 go in together; the sixth block is held from now
+    assert one_pass(4.9, 6) == 0
+    assert one_pass(5.0, 6) == 1  # held 3 s: it goes in alone
+    assert inserts == [5, 1] and counts(ch) == (600, 600, 6)
+    visible[0] = 10
+    assert one_pass(5.0, 10) == 0  # 400 held
+    assert wait_quiet(indexer).events == 1_000  # the last passes hold nothing back
+    assert inserts == [5, 1, 4] and counts(ch) == (1_000, 1_000, 10)
+
+
 def test_an_interrupted_insert_is_completed_with_the_same_blocks(
     deployment: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
