@@ -157,8 +157,8 @@ class ArchiveIndexer:
 
     def _sync_log(self, log_id: str, on_block: Callable[[str, BlockHeader], None] | None, hold_s: float = 0.0) -> int:
         progress = self._resume(log_id)
-        held, progress.held = progress.held, None
-        group = held if held is not None and progress.interrupted is None else _Group(progress.last, progress.tree)
+        # Blocks held back by the last pass (never after an interrupted insert) go on growing.
+        group, progress.held = progress.held or _Group(progress.last, progress.tree), None
         after = group.last.block_index if group.last else None
         origin = f"{self.origin_prefix}/{log_id}"
         loaded = 0

@@ -26,20 +26,6 @@ def _setting_name(name: str) -> str:
     return name
 
 
-def _setting_literal(value: Any) -> str:
-    """A setting's value as a SQL literal: an integer as it is, anything else a quoted, escaped string."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _quote_identifier(name: str) -> str:
-    """A column name as a backquoted identifier."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
 class _Connection(Protocol):
     """What the shared code needs from a connection: statements, selects and row inserts."""
 
@@ -121,9 +107,11 @@ class _ChdbConnection:
         # `arrow_input` among this frame's variables). clickhouse-connect's insert_arrow wrote an
         # Arrow IPC stream to a temporary file for INSERT ... FROM INFILE: ~1 µs of CPU an event
         # more (`tests/bench/bench_core.py --indexer`), for the same rows (test_clickhouse_chdb.py).
+        from clickhouse_connect.driver.binding import format_query_value, quote_identifier
+
         arrow_input = data  # noqa: F841 - read by name by the query below
-        columns = ", ".join(_quote_identifier(name) for name in data.column_names)
-        clause = ", ".join(f"{_setting_name(k)} = {_setting_literal(v)}" for k, v in settings.items())
+        columns = ", ".join(quote_identifier(name) for name in data.column_names)
+        clause = ", ".join(f"{_setting_name(k)} = {format_query_value(v)}" for k, v in settings.items())
         settings_sql = f"SETTINGS {clause} " if clause else ""
         sql = f"INSERT INTO {table} ({columns}) {settings_sql}SELECT * FROM Python(arrow_input)"
         with self._writer_lock:

@@ -110,25 +110,18 @@ class ClickHouse:
         if sql is not None:
             return
         # Each set runs once: only when what it adds is missing.
-        in_db = "FROM system.{} WHERE database = 'auditlog' AND ".format
-        for check, params, statements in (
+        catalogue = "SELECT count() FROM system.{} WHERE database = 'auditlog' AND {}".format
+        for check, statements in (
+            (catalogue("columns", "table = 'audit_logs' AND name = 'hold_until'"), MIGRATIONS),
+            (catalogue("projections", "table = 'audit_leaves' AND name = 'by_event'"), EVENT_PLACES_MIGRATIONS),
             (
-                in_db("columns") + "table = {t:String} AND name = {n:String}",
-                {"t": "audit_logs", "n": "hold_until"},
-                MIGRATIONS,
-            ),
-            (
-                in_db("projections") + "table = {t:String} AND name = {n:String}",
-                {"t": "audit_leaves", "n": "by_event"},
-                EVENT_PLACES_MIGRATIONS,
-            ),
-            (
-                in_db("tables") + "name = {t:String} AND position(create_table_query, 'min_bytes_for_wide_part') > 0",
-                {"t": "audit_leaves"},
+                catalogue(
+                    "tables", "name = 'audit_leaves' AND position(create_table_query, 'min_bytes_for_wide_part') > 0"
+                ),
                 COMPACT_PARTS_MIGRATIONS,
             ),
         ):
-            found = self.query(f"SELECT count() {check}", params)[0][0]
+            found = self.query(check)[0][0]
             if not found:
                 for statement in statements:
                     self._conn.command(statement)
