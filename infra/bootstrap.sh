@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system tools auditlog needs when they are missing: Java 17 (Kafka, Flink), Maven
+# Installs the system tools auditlog needs when they are missing: Java 17 with javac (Kafka, Flink,
+# the ingest job's operators in pipelines/jvm), Maven
 # (jars from Maven Central), Go (interop checks), PostgreSQL (outbox and key-store tests, `stack up
 # postgres`), Chromium and Node.js
 # (Compliance UI browser tests). Debian's packages; no-op when all are present.
 set -euo pipefail
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v go >/dev/null || missing+=(golang-go)
 # ssh-agent, ssh-add and ssh-keygen hold and make the local witness's key (infra/witness.py).

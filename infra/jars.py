@@ -1,12 +1,15 @@
-"""The jars the local stack runs from: the Kafka broker and the Flink Kafka connector.
+"""The jars the local stack runs from: the Kafka broker, the Flink Kafka connector, and ours.
 
-They come from Maven Central through `infra/pom.xml`, once, into `settings.jars_dir`:
+The first two come from Maven Central through `infra/pom.xml`, once, into `settings.jars_dir`:
 
-    jars_dir/kafka/   the broker's classpath (kafka_2.13 4.x and its runtime dependencies)
-    jars_dir/flink/   flink-sql-connector-kafka, handed to `flink run`
+    jars_dir/kafka/       the broker's classpath (kafka_2.13 4.x and its runtime dependencies)
+    jars_dir/flink/       flink-sql-connector-kafka, handed to `flink run`
+    jars_dir/operators/   auditlog-flink-<digest>.jar: the ingest job's JVM operators
+                          (pipelines/jvm/), compiled by javac against the Flink in the virtualenv
 
-`ensure_jars` runs Maven only when a jar is missing or the pom changed since the last fetch, so it
-is instant afterwards. From a shell::
+`ensure_jars` runs Maven only when a jar is missing or the pom changed since the last fetch, and
+javac only when the operators' sources (or Flink's version) changed, so it is instant afterwards.
+From a shell::
 
     python -m infra.jars          # fetch if needed, then print the paths
 """
@@ -17,8 +20,11 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from infra.daemons import StackError
@@ -28,6 +34,7 @@ POM = Path(__file__).resolve().with_name("pom.xml")
 STAMP_NAME = ".pom.sha256"
 KAFKA_MAIN_JAR_GLOB = "kafka_2.13-*.jar"
 CONNECTOR_JAR_GLOB = "flink-sql-connector-kafka-*.jar"
+OPERATOR_SOURCES = Path(__file__).resolve().parent.parent / "pipelines" / "jvm"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Jars:
 
     kafka_dir: Path
     flink_dir: Path
+    operators: Path  # auditlog-flink-<digest>.jar (see build_operators)
 
     @property
     def kafka_classpath(self) -> str:
@@ -52,7 +60,8 @@ class Jars:
 
 
 def jar_dirs(settings: Settings) -> Jars:
-    return Jars(kafka_dir=settings.jars_dir / "kafka", flink_dir=settings.jars_dir / "flink")
+    operators = settings.jars_dir / "operators" / f"auditlog-flink-{_operators_digest()[:16]}.jar"
+    return Jars(kafka_dir=settings.jars_dir / "kafka", flink_dir=settings.jars_dir / "flink", operators=operators)
 
 
 def jars_present(settings: Settings) -> bool:
@@ -73,6 +82,7 @@ def ensure_jars(settings: Settings, say: Callable[[str], None] = print) -> Jars:
     Raises StackError if Maven is missing or the fetch fails (with Maven's last output).
     """
     jars = jar_dirs(settings)
+    ensure_operators(settings, say)
     if jars_present(settings):
         return jars
     mvn = shutil.which("mvn")
@@ -107,6 +117,62 @@ def ensure_jars(settings: Settings, say: Callable[[str], None] = print) -> Jars:
     return jars
 
 
+def ensure_operators(settings: Settings, say: Callable[[str], None] = print) -> Path:
+    """The operators jar of the current sources, compiled first if it is not there (see build_operators)."""
+    jar = jar_dirs(settings).operators
+    return jar if jar.is_file() else build_operators(jar, say)
+
+
+def build_operators(jar: Path, say: Callable[[str], None] = print) -> Path:
+    """Compiles pipelines/jvm/**/*.java against the virtualenv's Flink into `jar` (seconds, once per change).
+
+    Raises StackError if javac is missing or the sources do not compile (with javac's output).
+    """
+    javac = shutil.which("javac")
+    if javac is None:
+        raise StackError(
+            "javac is not on PATH: the ingest job's JVM operators (pipelines/jvm) are compiled on first use; "
+            "install a JDK (apt-get install openjdk-17-jdk-headless, or `make tools`)"
+        )
+    sources = sorted(OPERATOR_SOURCES.rglob("*.java"))
+    lib = _flink_home()
+    say(f"compiling the ingest job's JVM operators into {jar} ...")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="auditlog-javac-") as classes:
+        classpath = f"{lib / 'lib' / '*'}:{lib / 'opt' / '*'}"
+        command = [javac, "--release", "17", "-nowarn", "-d", classes, "-cp", classpath, *map(str, sources)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(
+                f"compiling {OPERATOR_SOURCES} failed (javac exited {done.returncode}):\n{done.stderr[-3000:]}"
+            )
+        partial = jar.with_suffix(".partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+            out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: auditlog infra/jars.py\n")
+            for path in sorted(Path(classes).rglob("*.class")):
+                out.write(path, path.relative_to(classes).as_posix())
+        partial.replace(jar)
+    for stale in jar.parent.glob("auditlog-flink-*.jar"):
+        if stale != jar:
+            stale.unlink(missing_ok=True)
+    return jar
+
+
+def _flink_home() -> Path:
+    """The folder of the virtualenv's PyFlink, whose lib/ and opt/ hold Flink's jars."""
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def _operators_digest() -> str:
+    """SHA-256 over the operators' sources and the Flink version they are compiled against."""
+    digest = hashlib.sha256(version("apache-flink").encode())
+    for path in sorted(OPERATOR_SOURCES.rglob("*.java")):
+        digest.update(path.relative_to(OPERATOR_SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def fetch_hint() -> str:
     """The command that fetches the jars, for error messages."""
     return f"`python -m infra.jars` (it runs `mvn -f {POM} -Djars.dir=<jars dir> generate-resources`)"
@@ -125,6 +191,7 @@ def main() -> int:
         return 1
     print(f"kafka classpath: {jars.kafka_classpath}")
     print(f"flink kafka connector: {jars.kafka_connector}")
+    print(f"auditlog flink operators: {jars.operators}")
     return 0
 
 

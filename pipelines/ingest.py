@@ -10,6 +10,8 @@ The graph (every stateful operator has a stable uid, so savepoints survive upgra
 
     kafka source (SQL connector: value bytes + partition/offset/timestamp metadata)
       → key by partition_key(partition), in the JVM (the record enters Python once)
+      → batch each partition's records, in the JVM (pipelines/jvm: RecordBatcher; one call into
+        Python per batch; every batch is handed on before each checkpoint barrier)
       → sequence (one log per partition: dedupe state, open block, tree)
           ├─ side output: dead letters → Kafka DLQ topic (exactly-once, transactional)
           └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts)
@@ -39,6 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.batches import BATCH_BYTES, BATCH_LINGER_MS, BATCH_RECORDS
 from pipelines.ingest_config import JobConfig, config_from_json
 from pipelines.ingest_core import DeadLetter, service_sig
 from pipelines.ingest_operators import ArchiveWriter, SequenceFunction
@@ -151,7 +154,7 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
 
     dlq_tag = OutputTag("dead-letters", Types.STRING())
     sequenced = (
-        keyed_by_partition(records)
+        batched_by_partition(records)
         .process(SequenceFunction(config, dlq_tag), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("sequence: dedupe, seal PII, append, cut blocks, sign")
         .uid("auditlog-sequence-v2")  # v2: state keyed by partition_key
@@ -163,6 +166,10 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
         sequenced.map(ArchiveWriter(config), output_type=Types.STRING())
         .name("archive blocks and checkpoints to WORM S3")
         .uid("auditlog-archive-writer-v1")
+        # A task of its own: its S3 writes (~50 ms a block) no longer stop the sequencer, which
+        # goes on with the next block meanwhile. Blocks still reach it in order, and every block
+        # before a checkpoint barrier is archived before that checkpoint completes.
+        .disable_chaining()
     )
 
 
@@ -197,6 +204,50 @@ def keyed_by_partition(records: Any) -> Any:
     selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
     j_keyed = records._j_data_stream.keyBy(selector, Types.ROW([Types.INT()]).get_java_type_info())
     return KeyedStream(j_keyed, record_type(), records)
+
+
+def batch_type() -> Any:
+    """The type of one batch: (partition, frame of records; pipelines/batches.py)."""
+    from pyflink.common import Types
+
+    return Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+
+def batched_by_partition(records: Any) -> Any:
+    """Keys (partition, record) rows by partition and batches each partition's records, in the JVM.
+
+    The keyed function then gets (partition, frame) batches: `auditlog.flink.RecordBatcher`
+    (pipelines/jvm/), chained after the keying, keeps records in memory only and hands every open
+    batch on before each checkpoint barrier, watermark and the end of input, so checkpoints and
+    blocks are as without it. Its output is keyed by the same state keys (a stream Flink is told
+    is keyed already, so no second shuffle). Needs the operators jar (infra/jars.py) on the
+    job's classpath (`create_environment`'s `jars`).
+    """
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import DataStream, KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    _check_key_groups()
+    key_type = Types.ROW([Types.INT()]).get_java_type_info()
+    keyed = records._j_data_stream.keyBy(
+        jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(), key_type
+    )
+    try:
+        batcher = jvm.auditlog.flink.RecordBatcher(BATCH_RECORDS, BATCH_BYTES, BATCH_LINGER_MS)
+    except TypeError as exc:  # py4j: a JavaPackage, not a class, when the jar is not on the classpath
+        raise RuntimeError(
+            "the ingest job's JVM operators (auditlog.flink.RecordBatcher) are not on the job's classpath: "
+            "pass infra.jars.ensure_jars(settings).operators in create_environment(jars=...)"
+        ) from exc
+    out_type = Types.ROW([Types.INT(), batch_type()])
+    batches = keyed.transform("batch records by partition", out_type.get_java_type_info(), batcher).uid(
+        "auditlog-batcher-v1"
+    )
+    rekeyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
+        batches, jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(), key_type
+    )
+    return KeyedStream(rekeyed, batch_type(), DataStream(batches))
 
 
 def _check_key_groups() -> None:
@@ -251,10 +302,14 @@ def create_environment(
     parallelism: int,
     checkpoint_interval_ms: int,
     checkpoint_dir: str | None,
-    connector_jar: str | None,
+    jars: list[str],
     local: bool,
 ) -> tuple[Any, Any]:
-    """A StreamExecutionEnvironment and table environment set up for the ingest job."""
+    """A StreamExecutionEnvironment and table environment set up for the ingest job.
+
+    `jars`: paths of the jars the job needs on its classpath: the operators jar always
+    (`batched_by_partition`), the Kafka connector for a Kafka source (infra/jars.py has both).
+    """
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
@@ -268,8 +323,8 @@ def create_environment(
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", checkpoint_dir)
-    if connector_jar:
-        conf.set_string("pipeline.jars", Path(connector_jar).as_uri())
+    if jars:
+        conf.set_string("pipeline.jars", ";".join(Path(jar).resolve().as_uri() for jar in jars))
     if local:
         paths = [str(REPO_ROOT), *_site_packages()]
         conf.set_string("python.pythonpath", os.pathsep.join(paths))
@@ -296,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bounded", action="store_true")
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--checkpoint-interval-ms", type=int, default=10000)
+    parser.add_argument("--jar", action="append", default=[], help="a jar the job needs (repeatable)")
     args, _ = parser.parse_known_args(argv)
     config = config_from_json(Path(args.config).read_text())
     env, t_env = create_environment(
@@ -303,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         checkpoint_dir=None,
-        connector_jar=None,
+        jars=args.jar,
         local=False,
     )
     build_ingest(kafka_records(t_env, config, args.bounded), config)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext
 
+from pipelines.batches import read_batch
 from pipelines.ingest_config import JobConfig
 from pipelines.ingest_core import (
     ArchivedEntries,
@@ -21,7 +22,6 @@ from pipelines.ingest_core import (
     LogCursor,
     LogSequencer,
     SealedBlockRecord,
-    SourceRecord,
     archived_event_keys,
     resume_cursor,
 )
@@ -50,7 +50,13 @@ def quiet_library_debug() -> None:
 
 
 class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
-    """Keyed by partition: feeds each record to the LogSequencer with the log's keyed state."""
+    """Keyed by partition: feeds each batch's records to the LogSequencer with the log's keyed state.
+
+    Its elements are (partition, frame) batches from the JVM batcher (pipelines/batches.py). The
+    open block's entries go into the list state once a batch, not once a record; every batch
+    arrives before the checkpoint barrier that follows its records, so each checkpoint still
+    holds the open block whole.
+    """
 
     def __init__(self, config: JobConfig, dlq_tag: Any) -> None:
         self.config = config
@@ -157,19 +163,34 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         partition = value[0]
-        cursor = self._cursor(partition, value[1])
+        records = read_batch(partition, bytes(value[1]))
+        if not records:
+            return
+        cursor = self._cursor(partition, records[0].offset)
         if partition not in self.timed:
             # Seal whatever is open when a bounded input ends (its final watermark fires this).
             # Once per log and process: Flink keeps one timer per key and time, restores included.
             self.timed.add(partition)
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
-        record = SourceRecord(partition, value[1], value[2] or 0, _bytes(value[3]), _bytes(value[4]), _bytes(value[5]))
-        before = len(cursor.pending)
         dedupe = self.dedupes[partition]
-        outputs = self.sequencer.step(cursor, dedupe, record)
-        if len(cursor.pending) > before:
-            self.pending_state.add(cursor.pending[-1].decode())
-        yield from self._emit(cursor, dedupe, outputs)
+        step = self.sequencer.step
+        pending = cursor.pending
+        unsaved: list[bytes] = []  # entries that joined the open block in this batch
+        for record in records:
+            before = len(pending)
+            outputs = step(cursor, dedupe, record)
+            if outputs:
+                yield from self._emit(cursor, dedupe, outputs)
+                pending = cursor.pending  # a sealed block leaves a new (empty) list
+                if not pending:
+                    unsaved = []  # sealed with the block; the list state was cleared
+                    continue
+            if len(pending) > before:
+                unsaved.append(pending[-1])
+        if unsaved:
+            self.pending_state.add_all([entry.decode() for entry in unsaved])
+        if time.monotonic() >= self.report_by:
+            self._report_counts()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
         partition = partition_of_key(ctx.get_current_key())
@@ -194,7 +215,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         # From the sequencer's counters, handed to Flink at every block and at least every
         # METRICS_EVERY_S: each inc() is a call into the JVM, which per record cost ~14% of the
         # job's Python time.
-        if outputs or time.monotonic() >= self.report_by:
+        if outputs:
             self._report_counts()
 
     def _report_counts(self) -> None:
@@ -215,10 +236,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         if cursor.tree.size > reported:
             counter.inc(cursor.tree.size - reported)
             self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
 
 
 class ArchiveWriter(MapFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any

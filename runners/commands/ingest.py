@@ -192,7 +192,7 @@ def run_local(settings: Settings, config: Any, bounded: bool, built: Callable[[]
         parallelism=settings.job_parallelism(local=True),
         checkpoint_interval_ms=settings.checkpoint_interval_ms,
         checkpoint_dir=(settings.home / "checkpoints" / "ingest-local").as_uri(),
-        connector_jar=str(jars.kafka_connector),
+        jars=[str(jars.kafka_connector), str(jars.operators)],
         local=True,
     )
     build_ingest(kafka_records(t_env, config, bounded), config)
@@ -240,6 +240,10 @@ def submit_to_cluster(settings: Settings, config_json: str, cluster: str, bounde
         *([] if bounded else ["--detached"]),
         "--config",
         str(config_file),
+        "--jar",
+        str(jars.kafka_connector),
+        "--jar",
+        str(jars.operators),
         "--parallelism",
         str(settings.job_parallelism(local=False)),
         "--checkpoint-interval-ms",

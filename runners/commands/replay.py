@@ -357,6 +357,7 @@ def run_recording_local(settings: Settings, config: Any, path: Path, dlq_file: P
     from pyflink.common import Encoder
     from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, OutputFileConfig
 
+    from infra.jars import ensure_operators
     from pipelines.ingest import build_ingest, create_environment, recording_records
 
     parts = dlq_file.parent / f".{dlq_file.name}.{uuid.uuid4().hex[:8]}.parts"
@@ -367,7 +368,7 @@ def run_recording_local(settings: Settings, config: Any, path: Path, dlq_file: P
             parallelism=settings.job_parallelism(local=True),
             checkpoint_interval_ms=settings.checkpoint_interval_ms,
             checkpoint_dir=(settings.home / "checkpoints" / "ingest-recording").as_uri(),
-            connector_jar=None,
+            jars=[str(ensure_operators(settings))],
             local=True,
         )
         dlq = (

@@ -8,8 +8,9 @@ configured ports), preloads a fresh topic with ~500-byte events, and runs the re
    job's net runtime, and over the wall time until ClickHouse holds every event;
 2. the same with hashing, chaining and signing switched off (`--unverifiable`), and the ratio;
 3. the framework's floor on the same topic: the job's Kafka source and JVM keying with nothing
-   after it, and with a Python function that does nothing — what PyFlink itself costs here,
-   the ceiling no work in Python can beat;
+   after it, with a Python function that does nothing called once a record, and the same called
+   once a batch after the job's JVM batcher (what the job does) — what PyFlink itself costs
+   here, the ceiling no work in Python can beat;
 4. latency: the job streaming (cut ticker at the block latency) while events are produced at a
    fixed rate with occurred_at = now; for every event, the time until a signed checkpoint that
    covers it is in the archive (p50/p99).
@@ -225,7 +226,10 @@ def latency(settings: Settings, env: dict[str, str]) -> list[float]:
 
 
 def floor_job(topic: str, variant: str) -> None:
-    """Child process: the ingest job's source and keying, then nothing (`jvm`) or an empty Python function."""
+    """Child process: the ingest job's source and keying, then nothing (`jvm`) or an empty Python function.
+
+    `python`: called once a record; `batched`: once a batch, after the job's JVM batcher.
+    """
     from dataclasses import replace
 
     from pyflink.common import Types
@@ -233,7 +237,7 @@ def floor_job(topic: str, variant: str) -> None:
     from pyflink.java_gateway import get_gateway
 
     from infra.jars import ensure_jars
-    from pipelines.ingest import create_environment, kafka_records, keyed_by_partition
+    from pipelines.ingest import batched_by_partition, create_environment, kafka_records, keyed_by_partition
     from pipelines.ingest_config import job_config
 
     class Nothing(KeyedProcessFunction):
@@ -247,10 +251,11 @@ def floor_job(topic: str, variant: str) -> None:
         parallelism=settings.job_parallelism(local=True),
         checkpoint_interval_ms=settings.checkpoint_interval_ms,  # the measured job's (main() sets 10 s)
         checkpoint_dir=(settings.home / "bench" / f"floor-checkpoints-{variant}").as_uri(),
-        connector_jar=str(ensure_jars(settings).kafka_connector),
+        jars=[str(ensure_jars(settings).kafka_connector), str(ensure_jars(settings).operators)],
         local=True,
     )
-    keyed = keyed_by_partition(kafka_records(t_env, config, bounded=True))
+    records = kafka_records(t_env, config, bounded=True)
+    keyed = batched_by_partition(records) if variant == "batched" else keyed_by_partition(records)
     if variant == "jvm":
         sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
         keyed._j_data_stream.sinkTo(sink)
@@ -310,7 +315,12 @@ def main() -> None:
         )
     print(f"\n  cost of the verifiable log: {rows[2][1] / rows[0][1]:.2f}x the rate without it\n")
     on_topic = f"bench.ingest.{run_id}.on"
-    for label, variant in (("floor: source + keying only", "jvm"), ("floor: + an empty Python function", "python")):
+    floors = (
+        ("floor: source + keying only", "jvm"),
+        ("floor: + an empty Python function", "python"),
+        ("floor: + batches, one call each", "batched"),
+    )
+    for label, variant in floors:
         net, used = run_floor(env, on_topic, variant)
         cpu[variant] = used / EVENTS * 1e6
         print(
@@ -320,8 +330,8 @@ def main() -> None:
     print("\n  CPU µs per event by stage (differences between the runs above; start-up included):")
     stages = (
         ("Kafka source + keying (JVM)", cpu["jvm"]),
-        ("into Python and back (PyFlink)", cpu["python"] - cpu["jvm"]),
-        ("step, state, archive writer, checkpoints", cpu["noindex"] - cpu["python"]),
+        ("batches into Python and back (PyFlink)", cpu["batched"] - cpu["jvm"]),
+        ("step, state, archive writer, checkpoints", cpu["noindex"] - cpu["batched"]),
         ("indexer (Arrow into chDB)", cpu["on"] - cpu["noindex"]),
         ("whole job", cpu["on"]),
     )
