@@ -223,6 +223,9 @@ def test_dockerfile_builds_what_the_manifests_use(flink: dict[str, Any]) -> None
     assert "--enable-shared" in dockerfile  # thread mode embeds libpython
     assert "flink-s3-fs-presto" in dockerfile  # s3:// checkpoints
     assert "flink-sql-connector-kafka" in dockerfile and "/opt/flink/lib/" in dockerfile
+    # The ingest job's JVM operators, compiled from the sources infra/jars.py compiles locally.
+    assert "COPY pipelines/jvm /build/jvm" in dockerfile and "javac --release 17" in dockerfile
+    assert "COPY --from=operators /auditlog-flink.jar /opt/flink/lib/" in dockerfile
     jar = urlsplit(flink["spec"]["job"]["jarURI"]).path
     assert f'cp "{jar.replace(FLINK_VERSION, "${FLINK_VERSION}")}" /opt/flink/lib/' in dockerfile  # PemJa once per JVM
     copied = set(re.findall(r"^COPY (\w+) /opt/auditlog/\1$", dockerfile, re.M))
