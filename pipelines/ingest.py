@@ -14,7 +14,8 @@ The graph (every stateful operator has a stable uid, so savepoints survive upgra
         Python per batch; every batch is handed on before each checkpoint barrier)
       → sequence (one log per partition: dedupe state, open block, tree)
           ├─ side output: dead letters → Kafka DLQ topic (exactly-once, transactional)
-          └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts)
+          └─ sealed blocks + signed checkpoints → WORM S3 (idempotent re-puts), on a thread of
+             the sequencer's own, all of them archived before each checkpoint completes
     archive → indexer (pipelines/indexer.py, its own process) → ClickHouse (per-block dedup tokens)
 
 Upgrades: the sequence operator's state is keyed by `partition_key` since its uid became
@@ -44,7 +45,7 @@ from typing import Any
 from pipelines.batches import BATCH_BYTES, BATCH_LINGER_MS, BATCH_RECORDS
 from pipelines.ingest_config import JobConfig, config_from_json
 from pipelines.ingest_core import DeadLetter, service_sig
-from pipelines.ingest_operators import ArchiveWriter, SequenceFunction
+from pipelines.ingest_operators import SequenceFunction
 from pipelines.state_keys import MAX_PARALLELISM, key_group, partition_key
 from schemas.reserved import SERVICE_SIG_HEADER
 
@@ -146,8 +147,9 @@ def recording_records(env: Any, path: str) -> Any:
 def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any:
     """Adds the ingest graph after a source of (partition, (partition, offset, ts, key, value)) rows.
 
-    Dead letters go to `dlq` (a Flink sink; default: the Kafka DLQ topic). Returns the stream of
-    archived block names.
+    Dead letters go to `dlq` (a Flink sink; default: the Kafka DLQ topic). Sealed blocks go into
+    the WORM archive from the sequencer itself (`BackgroundArchiver`). Returns the sequencer's
+    stream, whose only output is the dead letters.
     """
     from pyflink.common import Types
     from pyflink.datastream import OutputTag
@@ -156,21 +158,13 @@ def build_ingest(records: Any, config: JobConfig, dlq: Any | None = None) -> Any
     sequenced = (
         batched_by_partition(records)
         .process(SequenceFunction(config, dlq_tag), output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("sequence: dedupe, seal PII, append, cut blocks, sign")
+        .name("sequence: dedupe, seal PII, append, cut blocks, sign, archive")
         .uid("auditlog-sequence-v2")  # v2: state keyed by partition_key
     )
     sequenced.get_side_output(dlq_tag).sink_to(dlq if dlq is not None else dlq_sink(config)).name("dead letters").uid(
         "auditlog-dlq-sink-v1"
     )
-    return (
-        sequenced.map(ArchiveWriter(config), output_type=Types.STRING())
-        .name("archive blocks and checkpoints to WORM S3")
-        .uid("auditlog-archive-writer-v1")
-        # A task of its own: its S3 writes (~50 ms a block) no longer stop the sequencer, which
-        # goes on with the next block meanwhile. Blocks still reach it in order, and every block
-        # before a checkpoint barrier is archived before that checkpoint completes.
-        .disable_chaining()
-    )
+    return sequenced
 
 
 def record_type() -> Any:

@@ -1,7 +1,8 @@
-"""The ingest job's Flink operators: the keyed sequencer and the archive writer (pipelines/ingest.py wires them).
+"""The ingest job's Python operator: the keyed sequencer (pipelines/ingest.py wires it).
 
-`SequenceFunction` runs `LogSequencer` (pipelines/ingest_core.py) with the log's keyed state;
-`ArchiveWriter` puts sealed blocks and checkpoints into the WORM archive.
+`SequenceFunction` runs `LogSequencer` (pipelines/ingest_core.py) with the log's keyed state and
+hands each sealed block to a `BackgroundArchiver`, which puts it and its signed checkpoint into
+the WORM archive on a thread of its own while the sequencer goes on.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 
 from pipelines.batches import read_batch
 from pipelines.ingest_config import JobConfig
@@ -33,6 +36,8 @@ MAX_TIMESTAMP = 2**63 - 1
 # Libraries whose DEBUG records the operators' S3 and HTTP calls make: see quiet_library_debug.
 CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 METRICS_EVERY_S = 1.0  # the accepted and duplicate counters reach Flink at least this often
+# Sealed blocks the sequencer may run ahead of the archive: ~1 MB each in memory, ~50 ms each to put.
+ARCHIVE_AHEAD_BLOCKS = 4
 
 
 def quiet_library_debug() -> None:
@@ -97,6 +102,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         signer = Signer.from_key(Path(self.config.signer_key_file).read_text())
         self.keystore = open_keystore(Settings().replace(**self.config.keystore))
         self.archived = ArchivedEntries(open_archive(**self.config.archive))
+        self.archiver = BackgroundArchiver(open_archive(**self.config.archive), self.config.options.retention.longest())
         self.sequencer = LogSequencer(self.config.options, self.keystore, signer, self.archived)
         self.cursors: dict[int, LogCursor] = {}
         self.timed: set[int] = set()  # partitions whose end-of-input timer this process registered
@@ -112,6 +118,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
     def close(self) -> None:
         self._report_counts()
         self.keystore.close()
+        self.archiver.close()
 
     def _cursor(self, partition: int, offset: int | None = None) -> LogCursor:
         cursor = self.cursors.get(partition)
@@ -163,9 +170,11 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Any:
         partition = value[0]
-        records = read_batch(partition, bytes(value[1]))
-        if not records:
+        frame = bytes(value[1])
+        if not frame:  # the batcher's barrier marker: a checkpoint follows, so its blocks must be archived
+            self.archiver.wait()
             return
+        records = read_batch(partition, frame)
         cursor = self._cursor(partition, records[0].offset)
         if partition not in self.timed:
             # Seal whatever is open when a bounded input ends (its final watermark fires this).
@@ -197,6 +206,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         cursor = self._cursor(partition)
         block = self.sequencer.seal(cursor)
         yield from self._emit(cursor, self.dedupes[partition], [("block", block)] if block else [])
+        self.archiver.wait()  # the end of a bounded input: the job finishes with its blocks archived
 
     def _emit(self, cursor: LogCursor, dedupe: BlockDedupe, outputs: list[tuple[str, Any]]) -> Any:
         for kind, item in outputs:
@@ -211,7 +221,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
                 self.cursor_state.update(cursor.to_bytes().decode())
                 self.m_blocks.inc()
                 self._report_tree_size(cursor)
-                yield item
+                self.archiver.put(item)
         # From the sequencer's counters, handed to Flink at every block and at least every
         # METRICS_EVERY_S: each inc() is a call into the JVM, which per record cost ~14% of the
         # job's Python time.
@@ -238,23 +248,53 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
 
 
-class ArchiveWriter(MapFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
-    """Archives each sealed block and its signed checkpoint in WORM S3 (idempotent re-puts).
+class BackgroundArchiver:
+    """Puts sealed blocks into the WORM archive in order, on one thread, while the sequencer goes on.
 
-    ClickHouse is loaded from the archive by the indexer (pipelines/indexer.py), outside Flink:
-    embedded chDB is single-process and cannot live inside a TaskManager's embedded Python.
+    `put` returns once the block is queued; the sequencer runs at most ARCHIVE_AHEAD_BLOCKS blocks
+    ahead of the archive. `wait` returns when every queued block is archived: the sequencer calls
+    it at the batcher's barrier marker (before each checkpoint) and at the end of input, so no
+    checkpoint completes, and no bounded job finishes, ahead of its blocks. A failed put fails the
+    next `put` or `wait`, which fails the job (it restarts from the last checkpoint and re-derives
+    the blocks; re-puts of identical bytes are no-ops). Blocks queued after a failed one are not
+    put, so the archive never holds a block after a missing one.
     """
 
-    def __init__(self, config: JobConfig) -> None:
-        self.config = config
+    def __init__(self, archive: Any, evidence: Any, ahead: int = ARCHIVE_AHEAD_BLOCKS) -> None:
+        self.archive = archive
+        self.evidence = evidence
+        self.ahead = ahead
+        self.queued: deque[Future[None]] = deque()
+        self.failed: BaseException | None = None
+        # One thread: a log's blocks go in order (its tile builders are not shared between threads).
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="auditlog-archive")
 
-    def open(self, runtime_context: RuntimeContext) -> None:
-        from pipelines.io.archive import open_archive
+    def put(self, block: SealedBlockRecord) -> None:
+        while self.queued and self.queued[0].done():
+            self.queued.popleft().result()  # raises the failure of an earlier put
+        self.queued.append(self.pool.submit(self._put, block))
+        while len(self.queued) > self.ahead:
+            self.queued.popleft().result()
 
-        quiet_library_debug()
-        self.archive = open_archive(**self.config.archive)
-        self.evidence = self.config.options.retention.longest()
+    def _put(self, block: SealedBlockRecord) -> None:
+        if self.failed is not None:
+            raise RuntimeError(f"block {block.log_id}/{block.block_index} not archived: an earlier put failed") from (
+                self.failed
+            )
+        try:
+            self.archive.put_sealed_block(block, self.evidence)
+        except BaseException as exc:
+            self.failed = exc
+            raise
 
-    def map(self, block: SealedBlockRecord) -> str:
-        self.archive.put_sealed_block(block, self.evidence)
-        return f"{block.log_id}/{block.block_index}"
+    def wait(self) -> None:
+        while self.queued:
+            self.queued.popleft().result()
+
+    def close(self) -> None:
+        """Waits for what is queued (a failure is reported, not raised: the job is going away) and stops."""
+        try:
+            self.wait()
+        except Exception as exc:  # noqa: BLE001 - the task is closing; a restart re-derives the block
+            print(f"ingest: a block was not archived before the operator closed: {exc}", file=sys.stderr)
+        self.pool.shutdown(wait=True)

@@ -3,8 +3,8 @@
 Reads a JSON list of records (partition, offset, timestamp, key/value/signature as hex or null)
 from argv[1], runs them through `batched_by_partition` on a local mini-cluster, and prints one
 JSON line per batch the keyed Python function received: its partition and its records as read
-by `read_batch` (a field over 4 KiB as its length and SHA-256), and per partition an "end" line
-when the final watermark fires its timer.
+by `read_batch` (a field over 4 KiB as its length and SHA-256), a "marker" line for each barrier
+marker, and per partition an "end" line when the final watermark fires its timer.
 
     python tests/integration/batcher_job.py records.json OPERATORS_JAR
 """
@@ -54,6 +54,9 @@ class Echo(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types
         if ctx.get_current_key() not in self.partitions:
             self.partitions[ctx.get_current_key()] = value[0]
             ctx.timer_service().register_event_time_timer(2**63 - 1)
+        if not value[1]:  # the barrier marker before a checkpoint
+            yield json.dumps({"marker": value[0]})
+            return
         records = read_batch(value[0], bytes(value[1]))
         yield json.dumps(
             {

@@ -29,6 +29,11 @@ import org.apache.flink.types.Row;
  * on. A batch is emitted when it holds maxRecords records or maxBytes bytes, or lingerMs after its
  * first record. The order of each partition's records is kept, and so the blocks the sequencer
  * cuts are the same however the records were batched.
+ *
+ * <p>Before each checkpoint barrier, after the batches, it also emits one batch with an empty frame
+ * (a real batch is never empty): the barrier marker. The sequencer, chained after this operator,
+ * handles it before the barrier reaches it, and waits there until every block it has sealed is in
+ * the archive, so a checkpoint never completes ahead of its blocks.
  */
 public final class RecordBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
@@ -41,6 +46,8 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
 
     private transient Map<Integer, Batch> open;
     private transient boolean timerSet;
+    private transient Row lastSeen; // (state key, partition) of the latest record: where the barrier marker goes
+    private static final byte[] MARKER = new byte[0];
 
     public RecordBatcher(int maxRecords, int maxBytes, long lingerMs) {
         if (maxRecords < 1 || maxBytes < 1 || lingerMs < 0) {
@@ -80,6 +87,7 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
         Batch batch = open.get(partition);
         if (batch == null) {
             batch = new Batch(row.getField(0), partition);
+            lastSeen = Row.of(batch.stateKey, partition);
             open.put(partition, batch);
             if (!timerSet && lingerMs > 0) {
                 timerSet = true;
@@ -131,6 +139,9 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         emitAll();
+        if (lastSeen != null) {
+            output.collect(new StreamRecord<>(Row.of(lastSeen.getField(0), Row.of(lastSeen.getField(1), MARKER))));
+        }
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
