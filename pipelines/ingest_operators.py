@@ -248,6 +248,10 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             self.tree_sizes[cursor.log_id] = (counter, cursor.tree.size)
 
 
+class _Closed(Exception):
+    """What a block queued when the archiver closed is failed with."""
+
+
 class BackgroundArchiver:
     """Puts sealed blocks into the WORM archive in order, on one thread, while the sequencer goes on.
 
@@ -278,9 +282,8 @@ class BackgroundArchiver:
 
     def _put(self, block: SealedBlockRecord) -> None:
         if self.failed is not None:
-            raise RuntimeError(f"block {block.log_id}/{block.block_index} not archived: an earlier put failed") from (
-                self.failed
-            )
+            reason = self.failed if isinstance(self.failed, _Closed) else f"an earlier put failed ({self.failed})"
+            raise RuntimeError(f"block {block.log_id}/{block.block_index} not archived: {reason}") from self.failed
         try:
             self.archive.put_sealed_block(block, self.evidence)
         except BaseException as exc:
@@ -292,7 +295,16 @@ class BackgroundArchiver:
             self.queued.popleft().result()
 
     def close(self) -> None:
-        """Waits for what is queued (a failure is reported, not raised: the job is going away) and stops."""
+        """Stops: the put under way finishes, the blocks still queued are dropped.
+
+        A finished input and every checkpoint have waited for their blocks already (`wait`), so
+        what is still queued here was sealed after the last checkpoint of a task that is failing
+        or being cancelled: the restart re-derives it from that checkpoint. Not putting it keeps
+        the cancel short when S3 is down (one put's retries, not one for each queued block). A
+        failure is reported, not raised: the task is going away.
+        """
+        if self.failed is None:
+            self.failed = _Closed("the operator closed")
         try:
             self.wait()
         except Exception as exc:  # noqa: BLE001 - the task is closing; a restart re-derives the block

@@ -23,8 +23,10 @@ class Archive:
         self.fail_at = fail_at
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # a put has started
 
     def put_sealed_block(self, block: SealedBlockRecord, evidence: Any) -> None:
+        self.entered.set()
         self.gate.wait(5)
         if block.block_index == self.fail_at:
             raise ConnectionError(f"S3 down at block {block.block_index}")
@@ -75,7 +77,7 @@ def test_a_failed_put_fails_wait_and_no_later_block_is_archived() -> None:
     with pytest.raises(ConnectionError, match="S3 down at block 1"):
         archiver.wait()
     assert archive.put == [0]  # blocks 2 and 3 were queued after the failed one: never put
-    with pytest.raises(RuntimeError, match="t.p0/2 not archived: an earlier put failed"):
+    with pytest.raises(RuntimeError, match=r"t.p0/2 not archived: an earlier put failed \(S3 down at block 1\)"):
         archiver.put(block(5))
         archiver.wait()
     archiver.close()
@@ -87,3 +89,21 @@ def test_close_reports_a_failure_instead_of_raising(capsys: pytest.CaptureFixtur
     archiver.close()
 
     assert "a block was not archived before the operator closed" in capsys.readouterr().err
+
+
+def test_close_finishes_the_put_under_way_and_drops_the_queued_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    archive = Archive()
+    archive.gate.clear()
+    archiver = BackgroundArchiver(archive, None, ahead=10)
+    for i in range(3):
+        archiver.put(block(i))
+    assert archive.entered.wait(5)  # block 0 is being put
+    closing = threading.Thread(target=archiver.close)
+    closing.start()
+    closing.join(0.2)
+    archive.gate.set()
+    closing.join(5)
+
+    assert not closing.is_alive()
+    assert archive.put == [0]  # blocks 1 and 2 were sealed after the last checkpoint: a restart re-derives them
+    assert "t.p0/1 not archived: the operator closed" in capsys.readouterr().err
