@@ -190,14 +190,19 @@ def keyed_by_partition(records: Any) -> Any:
     beside the record, so Flink's own KeyByKeySelector (what `key_by` uses after its Python step)
     keys them, and each record enters Python once, in the sequencer.
     """
-    from pyflink.common import Types
     from pyflink.datastream.data_stream import KeyedStream
+
+    return KeyedStream(_keyed_in_jvm(records._j_data_stream), record_type(), records)
+
+
+def _keyed_in_jvm(j_stream: Any) -> Any:
+    """A Java stream of (state key, ...) rows keyed by its first field, with Flink's KeyByKeySelector."""
+    from pyflink.common import Types
     from pyflink.java_gateway import get_gateway
 
     _check_key_groups()
     selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
-    j_keyed = records._j_data_stream.keyBy(selector, Types.ROW([Types.INT()]).get_java_type_info())
-    return KeyedStream(j_keyed, record_type(), records)
+    return j_stream.keyBy(selector, Types.ROW([Types.INT()]).get_java_type_info())
 
 
 def batch_type() -> Any:
@@ -222,11 +227,7 @@ def batched_by_partition(records: Any) -> Any:
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    _check_key_groups()
-    key_type = Types.ROW([Types.INT()]).get_java_type_info()
-    keyed = records._j_data_stream.keyBy(
-        jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(), key_type
-    )
+    keyed = _keyed_in_jvm(records._j_data_stream)
     try:
         batcher = jvm.auditlog.flink.RecordBatcher(BATCH_RECORDS, BATCH_BYTES, BATCH_LINGER_MS)
     except TypeError as exc:  # py4j: a JavaPackage, not a class, when the jar is not on the classpath
@@ -239,7 +240,7 @@ def batched_by_partition(records: Any) -> Any:
         "auditlog-batcher-v1"
     )
     rekeyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
-        batches, jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(), key_type
+        batches, keyed.getKeySelector(), keyed.getKeyType()
     )
     return KeyedStream(rekeyed, batch_type(), DataStream(batches))
 

@@ -183,21 +183,15 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
         dedupe = self.dedupes[partition]
         step = self.sequencer.step
-        pending = cursor.pending
-        unsaved: list[bytes] = []  # entries that joined the open block in this batch
+        saved = len(cursor.pending)  # the open block's entries already in the list state
         for record in records:
-            before = len(pending)
             outputs = step(cursor, dedupe, record)
             if outputs:
                 yield from self._emit(cursor, dedupe, outputs)
-                pending = cursor.pending  # a sealed block leaves a new (empty) list
-                if not pending:
-                    unsaved = []  # sealed with the block; the list state was cleared
-                    continue
-            if len(pending) > before:
-                unsaved.append(pending[-1])
-        if unsaved:
-            self.pending_state.add_all([entry.decode() for entry in unsaved])
+                if not cursor.pending:  # a block was sealed: its entries left the list state
+                    saved = 0
+        if len(cursor.pending) > saved:  # the entries that joined the open block in this batch
+            self.pending_state.add_all([entry.decode() for entry in cursor.pending[saved:]])
         if time.monotonic() >= self.report_by:
             self._report_counts()
 
