@@ -34,12 +34,11 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.sdk.events import Receipt, encode_event, verification_hash
 from pipelines.ingest_core import native_entry
-from schemas.events import EventValidationError, pii_subject, validate_event
+from schemas.events import EventValidationError, loads_json, pii_subject, validate_event
 from schemas.retention import load_policy
 from transforms.errors import AuditlogError
 from transforms.pii import SubjectErased, SubjectKeys
@@ -125,18 +124,30 @@ class AckSink(Protocol):
     def close(self, timeout_s: float = 30.0) -> int: ...
 
 
-@dataclass(frozen=True)
 class ValidEvent:
     """An event that passed `validate_event`, or the compiled core's parse; `index` is its place in the request.
 
-    From the compiled core: `event` is the request's event as it came (the core checked it), `value`
-    its JSON, which goes to Kafka as it is, and `parsed` the core's reading of it.
+    From the compiled core: `event` is the request's event as it came (the core checked it), or
+    None when the core read the request's wire bytes (`read_request`); `value` its JSON, which goes
+    to Kafka as it is, and `parsed` the core's reading of it. (A slotted class: a request makes
+    hundreds, and a frozen dataclass costs a microsecond each.)
     """
 
-    index: int
-    event: dict[str, Any]
-    value: bytes | None = None
-    parsed: Any = None
+    __slots__ = ("index", "event", "value", "parsed")
+
+    def __init__(self, index: int, event: dict[str, Any] | None, value: bytes | None = None, parsed: Any = None):
+        self.index = index
+        self.event = event
+        self.value = value
+        self.parsed = parsed
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a dict (parsed from `value` when the core read the wire bytes)."""
+        if self.event is not None:
+            return self.event
+        assert self.value is not None, "a ValidEvent holds its event or its value"
+        event: dict[str, Any] = loads_json(self.value.decode("utf-8"), self.value)
+        return event
 
 
 class _Waiter:
@@ -216,6 +227,21 @@ class EventIntake:
                 raise InvalidEvent(index, exc) from None
         return valid
 
+    def read_request(self, raw: bytes) -> list[ValidEvent] | None:
+        """A `RecordEventsRequest`'s events from its wire bytes, by the compiled core in one call.
+
+        None when there is no compiled core or it refers the request (anything it cannot prove it
+        reads as `event_from_request`, `encode_event` and `core.parse` do): the caller then takes
+        the Python path, which names what is wrong. Events read here passed the schema and carry
+        no reserved name (the core refers those).
+        """
+        if self.core is None:
+            return None
+        events = self.core.request_events(raw)
+        if events is None:
+            return None
+        return [ValidEvent(index, None, value, parsed) for index, (value, parsed) in enumerate(events)]
+
     def submit(self, events: Sequence[ValidEvent], on_done: Callable[[list[Receipt] | IntakeError], None]) -> None:
         """Sends what needs sending; `on_done` gets the receipts in request order, or the error.
 
@@ -229,11 +255,11 @@ class EventIntake:
         for valid in events:
             made = native_entry(self.core, self.keys, self.retention, valid.parsed) if valid.parsed else None
             if made is not None and valid.value is not None:
-                event, value, digest = valid.event, valid.value, made[1].hex()
+                key, value, digest = (valid.parsed.tenant_id, valid.parsed.event_id), valid.value, made[1].hex()
             else:
                 try:
                     # A record the core parsed but would not make an entry of: the reference names why.
-                    event = valid.event if valid.parsed is None else validate_event(valid.event)
+                    event = valid.as_dict() if valid.parsed is None else validate_event(valid.as_dict())
                     try:
                         keys: SubjectKeys | None = self.keys.get_or_create(event["tenant_id"], pii_subject(event))
                     except SubjectErased:
@@ -242,7 +268,8 @@ class EventIntake:
                 except EventValidationError as exc:  # e.g. an entry too large to log (docs/design.md §13)
                     raise InvalidEvent(valid.index, exc) from None
                 value = encode_event(event)
-            prepared.append((valid.index, (event["tenant_id"], event["event_id"]), digest, value))
+                key = (event["tenant_id"], event["event_id"])
+            prepared.append((valid.index, key, digest, value))
         waiter = _Waiter(len(prepared), on_done)
         to_send: list[tuple[_Delivery, bytes]] = []
         done: list[Receipt] | None = None

@@ -201,7 +201,9 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, hold: bool) -> Itera
     sink = PollingSink() if kind == "aio-polling" else MemoryAckSink(hold=hold)
     keys = InMemoryKeyStore()
     apikeys = ApiKeyStore(tmp_path / "apikeys.sqlite")
-    core = GatewayCore(EventIntake(keys, sink, max_in_flight=max_in_flight), apikeys.authenticate)
+    # The compiled core reads RecordEvents' wire bytes on aio and threads; aio-polling runs the Python path.
+    compiled = None if kind == "aio-polling" else event_core("native")
+    core = GatewayCore(EventIntake(keys, sink, max_in_flight=max_in_flight, core=compiled), apikeys.authenticate)
     if kind == "threads":
         server = grpc.server(ThreadPoolExecutor(max_workers=16), options=_server_options(False))
         add_servicer(server, core, "threads")

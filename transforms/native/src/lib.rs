@@ -17,6 +17,7 @@
 
 mod json;
 mod merkle;
+mod proto;
 mod rows;
 mod schema;
 mod time;
@@ -293,6 +294,18 @@ impl Core {
             .collect()
     }
 
+    /// A gateway `RecordEventsRequest`'s wire bytes to each event's (Kafka value, parsed event),
+    /// in request order; None refers the whole request to the Python path (proto.rs).
+    fn request_events<'py>(&self, py: Python<'py>, request: &[u8]) -> Option<Vec<(Bound<'py, PyBytes>, Parsed)>> {
+        let values = proto::request_values(request)?;
+        let mut out = Vec::with_capacity(values.len());
+        for value in values {
+            let parsed = self.admit(&value)?;
+            out.push((PyBytes::new(py, &value), parsed));
+        }
+        Some(out)
+    }
+
     /// (canonical bytes, leaf hash) of a parsed event: PII sealed with the subject's keys
     /// (enc_key, mac_key, key_id), or marked erased when `keys` is None, and the retention stamped.
     #[pyo3(signature = (parsed, keys, retention_class, until))]
@@ -330,6 +343,13 @@ impl Core {
     }
 }
 
+/// The Kafka values of a `RecordEventsRequest`'s events, or None (proto.rs): the differential test's view.
+#[pyfunction]
+fn request_values(py: Python<'_>, request: &[u8]) -> Option<Vec<Py<PyBytes>>> {
+    let values = proto::request_values(request)?;
+    Some(values.iter().map(|v| PyBytes::new(py, v).unbind()).collect())
+}
+
 #[pymodule]
 fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
@@ -339,5 +359,6 @@ fn auditlog_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merkle::merkle_root, m)?)?;
     m.add_function(wrap_pyfunction!(merkle::tile_levels, m)?)?;
     m.add_function(wrap_pyfunction!(rows::index_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(request_values, m)?)?;
     Ok(())
 }
