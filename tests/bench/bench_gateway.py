@@ -504,8 +504,20 @@ def per_event_costs() -> None:
         ("core.parse (validate)", lambda: [core.parse(v) for v in values]),
         ("keys + core.entry (seal, JCS, leaf)", lambda: [native_entry(core, keys, policy, p) for p in taken]),
     ]
-    print(f"\n  the same with the compiled core (what the gateway runs; {len(taken):,} of {len(values):,} taken)")
+    print(f"\n  the same with the compiled core (what RecordEvent runs; {len(taken):,} of {len(values):,} taken)")
     _print_steps(compiled, len(raw))
+    from api.gateway.audit_pb2 import RecordEventsRequest
+
+    requests = [
+        RecordEventsRequest(events=parsed[i : i + BATCH]).SerializeToString() for i in range(0, len(raw), BATCH)
+    ]
+    read = [e for r in requests for e in core.request_events(r) or []]
+    wire = [
+        ("core.request_events (wire bytes)", lambda: [core.request_events(r) for r in requests]),
+        ("keys + core.entry (seal, JCS, leaf)", lambda: [native_entry(core, keys, policy, p) for _, p in read]),
+    ]
+    print(f"\n  RecordEvents x{BATCH}: the core reads the request's wire bytes ({len(read):,} of {len(raw):,} read)")
+    _print_steps(wire, len(raw))
 
 
 def _print_steps(steps: list[tuple[str, Any]], events: int) -> None:
