@@ -165,12 +165,12 @@ class _Waiter:
 class _Delivery:
     """One event sent and not yet acknowledged, and the requests waiting for it."""
 
-    __slots__ = ("intake", "key", "receipt", "waiters")
+    __slots__ = ("intake", "key", "digest", "waiters")
 
-    def __init__(self, intake: EventIntake, key: tuple[str, str], receipt: Receipt) -> None:
+    def __init__(self, intake: EventIntake, key: tuple[str, str], digest: str) -> None:
         self.intake = intake
         self.key = key
-        self.receipt = receipt
+        self.digest = digest  # the verification_hash its receipt will carry
         self.waiters: list[tuple[_Waiter, int]] = []
 
     def acked(self, error: Any, message: Any) -> None:  # the sink's delivery thread
@@ -273,16 +273,26 @@ class EventIntake:
         waiter = _Waiter(len(prepared), on_done)
         to_send: list[tuple[_Delivery, bytes]] = []
         done: list[Receipt] | None = None
+        recent, pending = self._recent, self._pending
         with self._lock:
+            fresh = set()
             for _, key, digest, _ in prepared:
-                known = self._recent.get(key) or (self._pending[key].receipt if key in self._pending else None)
-                if known is not None and known.verification_hash != digest:
+                receipt = recent.get(key)
+                delivery = pending.get(key) if receipt is None else None
+                if receipt is not None:
+                    known = receipt.verification_hash
+                elif delivery is not None:
+                    known = delivery.digest
+                else:
+                    fresh.add(key)
+                    continue
+                if known != digest:
                     raise EventConflict(
                         f"event {key[1]} of tenant {key[0]} was already recorded with other content "
-                        f"(verification_hash {known.verification_hash}); the log keeps the first, so give "
+                        f"(verification_hash {known}); the log keeps the first, so give "
                         "a changed event a new event_id"
                     )
-            new = len({key for _, key, _, _ in prepared if key not in self._recent and key not in self._pending})
+            new = len(fresh)
             if new and self._in_flight and self._in_flight + new > self.max_in_flight:
                 raise Backpressure(self._in_flight, new, self.max_in_flight, self.retry_after_ms)
             for slot, (_, key, digest, value) in enumerate(prepared):
@@ -297,7 +307,7 @@ class EventIntake:
                     continue
                 delivery = self._pending.get(key)
                 if delivery is None:
-                    delivery = _Delivery(self, key, Receipt(key[1], LANE, digest))
+                    delivery = _Delivery(self, key, digest)
                     self._pending[key] = delivery
                     self._in_flight += 1
                     to_send.append((delivery, value))
@@ -323,13 +333,7 @@ class EventIntake:
             self._pending.pop(delivery.key, None)
             self._in_flight -= 1
             if error is None:
-                receipt = Receipt(
-                    delivery.receipt.event_id,
-                    LANE,
-                    delivery.receipt.verification_hash,
-                    message.partition(),
-                    message.offset(),
-                )
+                receipt = Receipt(delivery.key[1], LANE, delivery.digest, message.partition(), message.offset())
                 self._recent[delivery.key] = receipt
                 if len(self._recent) > self.recent_capacity:
                     self._recent.popitem(last=False)
