@@ -251,12 +251,15 @@ def _begin(
         core.start(requests, metadata, False, on_done)
 
 
-def _answer(result: list[Receipt] | IntakeError, batch: bool) -> Any:
+def _answer(core: GatewayCore, result: list[Receipt] | IntakeError, batch: bool) -> Any:
+    """The call's response: RecordEvents' as wire bytes, written by the compiled core when there is one."""
     if isinstance(result, IntakeError):
         raise rejection_of(result, batch)
-    if batch:
-        return audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in result])
-    return response_from_receipt(result[0])
+    if not batch:
+        return response_from_receipt(result[0])
+    if core.intake.core is not None:
+        return core.intake.core.encode_receipts(result)
+    return audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in result]).SerializeToString()
 
 
 class _LoopNotifier:
@@ -340,7 +343,7 @@ class AioServicer(audit_pb2_grpc.AuditLogServiceServicer):
             if in_loop and not self._polling and self.core.intake.in_flight:
                 self._polling = True
                 self._poller_task = asyncio.ensure_future(self._poll_acks())
-            return _answer(await future, batch)
+            return _answer(self.core, await future, batch)
         except Rejection as rejection:
             context.set_trailing_metadata(rejection.trailers)
             await context.abort(rejection.code, rejection.details)
@@ -370,7 +373,7 @@ class ThreadServicer(audit_pb2_grpc.AuditLogServiceServicer):
             _begin(self.core, requests, context.invocation_metadata(), batch, on_done)
             if not done.wait(ACK_TIMEOUT_S):
                 raise Rejection(grpc.StatusCode.UNAVAILABLE, f"Kafka did not acknowledge within {ACK_TIMEOUT_S:.0f} s")
-            return _answer(box[0], batch)
+            return _answer(self.core, box[0], batch)
         except Rejection as rejection:
             context.set_trailing_metadata(rejection.trailers)
             context.abort(rejection.code, rejection.details)
@@ -391,7 +394,7 @@ def _server_options(reuse_port: bool) -> list[tuple[str, Any]]:
 
 
 def add_servicer(server: Any, core: GatewayCore, kind: str) -> None:
-    """Registers the service; RecordEvents takes its request as wire bytes, for the compiled core to read."""
+    """Registers the service; RecordEvents takes and gives wire bytes, which the compiled core reads and writes."""
     servicer = AioServicer(core) if kind == "aio" else ThreadServicer(core)
     handlers = {
         "RecordEvent": grpc.unary_unary_rpc_method_handler(
@@ -402,7 +405,7 @@ def add_servicer(server: Any, core: GatewayCore, kind: str) -> None:
         "RecordEvents": grpc.unary_unary_rpc_method_handler(
             servicer.RecordEvents,
             request_deserializer=None,  # the bytes as they came: GatewayCore.start_batch reads them
-            response_serializer=audit_pb2.RecordEventsResponse.SerializeToString,
+            response_serializer=None,  # `_answer` hands back the response's wire bytes
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

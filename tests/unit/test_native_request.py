@@ -22,7 +22,7 @@ from api.gateway import audit_pb2
 from api.gateway.convert import event_from_request
 from api.gateway.intake import EventIntake, MemoryAckSink
 from api.gateway.server import GatewayCore, Rejection
-from api.sdk.events import encode_event
+from api.sdk.events import Receipt, encode_event
 from pipelines.io.keystore import InMemoryKeyStore
 from schemas.events import EventValidationError
 from schemas.native import event_core
@@ -260,3 +260,25 @@ def test_the_gateway_refuses_what_the_compiled_path_refers_naming_the_field() ->
     with pytest.raises(Rejection) as refused:
         start_batch(gateway, b"")
     assert "holds no event" in refused.value.details
+
+
+RECEIPTS = st.lists(
+    st.builds(
+        Receipt,
+        event_id=st.just("") | TEXT,
+        lane=st.just("gateway"),
+        verification_hash=st.just("") | st.binary(min_size=32, max_size=32).map(bytes.hex),
+        partition=st.integers(-(2**31), 2**31 - 1),
+        offset=st.integers(-(2**63), 2**63 - 1),
+        duplicate=st.booleans(),
+    ),
+    max_size=20,
+)
+
+
+@given(RECEIPTS)
+def test_the_compiled_response_is_protobufs(receipts: list[Receipt]) -> None:
+    from api.gateway.convert import response_from_receipt
+
+    expected = audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in receipts])
+    assert CORE.encode_receipts(receipts) == expected.SerializeToString()

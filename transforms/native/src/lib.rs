@@ -30,6 +30,7 @@ use blake2::digest::consts::{U12, U32};
 use blake2::digest::Mac;
 use blake2::Blake2bMac;
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use sha2::{Digest, Sha256};
@@ -304,6 +305,21 @@ impl Core {
             out.push((PyBytes::new(py, &value), parsed));
         }
         Some(out)
+    }
+
+    /// A `RecordEventsResponse`'s wire bytes for receipts (api/sdk/events.py `Receipt`: event_id,
+    /// verification_hash, duplicate, partition, offset), each with status true, in order.
+    fn encode_receipts<'py>(&self, py: Python<'py>, receipts: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(receipts.len() * 112);
+        for receipt in receipts.iter() {
+            let event_id: String = receipt.getattr(intern!(py, "event_id"))?.extract()?;
+            let hash: String = receipt.getattr(intern!(py, "verification_hash"))?.extract()?;
+            let duplicate: bool = receipt.getattr(intern!(py, "duplicate"))?.extract()?;
+            let partition: i32 = receipt.getattr(intern!(py, "partition"))?.extract()?;
+            let offset: i64 = receipt.getattr(intern!(py, "offset"))?.extract()?;
+            proto::put_result(&mut out, &event_id, &hash, duplicate, partition, offset);
+        }
+        Ok(PyBytes::new(py, &out))
     }
 
     /// (canonical bytes, leaf hash) of a parsed event: PII sealed with the subject's keys

@@ -210,3 +210,44 @@ pub(crate) fn request_values(request: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
     Some(values)
 }
+
+// ------------------------------------------------------------------------------ responses
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_text(out: &mut Vec<u8>, field: u64, text: &str) {
+    if !text.is_empty() {
+        put_varint(out, field << 3 | 2);
+        put_varint(out, text.len() as u64);
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// One `RecordEventResponse` (status true) as a `RecordEventsResponse`'s `results` element, appended
+/// to `out` in field order, as protobuf writes it (proto3: zero, false and empty fields left out).
+pub(crate) fn put_result(out: &mut Vec<u8>, event_id: &str, hash: &str, duplicate: bool, partition: i32, offset: i64) {
+    let mut message = Vec::with_capacity(event_id.len() + hash.len() + 24);
+    put_text(&mut message, 1, event_id);
+    put_text(&mut message, 2, hash);
+    message.extend_from_slice(&[3 << 3, 1]);
+    if duplicate {
+        message.extend_from_slice(&[4 << 3, 1]);
+    }
+    if partition != 0 {
+        put_varint(&mut message, 5 << 3);
+        put_varint(&mut message, i64::from(partition) as u64); // int32: negative ones sign-extended
+    }
+    if offset != 0 {
+        put_varint(&mut message, 6 << 3);
+        put_varint(&mut message, offset as u64);
+    }
+    put_varint(out, 1 << 3 | 2);
+    put_varint(out, message.len() as u64);
+    out.extend_from_slice(&message);
+}
