@@ -181,33 +181,40 @@ class GatewayCore:
         except IntakeError as exc:  # InvalidEvent from validate
             raise rejection_of(exc, batch) from None
 
-    def start_batch(
+    def start_wire(
         self,
         raw: bytes,
         metadata: Iterable[tuple[str, str | bytes]] | None,
+        batch: bool,
         on_done: Callable[[list[Receipt] | IntakeError], None],
     ) -> None:
-        """`start` for a RecordEventsRequest's wire bytes: the compiled core reads them in one call.
+        """`start` for a call's wire bytes, which the compiled core reads in one call.
 
-        A request it refers (or with no compiled core) is decoded by protobuf and takes `start`.
+        The bytes are a RecordEventsRequest, or one RecordEventRequest when not `batch`. A request
+        it refers (or with no compiled core) is decoded by protobuf and takes `start`.
         """
         principal = self._principal(metadata)
-        valid = self.intake.read_request(raw)
+        # One event is framed as the `events` field of a RecordEventsRequest: the same reader serves both.
+        valid = self.intake.read_request(raw if batch else _one_event(raw))
         if not valid:  # referred, or no event: the reference path names what is wrong
             try:
-                request = audit_pb2.RecordEventsRequest.FromString(raw)
+                if batch:
+                    messages = list(audit_pb2.RecordEventsRequest.FromString(raw).events)
+                else:
+                    messages = [audit_pb2.RecordEventRequest.FromString(raw)]
             except DecodeError as exc:
+                kind = "RecordEventsRequest" if batch else "RecordEventRequest"
                 raise Rejection(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request is not a RecordEventsRequest of schemas/audit.proto ({exc}); "
+                    f"the request is not a {kind} of schemas/audit.proto ({exc}); "
                     "send it with the generated stubs or the SDK",
                 ) from None
-            self.start(request.events, metadata, True, on_done)
+            self.start(messages, metadata, batch, on_done)
             return
         try:
             for item in valid:  # no reserved names: the core refers them to the reference path
                 principal.authorize(item.parsed.tenant_id)
-            self._submit(valid, True, on_done)
+            self._submit(valid, batch, on_done)
         except PermissionDeniedError as exc:
             raise Rejection(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
 
@@ -237,29 +244,28 @@ class GatewayCore:
             raise rejection_of(exc, batch) from None
 
 
-def _begin(
-    core: GatewayCore,
-    requests: Any,
-    metadata: Any,
-    batch: bool,
-    on_done: Callable[[list[Receipt] | IntakeError], None],
-) -> None:
-    """RecordEvents arrive as wire bytes (`add_servicer`), RecordEvent as its message."""
-    if batch:
-        core.start_batch(requests, metadata, on_done)
-    else:
-        core.start(requests, metadata, False, on_done)
+def _one_event(raw: bytes) -> bytes:
+    """A RecordEventRequest's bytes as a RecordEventsRequest holding it (field 1, length-delimited)."""
+    size, length = len(raw), bytearray()
+    while size >= 0x80:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return b"\x0a" + bytes(length) + raw
 
 
-def _answer(core: GatewayCore, result: list[Receipt] | IntakeError, batch: bool) -> Any:
-    """The call's response: RecordEvents' as wire bytes, written by the compiled core when there is one."""
+def _answer(core: GatewayCore, result: list[Receipt] | IntakeError, batch: bool) -> bytes:
+    """The call's response as wire bytes, written by the compiled core when there is one."""
     if isinstance(result, IntakeError):
         raise rejection_of(result, batch)
+    compiled = core.intake.core
     if not batch:
-        return response_from_receipt(result[0])
-    if core.intake.core is not None:
-        return core.intake.core.encode_receipts(result)
-    return audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in result]).SerializeToString()
+        if compiled is not None:
+            return bytes(compiled.encode_receipt(result[0]))
+        return bytes(response_from_receipt(result[0]).SerializeToString())
+    if compiled is not None:
+        return bytes(compiled.encode_receipts(result))
+    return bytes(audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in result]).SerializeToString())
 
 
 class _LoopNotifier:
@@ -339,7 +345,7 @@ class AioServicer(audit_pb2_grpc.AuditLogServiceServicer):
                 notifier.push(future, result)
 
         try:
-            _begin(self.core, requests, context.invocation_metadata(), batch, on_done)
+            self.core.start_wire(requests, context.invocation_metadata(), batch, on_done)
             if in_loop and not self._polling and self.core.intake.in_flight:
                 self._polling = True
                 self._poller_task = asyncio.ensure_future(self._poll_acks())
@@ -349,7 +355,7 @@ class AioServicer(audit_pb2_grpc.AuditLogServiceServicer):
             await context.abort(rejection.code, rejection.details)
 
     async def RecordEvent(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
-        return await self._call((request,), context, batch=False)
+        return await self._call(request, context, batch=False)
 
     async def RecordEvents(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
         return await self._call(request, context, batch=True)
@@ -370,7 +376,7 @@ class ThreadServicer(audit_pb2_grpc.AuditLogServiceServicer):
             done.set()
 
         try:
-            _begin(self.core, requests, context.invocation_metadata(), batch, on_done)
+            self.core.start_wire(requests, context.invocation_metadata(), batch, on_done)
             if not done.wait(ACK_TIMEOUT_S):
                 raise Rejection(grpc.StatusCode.UNAVAILABLE, f"Kafka did not acknowledge within {ACK_TIMEOUT_S:.0f} s")
             return _answer(self.core, box[0], batch)
@@ -379,7 +385,7 @@ class ThreadServicer(audit_pb2_grpc.AuditLogServiceServicer):
             context.abort(rejection.code, rejection.details)
 
     def RecordEvent(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self._call((request,), context, batch=False)
+        return self._call(request, context, batch=False)
 
     def RecordEvents(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._call(request, context, batch=True)
@@ -394,19 +400,12 @@ def _server_options(reuse_port: bool) -> list[tuple[str, Any]]:
 
 
 def add_servicer(server: Any, core: GatewayCore, kind: str) -> None:
-    """Registers the service; RecordEvents takes and gives wire bytes, which the compiled core reads and writes."""
+    """Registers the service; both calls take and give wire bytes, which the compiled core reads and writes."""
     servicer = AioServicer(core) if kind == "aio" else ThreadServicer(core)
-    handlers = {
-        "RecordEvent": grpc.unary_unary_rpc_method_handler(
-            servicer.RecordEvent,
-            request_deserializer=audit_pb2.RecordEventRequest.FromString,
-            response_serializer=audit_pb2.RecordEventResponse.SerializeToString,
-        ),
-        "RecordEvents": grpc.unary_unary_rpc_method_handler(
-            servicer.RecordEvents,
-            request_deserializer=None,  # the bytes as they came: GatewayCore.start_batch reads them
-            response_serializer=None,  # `_answer` hands back the response's wire bytes
-        ),
+    handlers: dict[str, Any] = {
+        # The bytes as they came, which GatewayCore.start_wire reads; `_answer` gives back wire bytes.
+        name: grpc.unary_unary_rpc_method_handler(method, request_deserializer=None, response_serializer=None)
+        for name, method in (("RecordEvent", servicer.RecordEvent), ("RecordEvents", servicer.RecordEvents))
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

@@ -159,6 +159,7 @@ def test_hostile_requests_read_the_same_or_are_referred(
     check(bytes(data) + tail)
 
 
+@settings(max_examples=1000)
 @given(st.binary(max_size=300))
 def test_random_bytes_read_the_same_or_are_referred(raw: bytes) -> None:
     check(raw)
@@ -205,9 +206,9 @@ def test_generated_sample_requests_take_the_compiled_path() -> None:
 # --------------------------------------------------------------------------- through the gateway
 
 
-def start_batch(core: GatewayCore, raw: bytes) -> Any:
+def start_batch(core: GatewayCore, raw: bytes, batch: bool = True) -> Any:
     box: list[Any] = []
-    core.start_batch(raw, None, box.append)
+    core.start_wire(raw, None, batch, box.append)
     return box[0]
 
 
@@ -282,3 +283,35 @@ def test_the_compiled_response_is_protobufs(receipts: list[Receipt]) -> None:
 
     expected = audit_pb2.RecordEventsResponse(results=[response_from_receipt(r) for r in receipts])
     assert CORE.encode_receipts(receipts) == expected.SerializeToString()
+    for receipt in receipts:
+        assert CORE.encode_receipt(receipt) == response_from_receipt(receipt).SerializeToString()
+
+
+def test_field_numbers_beyond_protobufs_range_are_referred() -> None:
+    assert python_values(b"\x80\x80\x80\x80\x10\x00") is None  # field 2**29: protobuf refuses it
+    assert request_values(b"\x80\x80\x80\x80\x10\x00") is None
+    assert request_values(b"\xf8\xff\xff\xff\x0f\x00") == python_values(b"\xf8\xff\xff\xff\x0f\x00") == []
+
+
+def test_one_event_reads_as_a_request_of_one() -> None:
+    """RecordEvent's bytes take the same reader, framed as a RecordEventsRequest of one event."""
+    from api.gateway.convert import request_from_event
+    from api.gateway.server import _one_event
+
+    event = EventGenerator(seed=9).event()
+    message = request_from_event(event)
+    assert _one_event(message.SerializeToString()) == request_bytes([message])
+    big = audit_pb2.RecordEventRequest()
+    big.CopyFrom(message)
+    big.metadata_json = json.dumps({"pad": "x" * 300})  # a length of two varint bytes
+    assert _one_event(big.SerializeToString()) == request_bytes([big])
+    answers = []
+    for core in (CORE, None):
+        sink = MemoryAckSink()
+        gateway = GatewayCore(EventIntake(InMemoryKeyStore(key_seed=b"k" * 32), sink, core=core), None)
+        answers.append(start_batch(gateway, message.SerializeToString(), batch=False))
+    assert answers[0] == answers[1] and answers[0][0].event_id == event["event_id"]
+    gateway = GatewayCore(EventIntake(InMemoryKeyStore(), MemoryAckSink(), core=CORE), None)
+    with pytest.raises(Rejection) as refused:
+        start_batch(gateway, b"\xff", batch=False)
+    assert "not a RecordEventRequest" in refused.value.details

@@ -236,6 +236,16 @@ impl Core {
     }
 }
 
+/// A receipt's `RecordEventResponse` (its event_id, verification_hash, duplicate, partition, offset).
+fn response_of(py: Python<'_>, receipt: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let event_id: String = receipt.getattr(intern!(py, "event_id"))?.extract()?;
+    let hash: String = receipt.getattr(intern!(py, "verification_hash"))?.extract()?;
+    let duplicate: bool = receipt.getattr(intern!(py, "duplicate"))?.extract()?;
+    let partition: i32 = receipt.getattr(intern!(py, "partition"))?.extract()?;
+    let offset: i64 = receipt.getattr(intern!(py, "offset"))?.extract()?;
+    Ok(proto::response(&event_id, &hash, duplicate, partition, offset))
+}
+
 type Keys<'a> = Option<(Vec<u8>, Vec<u8>, String)>;
 
 #[pymethods]
@@ -307,19 +317,19 @@ impl Core {
         Some(out)
     }
 
-    /// A `RecordEventsResponse`'s wire bytes for receipts (api/sdk/events.py `Receipt`: event_id,
-    /// verification_hash, duplicate, partition, offset), each with status true, in order.
+    /// A `RecordEventsResponse`'s wire bytes for receipts (api/sdk/events.py `Receipt`), each with
+    /// status true, in order.
     fn encode_receipts<'py>(&self, py: Python<'py>, receipts: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
         let mut out = Vec::with_capacity(receipts.len() * 112);
         for receipt in receipts.iter() {
-            let event_id: String = receipt.getattr(intern!(py, "event_id"))?.extract()?;
-            let hash: String = receipt.getattr(intern!(py, "verification_hash"))?.extract()?;
-            let duplicate: bool = receipt.getattr(intern!(py, "duplicate"))?.extract()?;
-            let partition: i32 = receipt.getattr(intern!(py, "partition"))?.extract()?;
-            let offset: i64 = receipt.getattr(intern!(py, "offset"))?.extract()?;
-            proto::put_result(&mut out, &event_id, &hash, duplicate, partition, offset);
+            proto::put_result(&mut out, &response_of(py, &receipt)?);
         }
         Ok(PyBytes::new(py, &out))
+    }
+
+    /// A `RecordEventResponse`'s wire bytes for one receipt (status true).
+    fn encode_receipt<'py>(&self, py: Python<'py>, receipt: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &response_of(py, receipt)?))
     }
 
     /// (canonical bytes, leaf hash) of a parsed event: PII sealed with the subject's keys

@@ -43,7 +43,8 @@ impl<'a> Wire<'a> {
         }
         Some(self.varint().and_then(|t| {
             let wire = (t & 7) as u8;
-            (t >> 3 != 0 && matches!(wire, 0 | 1 | 2 | 5)).then_some((t >> 3, wire))
+            // Field numbers run from 1 to 2**29 - 1; protobuf refuses any other.
+            ((1..1 << 29).contains(&(t >> 3)) && matches!(wire, 0 | 1 | 2 | 5)).then_some((t >> 3, wire))
         }))
     }
 
@@ -229,9 +230,9 @@ fn put_text(out: &mut Vec<u8>, field: u64, text: &str) {
     }
 }
 
-/// One `RecordEventResponse` (status true) as a `RecordEventsResponse`'s `results` element, appended
-/// to `out` in field order, as protobuf writes it (proto3: zero, false and empty fields left out).
-pub(crate) fn put_result(out: &mut Vec<u8>, event_id: &str, hash: &str, duplicate: bool, partition: i32, offset: i64) {
+/// One `RecordEventResponse` (status true), in field order, as protobuf writes it (proto3: zero,
+/// false and empty fields left out).
+pub(crate) fn response(event_id: &str, hash: &str, duplicate: bool, partition: i32, offset: i64) -> Vec<u8> {
     let mut message = Vec::with_capacity(event_id.len() + hash.len() + 24);
     put_text(&mut message, 1, event_id);
     put_text(&mut message, 2, hash);
@@ -247,7 +248,12 @@ pub(crate) fn put_result(out: &mut Vec<u8>, event_id: &str, hash: &str, duplicat
         put_varint(&mut message, 6 << 3);
         put_varint(&mut message, offset as u64);
     }
+    message
+}
+
+/// A `RecordEventsResponse`'s `results` element (field 1) appended to `out`.
+pub(crate) fn put_result(out: &mut Vec<u8>, message: &[u8]) {
     put_varint(out, 1 << 3 | 2);
     put_varint(out, message.len() as u64);
-    out.extend_from_slice(&message);
+    out.extend_from_slice(message);
 }
