@@ -63,6 +63,10 @@ def _seaweedfs_port_uses(settings: Settings) -> dict[str, PortUse]:
 
 VOLUME_SLOTS = 1000
 """How many volumes `weed mini` may hold, whatever the disk's free space when it starts."""
+LOW_DISK_BYTES = 10 * 1024**3
+"""Below this much free space where SeaweedFS keeps its data, `stack up s3` warns: seen here at 7.5 GB
+free, SeaweedFS refused new volumes ("No writable volumes" in weed.log) and answered each PUT
+with a bare InternalError, which the archive's callers then report as S3 being unavailable."""
 
 
 class S3Service(Service):
@@ -106,6 +110,21 @@ class S3Service(Service):
         }
         write_if_changed(self.identities, json.dumps(config, indent=2) + "\n", mode=0o600)
         _write_seaweedfs_security(seaweedfs_security_dir(s), s.host)
+        warning = self.low_disk()
+        if warning:
+            self.say(f"s3: warning: {warning}")
+
+    def low_disk(self) -> str | None:
+        """A warning when SeaweedFS's data folder is on a nearly full disk, else None."""
+        free = shutil.disk_usage(self.data_dir).free
+        if free >= LOW_DISK_BYTES:
+            return None
+        return (
+            f"only {free / 1024**3:.1f} GiB free under {self.data_dir} (SeaweedFS's data). Near a full disk "
+            "SeaweedFS stops making volumes and answers writes with a bare InternalError (weed.log says "
+            f"'No writable volumes'); free at least {LOW_DISK_BYTES // 1024**3} GiB there, or point "
+            "AUDITLOG_HOME at a larger disk"
+        )
 
     def command(self, daemon: Daemon) -> tuple[list[str], dict[str, str]]:
         s = self.settings

@@ -331,7 +331,7 @@ def main() -> None:
     stages = (
         ("Kafka source + keying (JVM)", cpu["jvm"]),
         ("batches into Python and back (PyFlink)", cpu["batched"] - cpu["jvm"]),
-        ("step, state, archive writer, checkpoints", cpu["noindex"] - cpu["batched"]),
+        ("step, state, archiving, checkpoints", cpu["noindex"] - cpu["batched"]),
         ("indexer (Arrow into chDB)", cpu["on"] - cpu["noindex"]),
         ("whole job", cpu["on"]),
     )
