@@ -6,7 +6,10 @@
 
 Per request: authenticate the API key (`authorization: Bearer alk_...`), turn each message into
 the event JSON, validate it, check the key may write each event's tenant, then hand the events to
-`EventIntake`, which seals, hashes and sends them and answers once Kafka acknowledged them.
+`EventIntake`, which seals, hashes and sends them and answers once Kafka acknowledged them. Both
+calls arrive as wire bytes: the compiled core reads a request's events in one call and writes the
+answer (`GatewayCore.start_wire`, transforms/native/src/proto.rs); a request it refers, or every
+request without the compiled core, is decoded by protobuf and takes the Python path.
 
 Status codes:
 
