@@ -315,3 +315,20 @@ def test_one_event_reads_as_a_request_of_one() -> None:
     with pytest.raises(Rejection) as refused:
         start_batch(gateway, b"\xff", batch=False)
     assert "not a RecordEventRequest" in refused.value.details
+
+
+def test_an_event_the_core_reads_but_cannot_log_is_refused_naming_the_limit() -> None:
+    """Metadata under its own limit can make an entry longer than a bundle's 65,535 bytes."""
+    from api.gateway.convert import request_from_event
+
+    event = EventGenerator(seed=7).event()
+    event["metadata"] = {"note": "x" * 65_000}
+    raw = request_bytes([request_from_event(EventGenerator(seed=8).event()), request_from_event(event)])
+    assert CORE.request_events(raw) is not None  # read on the wire path; the entry is what is too long
+    sink = MemoryAckSink()
+    gateway = GatewayCore(EventIntake(InMemoryKeyStore(), sink, core=CORE), None)
+    with pytest.raises(Rejection) as refused:
+        start_batch(gateway, raw)
+    assert refused.value.code.name == "INVALID_ARGUMENT"
+    assert refused.value.details.startswith("events[1].") and "65535 bytes" in refused.value.details
+    assert sink.records == []  # nothing of the request was sent
