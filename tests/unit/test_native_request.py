@@ -181,6 +181,11 @@ def test_fields_set_twice_unknown_fields_and_groups() -> None:
     assert request_values(b"\x0a" + bytes([len(twice)]) + twice) is None
     both = one + b"\x50\x01"  # occurred_at_timestamp as well as occurred_at
     assert request_values(b"\x0a" + bytes([len(both)]) + both) is None
+    long_tag = b"\x8a\x80\x80\x80\x80\x00"  # field 1 as a 6-byte tag: protobuf refuses it
+    assert python_values(long_tag + bytes([len(one)]) + one) is None
+    assert request_values(long_tag + bytes([len(one)]) + one) is None
+    inner_long = one + b"\xa0\x81\x80\x80\x80\x80\x00\x01"  # an unknown field with a 6-byte tag
+    assert request_values(b"\x0a" + bytes([len(inner_long)]) + inner_long) is None
     group = one + b"\xab\x06\xac\x06"  # a group (wire types 3 and 4)
     assert request_values(b"\x0a" + bytes([len(group)]) + group) is None
 

@@ -41,10 +41,13 @@ impl<'a> Wire<'a> {
         if self.pos == self.data.len() {
             return None;
         }
+        let start = self.pos;
         Some(self.varint().and_then(|t| {
             let wire = (t & 7) as u8;
-            // Field numbers run from 1 to 2**29 - 1; protobuf refuses any other.
-            ((1..1 << 29).contains(&(t >> 3)) && matches!(wire, 0 | 1 | 2 | 5)).then_some((t >> 3, wire))
+            // A tag is at most 5 bytes, and field numbers run from 1 to 2**29 - 1: protobuf refuses others.
+            let field = t >> 3;
+            (self.pos - start <= 5 && (1..1 << 29).contains(&field) && matches!(wire, 0 | 1 | 2 | 5))
+                .then_some((field, wire))
         }))
     }
 
