@@ -275,7 +275,7 @@ class EventIntake:
         done: list[Receipt] | None = None
         recent, pending = self._recent, self._pending
         with self._lock:
-            fresh = set()
+            fresh: dict[tuple[str, str], str] = {}  # the request's new keys and their digests
             for _, key, digest, _ in prepared:
                 receipt = recent.get(key)
                 delivery = pending.get(key) if receipt is None else None
@@ -284,8 +284,7 @@ class EventIntake:
                 elif delivery is not None:
                     known = delivery.digest
                 else:
-                    fresh.add(key)
-                    continue
+                    known = fresh.setdefault(key, digest)  # an id twice in one request: the first counts
                 if known != digest:
                     raise EventConflict(
                         f"event {key[1]} of tenant {key[0]} was already recorded with other content "

@@ -152,6 +152,18 @@ def test_a_batch_repeating_an_event_sends_it_once() -> None:
     assert len(sink.records) == 1
 
 
+def test_a_batch_repeating_an_event_id_with_other_content_is_refused_whole() -> None:
+    from api.gateway.intake import EventConflict
+
+    sink = MemoryAckSink()
+    event = sample_events(1)[0]
+    changed = dict(event, action="document.delete")
+    intake = EventIntake(InMemoryKeyStore(), sink)
+    with pytest.raises(EventConflict, match=f"event {event['event_id']} of tenant"):
+        intake.submit(intake.validate([event, changed]), lambda r: None)
+    assert sink.records == [] and intake.in_flight == 0
+
+
 # --------------------------------------------------------------------------- gRPC servers in-process
 
 
