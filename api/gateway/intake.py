@@ -227,9 +227,10 @@ class EventIntake:
                 raise InvalidEvent(index, exc) from None
         return valid
 
-    def read_request(self, raw: bytes) -> list[ValidEvent] | None:
-        """A `RecordEventsRequest`'s events from its wire bytes, by the compiled core in one call.
+    def read_request(self, raw: bytes, batch: bool = True) -> list[ValidEvent] | None:
+        """A request's events from its wire bytes, read by the compiled core in one call.
 
+        The bytes are a `RecordEventsRequest`, or one `RecordEventRequest` when not `batch`.
         None when there is no compiled core or it refers the request (anything it cannot prove it
         reads as `event_from_request`, `encode_event` and `core.parse` do): the caller then takes
         the Python path, which names what is wrong. Events read here passed the schema and carry
@@ -237,7 +238,7 @@ class EventIntake:
         """
         if self.core is None:
             return None
-        events = self.core.request_events(raw)
+        events = self.core.request_events(raw, batch)
         if events is None:
             return None
         return [ValidEvent(index, None, value, parsed) for index, (value, parsed) in enumerate(events)]
@@ -295,19 +296,19 @@ class EventIntake:
             if new and self._in_flight and self._in_flight + new > self.max_in_flight:
                 raise Backpressure(self._in_flight, new, self.max_in_flight, self.retry_after_ms)
             for slot, (_, key, digest, value) in enumerate(prepared):
-                receipt = self._recent.get(key)
+                receipt = recent.get(key)
                 if receipt is not None:
-                    self._recent.move_to_end(key)
+                    recent.move_to_end(key)
                     waiter.results[slot] = Receipt(
                         receipt.event_id, LANE, receipt.verification_hash, receipt.partition, receipt.offset, True
                     )
                     waiter.remaining -= 1
                     self.duplicates += 1
                     continue
-                delivery = self._pending.get(key)
+                delivery = pending.get(key)
                 if delivery is None:
                     delivery = _Delivery(self, key, digest)
-                    self._pending[key] = delivery
+                    pending[key] = delivery
                     self._in_flight += 1
                     to_send.append((delivery, value))
                 delivery.waiters.append((waiter, slot))

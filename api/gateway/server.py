@@ -158,7 +158,15 @@ class GatewayCore:
         on_done: Callable[[list[Receipt] | IntakeError], None],
     ) -> None:
         """Begins one call; raises Rejection, or `on_done` is called exactly once later (or now)."""
-        principal = self._principal(metadata)
+        self._start(self._principal(metadata), requests, batch, on_done)
+
+    def _start(
+        self,
+        principal: Principal,
+        requests: Sequence[audit_pb2.RecordEventRequest],
+        batch: bool,
+        on_done: Callable[[list[Receipt] | IntakeError], None],
+    ) -> None:
         prefix = "events[{}]."
         events = []
         for index, request in enumerate(requests):
@@ -197,8 +205,7 @@ class GatewayCore:
         it refers (or with no compiled core) is decoded by protobuf and takes `start`.
         """
         principal = self._principal(metadata)
-        # One event is framed as the `events` field of a RecordEventsRequest: the same reader serves both.
-        valid = self.intake.read_request(raw if batch else _one_event(raw))
+        valid = self.intake.read_request(raw, batch)
         if not valid:  # referred, or no event: the reference path names what is wrong
             try:
                 if batch:
@@ -212,7 +219,7 @@ class GatewayCore:
                     f"the request is not a {kind} of schemas/audit.proto ({exc}); "
                     "send it with the generated stubs or the SDK",
                 ) from None
-            self.start(messages, metadata, batch, on_done)
+            self._start(principal, messages, batch, on_done)
             return
         try:
             for item in valid:  # no reserved names: the core refers them to the reference path
@@ -245,16 +252,6 @@ class GatewayCore:
             self.intake.submit(valid, on_done)
         except (IntakeError, SubjectErasedError) as exc:
             raise rejection_of(exc, batch) from None
-
-
-def _one_event(raw: bytes) -> bytes:
-    """A RecordEventRequest's bytes as a RecordEventsRequest holding it (field 1, length-delimited)."""
-    size, length = len(raw), bytearray()
-    while size >= 0x80:
-        length.append(size & 0x7F | 0x80)
-        size >>= 7
-    length.append(size)
-    return b"\x0a" + bytes(length) + raw
 
 
 def _answer(core: GatewayCore, result: list[Receipt] | IntakeError, batch: bool) -> bytes:

@@ -42,6 +42,14 @@ def python_values(raw: bytes) -> list[bytes] | None:
         return None
 
 
+def python_value(raw: bytes) -> list[bytes] | None:
+    """The Python path's Kafka value of one RecordEventRequest, or None if it refuses it."""
+    try:
+        return [encode_event(event_from_request(audit_pb2.RecordEventRequest.FromString(raw)))]
+    except (DecodeError, EventValidationError):
+        return None
+
+
 def check(raw: bytes) -> bool:
     """Asserts the compiled reading is the Python one, or refers; True if the core read the request."""
     values = request_values(raw)
@@ -163,6 +171,8 @@ def test_hostile_requests_read_the_same_or_are_referred(
 @given(st.binary(max_size=300))
 def test_random_bytes_read_the_same_or_are_referred(raw: bytes) -> None:
     check(raw)
+    one = request_values(raw, False)  # the same bytes as one RecordEventRequest
+    assert one is None or one == python_value(raw)
 
 
 def test_fields_set_twice_unknown_fields_and_groups() -> None:
@@ -299,17 +309,22 @@ def test_field_numbers_beyond_protobufs_range_are_referred() -> None:
 
 
 def test_one_event_reads_as_a_request_of_one() -> None:
-    """RecordEvent's bytes take the same reader, framed as a RecordEventsRequest of one event."""
+    """RecordEvent's bytes read as one event, as a RecordEventsRequest holding it reads."""
     from api.gateway.convert import request_from_event
-    from api.gateway.server import _one_event
 
     event = EventGenerator(seed=9).event()
     message = request_from_event(event)
-    assert _one_event(message.SerializeToString()) == request_bytes([message])
     big = audit_pb2.RecordEventRequest()
     big.CopyFrom(message)
     big.metadata_json = json.dumps({"pad": "x" * 300})  # a length of two varint bytes
-    assert _one_event(big.SerializeToString()) == request_bytes([big])
+    for one in (message, big):
+        alone = request_values(one.SerializeToString(), False)
+        assert alone is not None and alone == request_values(request_bytes([one])) == python_values(
+            request_bytes([one])
+        )
+        read = CORE.request_events(one.SerializeToString(), False)
+        assert read is not None and [v for v, _ in read] == alone
+    assert request_values(b"\xff", False) is None
     answers = []
     for core in (CORE, None):
         sink = MemoryAckSink()

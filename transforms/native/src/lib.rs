@@ -305,10 +305,17 @@ impl Core {
             .collect()
     }
 
-    /// A gateway `RecordEventsRequest`'s wire bytes to each event's (Kafka value, parsed event),
-    /// in request order; None refers the whole request to the Python path (proto.rs).
-    fn request_events<'py>(&self, py: Python<'py>, request: &[u8]) -> Option<Vec<(Bound<'py, PyBytes>, Parsed)>> {
-        let values = proto::request_values(request)?;
+    /// A gateway `RecordEventsRequest`'s wire bytes (one `RecordEventRequest`'s when not `batch`)
+    /// to each event's (Kafka value, parsed event), in request order; None refers the whole
+    /// request to the Python path (proto.rs).
+    #[pyo3(signature = (request, batch=true))]
+    fn request_events<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        batch: bool,
+    ) -> Option<Vec<(Bound<'py, PyBytes>, Parsed)>> {
+        let values = proto::request_values(request, batch)?;
         let mut out = Vec::with_capacity(values.len());
         for value in values {
             let parsed = self.admit(&value)?;
@@ -369,10 +376,11 @@ impl Core {
     }
 }
 
-/// The Kafka values of a `RecordEventsRequest`'s events, or None (proto.rs): the differential test's view.
+/// The Kafka values of a request's events, or None (proto.rs): the differential test's view.
 #[pyfunction]
-fn request_values(py: Python<'_>, request: &[u8]) -> Option<Vec<Py<PyBytes>>> {
-    let values = proto::request_values(request)?;
+#[pyo3(signature = (request, batch=true))]
+fn request_values(py: Python<'_>, request: &[u8], batch: bool) -> Option<Vec<Py<PyBytes>>> {
+    let values = proto::request_values(request, batch)?;
     Some(values.iter().map(|v| PyBytes::new(py, v).unbind()).collect())
 }
 

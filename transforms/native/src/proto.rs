@@ -1,4 +1,4 @@
-//! The gateway's `RecordEventsRequest` (schemas/audit.proto) read straight from its wire bytes
+//! The gateway's requests (schemas/audit.proto) read straight from their wire bytes
 //! into the events' Kafka values: what api/gateway/convert.py `event_from_request` and
 //! api/sdk/events.py `encode_event` do, byte for byte, for the requests it can prove it reads
 //! the same (tests/unit/test_native_request.py holds the two together). Anything unusual — a
@@ -201,8 +201,12 @@ fn event_value(message: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Every event's Kafka value of a `RecordEventsRequest` (field 1, repeated), in order; None refers.
-pub(crate) fn request_values(request: &[u8]) -> Option<Vec<Vec<u8>>> {
+/// Every event's Kafka value of a `RecordEventsRequest` (field 1, repeated), in order, or of one
+/// `RecordEventRequest` when not `batch`; None refers.
+pub(crate) fn request_values(request: &[u8], batch: bool) -> Option<Vec<Vec<u8>>> {
+    if !batch {
+        return Some(vec![event_value(request)?]);
+    }
     let mut wire = Wire { data: request, pos: 0 };
     let mut values = Vec::new();
     while let Some(tag) = wire.tag() {
