@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,9 +56,6 @@ from transforms.tiles import MAX_ENTRY_BYTES
 # writes one into every partition at the block latency, so block boundaries live in the input
 # itself and every replay cuts the same blocks (docs/design.md §6). Not JSON, so never an event.
 CUT_MARKER = b"\x00auditlog:cut\x00"
-
-# `LogSequencer.step`'s default for a record the caller has not read (`LogSequencer.read`).
-UNREAD: Any = object()
 
 
 class SubjectKeySource(Protocol):
@@ -275,25 +272,11 @@ class LogSequencer:
         self.counters = Counters()
         self.core = event_core(options.core, options.pii_fields)  # None: the Python reference
 
-    def read(self, record: SourceRecord) -> Any:
-        """The compiled core's reading of `record` (None where the reference path decides), for `step`.
-
-        The operator reads a batch's records first, to look their dedupe keys up in one call
-        (`dedupe_keys`, `BlockDedupe.prefetch`), then steps each with what was read.
-        """
-        value = record.value
-        if self.core is None or value is None or value == CUT_MARKER:
-            return None
-        return self.core.parse(value)
-
-    def step(
-        self, log: LogCursor, dedupe: DedupeIndex, record: SourceRecord, parsed: Any = UNREAD
-    ) -> list[tuple[str, Any]]:
+    def step(self, log: LogCursor, dedupe: DedupeIndex, record: SourceRecord) -> list[tuple[str, Any]]:
         """Processes one record; returns the outputs (dead letters and sealed blocks).
 
-        `parsed`: `read(record)`, if the caller has it already. Never raises because of the
-        record's content (see the module docstring); raises only when the key store or the
-        archive fails, which is no fault of the record.
+        Never raises because of the record's content (see the module docstring); raises only when
+        the key store or the archive fails, which is no fault of the record.
         """
         value = record.value
         log.next_offset = record.offset + 1
@@ -301,12 +284,14 @@ class LogSequencer:
             self.counters.cut_markers += 1
             block = self.seal(log, closing=record)
             return [("block", block)] if block else []
-        if parsed is UNREAD:
-            parsed = self.read(record)
-        if parsed is not None:
-            made = self._native_entry(parsed)
-            if made is not None:
-                return self._append(log, dedupe, record, parsed.tenant_id, parsed.event_id, parsed.occurred_at, *made)
+        if self.core is not None and value is not None:
+            parsed = self.core.parse(value)
+            if parsed is not None:
+                made = self._native_entry(parsed)
+                if made is not None:
+                    return self._append(
+                        log, dedupe, record, parsed.tenant_id, parsed.event_id, parsed.occurred_at, *made
+                    )
         # The reference path: every record the compiled core did not take, and every dead letter.
         try:
             event = self._admit(record)
@@ -493,11 +478,6 @@ def dedupe_key(tenant_id: str, event_id: str) -> str:
     return f"{tenant_id}\x00{event_id}"
 
 
-def dedupe_keys(parsed: Iterable[Any]) -> list[str]:
-    """The dedupe keys of the records the compiled core read (`LogSequencer.read`), in order."""
-    return [dedupe_key(p.tenant_id, p.event_id) for p in parsed if p is not None]
-
-
 def entry_keys(entries: Iterable[bytes]) -> list[str]:
     """The dedupe keys of canonical entries."""
     keys = []
@@ -605,76 +585,36 @@ class SeenState(Protocol):
 
 
 class BlockDedupe:
-    """A DedupeIndex over keyed state: one state call a batch of records, or one a new record.
+    """A DedupeIndex over keyed state that costs one state call per new record, not two.
 
     The keys of the open block's events are held here, and go into `state` in one call when
     the block is sealed (`sealed`). Until then each is in the open block, whose entries the
     caller keeps in its own state record by record anyway; after a restore, the keys are read
     back from those entries (`open_entries`). So the state and the open block between them
     always hold every key seen, at every checkpoint.
-
-    With a `lookup` (many keys answered in one call: the operator's one JVM call a batch,
-    pipelines/ingest_operators.py `batch_lookup`), `prefetch` asks the state about a batch's
-    keys before the batch is stepped, and `seen` uses those answers. A "not there" is used once:
-    the key then joins the open block, so no answer outlives a change of the state under it; a
-    seal adds the keys it moves into the state as answers, so a key met again later in the batch
-    is answered too. Records the compiled core did not read have no key
-    before their step, and ask the state one at a time.
     """
 
-    __slots__ = ("answers", "lookup", "open", "state", "state_calls")
+    __slots__ = ("open", "state")
 
-    def __init__(
-        self,
-        state: SeenState,
-        open_entries: Iterable[bytes] = (),
-        lookup: Callable[[list[str]], Sequence[bool]] | None = None,
-    ) -> None:
+    def __init__(self, state: SeenState, open_entries: Iterable[bytes] = ()) -> None:
         self.state = state
         self.open = set(entry_keys(open_entries))
-        self.lookup = lookup
-        self.answers: dict[str, bool] = {}
-        self.state_calls = 0  # lookups made of the state (batch and single), for the job's metrics
-
-    def prefetch(self, keys: Sequence[str]) -> None:
-        """Looks up the keys of a batch about to be stepped in one call (nothing without a `lookup`)."""
-        if self.lookup is None:
-            return
-        ask = [key for key in dict.fromkeys(keys) if key not in self.open]
-        if not ask:
-            self.answers = {}
-            return
-        found = self.lookup(ask)
-        self.state_calls += 1
-        if len(found) != len(ask):
-            raise RuntimeError(f"dedupe lookup answered {len(found)} of {len(ask)} keys")
-        self.answers = dict(zip(ask, found, strict=True))
 
     def seen(self, key: str) -> bool:
-        if key in self.open:
+        if key in self.open or self.state.contains(key):
             return True
-        known = self.answers.get(key)
-        if known is None:
-            self.state_calls += 1
-            known = self.state.contains(key)
-        if known:
-            return True
-        self.answers.pop(key, None)  # the key joins the open block: "not in the state" is spent
         self.open.add(key)
         return False
 
     def sealed(self) -> None:
         """The open block was sealed (and a new one is empty): its keys go into the state."""
         if self.open:
-            known = dict.fromkeys(self.open, True)
-            self.state.put_all(known)
-            self.answers.update(known)  # what the state now holds, for the rest of the batch
+            self.state.put_all(dict.fromkeys(self.open, True))
             self.open = set()
 
     def restart(self, keys: Iterable[str]) -> None:
         """The open block was dropped for a resume point: remember `keys` (the archive's) instead."""
         self.open = set()
-        self.answers = {}
         self.state.put_all(dict.fromkeys(keys, True))
 
 

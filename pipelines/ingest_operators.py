@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from pipelines.ingest_core import (
     LogSequencer,
     SealedBlockRecord,
     archived_event_keys,
-    dedupe_keys,
     resume_cursor,
 )
 from pipelines.state_keys import partition_of_key
@@ -40,8 +38,6 @@ CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 METRICS_EVERY_S = 1.0  # the accepted and duplicate counters reach Flink at least this often
 # Sealed blocks the sequencer may run ahead of the archive: ~1 MB each in memory, ~50 ms each to put.
 ARCHIVE_AHEAD_BLOCKS = 4
-# The operators jar's class that answers a batch's dedupe lookups in one JVM call (pipelines/jvm).
-SEEN_KEYS_CLASS = "auditlog.flink.SeenKeys"
 
 
 def quiet_library_debug() -> None:
@@ -56,35 +52,6 @@ def quiet_library_debug() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.INFO)
-
-
-def batch_lookup(state: Any) -> Callable[[list[str]], Sequence[bool]] | None:
-    """Many dedupe lookups in one call into the JVM, for `BlockDedupe.prefetch`; None where it cannot be had.
-
-    `state` is the operator's MapState. Each `contains` on it is a call from Python into the
-    JVM, which in the job cost ~24 µs of the sequencing thread's time a record (most of it
-    handing the GIL to the archive threads and waiting to get it back) where RocksDB's own read
-    is a few. The operators jar's SeenKeys makes the batch's calls on the JVM side, so a batch
-    crosses once. It is loaded through the task's user-code class loader (the jar is in
-    `pipeline.jars`). Where that fails, each record asks the state itself, as before, and the
-    job says so once on stderr.
-    """
-    try:
-        from pemja import findClass  # type: ignore[import-untyped]
-
-        loader = findClass("java.lang.Thread").currentThread().getContextClassLoader()
-        helper = loader.loadClass(SEEN_KEYS_CLASS).getConstructors()[0].newInstance(())
-        java_state = state._state  # PyFlink's embedded MapStateImpl wraps the Java state object
-        contains = helper.contains
-    except Exception as exc:  # noqa: BLE001 - any failure leaves the per-record calls, which work
-        print(f"ingest: dedupe asks the state once a record ({SEEN_KEYS_CLASS} unavailable: {exc})", file=sys.stderr)
-        return None
-
-    def lookup(keys: list[str]) -> Sequence[bool]:
-        found: Sequence[bool] = contains(java_state, keys)
-        return found
-
-    return lookup
 
 
 class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink has no types: its base is Any
@@ -129,7 +96,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         seen = MapStateDescriptor("seen-event-ids", Types.STRING(), Types.BOOLEAN())
         seen.enable_time_to_live(ttl)
         self.seen_state = runtime_context.get_map_state(seen)
-        self.seen_lookup = batch_lookup(self.seen_state)
         self.dedupes: dict[int, BlockDedupe] = {}  # per partition; all over the one keyed MapState
         self.pending_state = runtime_context.get_list_state(ListStateDescriptor("open-block", Types.STRING()))
         self.cursor_state = runtime_context.get_state(ValueStateDescriptor("log-cursor", Types.STRING()))
@@ -146,7 +112,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         self.m_dlq = metrics.counter("dead_letters")
         self.m_blocks = metrics.counter("blocks_sealed")
         self.m_erased = metrics.counter("erased_subject_events")
-        self.m_dedupe_calls = metrics.counter("dedupe_state_calls")
         self.tree_sizes: dict[str, tuple[Any, int]] = {}  # log id -> (its counter, the size it reports)
         self.report_by = time.monotonic() + METRICS_EVERY_S
 
@@ -163,7 +128,7 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             log_id = self.config.options.log_id(partition)
             pending = [entry.encode() for entry in (self.pending_state.get() or [])]
             cursor = LogCursor.from_bytes(stored.encode(), pending) if stored else LogCursor(log_id, pending=pending)
-            self.dedupes[partition] = BlockDedupe(self.seen_state, pending, self.seen_lookup)
+            self.dedupes[partition] = BlockDedupe(self.seen_state, pending)
             if offset:
                 cursor = self._resume(cursor, offset, self.dedupes[partition])
             self.cursors[partition] = cursor
@@ -217,13 +182,10 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
             self.timed.add(partition)
             ctx.timer_service().register_event_time_timer(MAX_TIMESTAMP)
         dedupe = self.dedupes[partition]
-        sequencer = self.sequencer
-        step = sequencer.step
-        parsed = [sequencer.read(record) for record in records]
-        dedupe.prefetch(dedupe_keys(parsed))  # the batch's dedupe lookups in one call
+        step = self.sequencer.step
         saved = len(cursor.pending)  # the open block's entries already in the list state
-        for record, read in zip(records, parsed, strict=True):
-            outputs = step(cursor, dedupe, record, read)
+        for record in records:
+            outputs = step(cursor, dedupe, record)
             if outputs:
                 yield from self._emit(cursor, dedupe, outputs)
                 if not cursor.pending:  # a block was sealed: its entries left the list state
@@ -272,11 +234,6 @@ class SequenceFunction(KeyedProcessFunction):  # type: ignore[misc]  # pyflink h
         if counters.erased_subject_events:
             self.m_erased.inc(counters.erased_subject_events)
             counters.erased_subject_events = 0
-        calls = 0
-        for dedupe in self.dedupes.values():
-            calls, dedupe.state_calls = calls + dedupe.state_calls, 0
-        if calls:
-            self.m_dedupe_calls.inc(calls)
 
     def _report_tree_size(self, cursor: LogCursor) -> None:
         counter, reported = self.tree_sizes[cursor.log_id]
