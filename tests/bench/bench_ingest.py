@@ -17,6 +17,12 @@ configured ports), preloads a fresh topic with ~500-byte events, and runs the re
 
     make bench-ingest                          # defaults: 300,000 events
     BENCH_EVENTS=100000 make bench-ingest
+
+It runs on a Kafka and SeaweedFS of its own, started fresh under $AUDITLOG_HOME/bench/ingest-stack
+on ports 3000 above the configured ones and stopped at the end: every run makes buckets, which
+cannot be deleted under Object Lock, and SeaweedFS's CPU per PUT grew from ~2 to ~5 ms over a day
+of them on the shared stack (51 buckets), which moved the rates more than the code did.
+BENCH_SHARED_STACK=1 uses the configured stack instead.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "2"))
 LATENCY_RATE = int(os.environ.get("BENCH_LATENCY_RATE", "2000"))
 LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "30"))
 TARGET_BYTES = 500
+STACK_PORT_OFFSET = 3000
 
 
 def padded_records(n: int, seed: int) -> list[Record]:
@@ -133,6 +140,15 @@ def service_cpu(settings: Settings) -> float:
             continue
         total += stats.get(pid, (0, 0.0))[1]
     return total
+
+
+def count_objects(settings: Settings, bucket: str) -> int:
+    """Objects in `bucket` (current versions): what the run PUT into the archive."""
+    client = s3_client(settings)
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        count += page.get("KeyCount", 0)
+    return count
 
 
 def run_measured(settings: Settings, command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
@@ -277,9 +293,38 @@ def run_floor(env: dict[str, str], topic: str, variant: str) -> tuple[float, flo
     return int(match.group(1)) / 1000, cpu
 
 
+def bench_stack(configured: Settings) -> Settings:
+    """The settings of the benchmark's own stack: a fresh home, ports STACK_PORT_OFFSET above `configured`'s."""
+    home = configured.home / "bench" / "ingest-stack"
+    Stack(configured.replace(home=home)).down()  # a stack an interrupted run left behind
+    shutil.rmtree(home, ignore_errors=True)
+    return configured.replace(
+        home=home,
+        kafka_port=configured.kafka_port + STACK_PORT_OFFSET,
+        kafka_controller_port=configured.kafka_controller_port + STACK_PORT_OFFSET,
+        s3_port=configured.s3_port + STACK_PORT_OFFSET,
+        s3_master_port=configured.s3_master_port + STACK_PORT_OFFSET,
+        flink_port=configured.flink_port + STACK_PORT_OFFSET,
+        flink_rpc_port=configured.flink_rpc_port + STACK_PORT_OFFSET,
+        witness_port=configured.witness_port + STACK_PORT_OFFSET,
+    )
+
+
 def main() -> None:
     settings = Settings.from_env()
-    Stack(settings).up(["kafka", "s3"])
+    if not os.environ.get("BENCH_SHARED_STACK"):
+        settings = bench_stack(settings)
+        os.environ.update(settings.to_env())  # every Settings.from_env() here and in the children
+    stack = Stack(settings)
+    stack.up(["kafka", "s3"])
+    try:
+        measure(settings)
+    finally:
+        if not os.environ.get("BENCH_SHARED_STACK"):
+            stack.down()
+
+
+def measure(settings: Settings) -> None:
     run_id = int(time.time())
     chdb_dir = settings.home / "bench" / f"chdb-{run_id}"
     env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{chdb_dir}", "AUDITLOG_CHECKPOINT_INTERVAL_MS": "10000"}
@@ -291,6 +336,7 @@ def main() -> None:
     records = padded_records(EVENTS, seed=run_id % 1000)
     rows = []
     cpu: dict[str, float] = {}
+    puts: dict[str, tuple[int, float]] = {}  # mode -> (objects written, Kafka + SeaweedFS CPU s)
     runs = (
         ("verifiable (hash, chain, sign)", "on", ()),
         ("  the same, indexer off", "noindex", ("--no-index",)),
@@ -308,12 +354,20 @@ def main() -> None:
         wall, net, used, services = run_ingest(settings, env, "--bounded", "--topic", topic, *flag)
         rows.append((label, EVENTS / net, EVENTS / wall, net, wall))
         cpu[mode] = used / EVENTS * 1e6
+        puts[mode] = (count_objects(settings, bucket), services)
         print(
             f"  {label:<34} {EVENTS / net:>10,.0f} {EVENTS / wall:>11,.0f} {cpu[mode]:>10.1f} "
             f"{services / EVENTS * 1e6:>9.1f}   (net runtime {net:.1f} s; wall {wall:.1f} s, start-up and indexing in)",
             flush=True,
         )
-    print(f"\n  cost of the verifiable log: {rows[2][1] / rows[0][1]:.2f}x the rate without it\n")
+    print(f"\n  cost of the verifiable log: {rows[2][1] / rows[0][1]:.2f}x the rate without it")
+    objects, services = puts["noindex"]
+    if objects:
+        # Without the indexer nothing reads the archive back, so this CPU is the PUTs' (and Kafka's).
+        print(
+            f"  archive, indexer off: {objects:,} objects written, {objects / EVENTS * 1000:.1f} a 1,000 events; "
+            f"Kafka + SeaweedFS {services / objects * 1000:.2f} ms of CPU an object\n"
+        )
     on_topic = f"bench.ingest.{run_id}.on"
     floors = (
         ("floor: source + keying only", "jvm"),
