@@ -166,6 +166,13 @@ class Settings:
         """Returns a copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def with_ports_moved(self, offset: int) -> Settings:
+        """A copy whose Kafka, SeaweedFS, Flink and witness ports are `offset` higher.
+
+        For a second stack beside the configured one (the tests', a benchmark's own).
+        """
+        return self.replace(**{name: getattr(self, name) + offset for name in STACK_PORTS})
+
     def to_env(self) -> dict[str, str]:
         """Returns the AUDITLOG_* variables that make `from_env` rebuild these settings.
 
@@ -292,6 +299,16 @@ class WitnessConfig:
     vkey: str
 
 
+# The ports of the stack's Kafka, SeaweedFS (s3_master_port and the ones after it), Flink and witness.
+STACK_PORTS = (
+    "kafka_port",
+    "kafka_controller_port",
+    "s3_port",
+    "s3_master_port",
+    "flink_port",
+    "flink_rpc_port",
+    "witness_port",
+)
 _ENV_NAMES = {"home": "AUDITLOG_HOME", "jars_dir": "AUDITLOG_JARS"}
 
 

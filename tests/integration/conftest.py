@@ -17,24 +17,19 @@ from pathlib import Path
 import pytest
 
 from infra.stack import Stack, StackError
-from schemas.settings import Settings
+from schemas.settings import STACK_PORTS, Settings
 
 DEFAULT_PORT_OFFSET = 10000
 
 
 def _test_settings(home: os.PathLike[str]) -> Settings:
-    defaults = Settings()
     offset = int(os.environ.get("AUDITLOG_TEST_PORT_OFFSET", DEFAULT_PORT_OFFSET))
-    # Overrides win over any AUDITLOG_* variable of the developer's shell.
+    # Overrides win over any AUDITLOG_* variable of the developer's shell; ports 19092, 18333, ...
+    moved = Settings().with_ports_moved(offset)
+    ports = {name: getattr(moved, name) for name in STACK_PORTS}
     return Settings.from_env(
         home=Path(home).resolve(),
-        kafka_port=defaults.kafka_port + offset,  # 19092
-        kafka_controller_port=defaults.kafka_controller_port + offset,  # 19093
-        s3_port=defaults.s3_port + offset,  # 18333
-        s3_master_port=defaults.s3_master_port + offset,  # 19333 .. 19341
-        flink_port=defaults.flink_port + offset,  # 18081
-        flink_rpc_port=defaults.flink_rpc_port + offset,  # 16123
-        witness_port=defaults.witness_port + offset,  # 17380
+        **ports,
         flink_taskmanagers=2,
         host="127.0.0.1",
         bucket="auditlog-it",
