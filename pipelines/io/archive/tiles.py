@@ -328,15 +328,23 @@ DERIVED = "@bundle"
 class TileStore:
     """Reads a log's tiles from the archive through an LRU cache bounded in bytes; thread-safe.
 
-    Every tile path is immutable, so a cached tile never goes stale; the bound (`cache_bytes`)
-    is what keeps a reader's memory flat however long the logs grow. With a `disk` cache (a
+    Every tile path is immutable, so a cached tile never goes stale; the bounds (`cache_bytes` of
+    tiles and bundles, the inner levels of `levels_cached` tiles) are what keep a reader's memory
+    flat however long the logs grow (tests/unit/test_prover_memory.py). With a `disk` cache (a
     long-running server's), a tile the memory no longer holds is read from local disk, not the
     archive.
     """
 
-    def __init__(self, archive: Any, cache_bytes: int = 64 << 20, disk: DiskTileCache | None = None) -> None:
+    def __init__(
+        self,
+        archive: Any,
+        cache_bytes: int = 64 << 20,
+        disk: DiskTileCache | None = None,
+        levels_cached: int = LEVELS_CACHED,
+    ) -> None:
         self.archive = archive
         self.cache_bytes = cache_bytes
+        self.levels_cached = levels_cached
         self.disk = disk
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._levels: OrderedDict[tuple[str, Tile], list[list[bytes]]] = OrderedDict()
@@ -450,7 +458,7 @@ class TileStore:
         """A TileHashReader of the log at `size` (proofs are checked against a signed checkpoint by the caller).
 
         `published`: a size ≥ `size` whose tiles are in the archive, for sizes that published none.
-        Its nodes come from the tiles' inner levels, kept for the LEVELS_CACHED tiles used last.
+        Its nodes come from the tiles' inner levels, kept for the `levels_cached` tiles used last.
 
         `from_bundles`: a level-0 tile that neither cache holds, but whose entry bundle (same index
         and width) is in memory, is hashed from that bundle's entries instead of read from the
@@ -509,7 +517,7 @@ class TileStore:
             return None  # the tile's own read decides, and names what is wrong
 
     def levels(self, log_id: str, tile: Tile, published: int | None = None) -> list[list[bytes]]:
-        """`tile_levels` of a hash tile, computed once per tile while it stays among the LEVELS_CACHED used last."""
+        """`tile_levels` of a hash tile, computed once per tile while it stays among the `levels_cached` used last."""
 
         def read() -> bytes:
             data = self.tile(log_id, tile, published)
@@ -533,7 +541,7 @@ class TileStore:
         levels = native_tile_levels()(data)
         with self._lock:
             self._levels[key] = levels
-            while len(self._levels) > LEVELS_CACHED:
+            while len(self._levels) > self.levels_cached:
                 self._levels.popitem(last=False)
         return levels
 
