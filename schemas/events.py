@@ -35,7 +35,6 @@ from transforms.tiles import MAX_ENTRY_BYTES
 SCHEMA_PATH = Path(__file__).with_name("audit_event.schema.json")
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 256 * 1024
-MAX_METADATA_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 1024  # orjson's own limit: records read the same on its path and json's
 
 
@@ -62,6 +61,11 @@ class EventValidationError(AuditlogError, ValueError):
 def load_schema() -> dict[str, Any]:
     result: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
     return result
+
+
+MAX_METADATA_BYTES: int = load_schema()["properties"]["metadata"]["x-max-canonical-bytes"]
+"""The schema's cap on metadata in canonical form: 48 KiB, so that every valid event's entry fits
+the 16-bit length of a tlog-tiles entry bundle (`MAX_ENTRY_BYTES`; docs/design.md §1)."""
 
 
 @cache

@@ -8,6 +8,7 @@ import pytest
 
 from schemas.events import (
     DEFAULT_PII_FIELDS,
+    MAX_METADATA_BYTES,
     EventValidationError,
     canonical_bytes,
     canonical_entry,
@@ -92,7 +93,7 @@ def _without(key):
             "occurred_at",
             "is not an ISO-8601 time with Z",
         ),
-        (json.dumps({**EVENT, "metadata": {"blob": "x" * 70_000}}).encode(), "metadata", "larger than 65536"),
+        (json.dumps({**EVENT, "metadata": {"blob": "x" * 50_000}}).encode(), "metadata", "larger than 49152"),
         (json.dumps({**EVENT, "metadata": {"n": 2**60}}).encode(), "metadata", "2**53"),
         (json.dumps({**EVENT, "surprise": 1}).encode(), "surprise", "not a known field"),
         (json.dumps({**EVENT, "metadata": []}).encode(), "metadata", "must be object"),
@@ -171,21 +172,32 @@ def _entry(event, keys=KEYS):
 
 
 def test_entries_up_to_65535_bytes_are_logged_and_larger_ones_refused():
-    base = len(_entry({**EVENT, "metadata": {"blob": ""}}))
-    fits = {**EVENT, "metadata": {"blob": "x" * (MAX_ENTRY_BYTES - base)}}
-    assert len(_entry(fits)) == MAX_ENTRY_BYTES
-    too_big = {**EVENT, "metadata": {"blob": "x" * (MAX_ENTRY_BYTES - base + 1)}}
+    """The bundle's cap, enforced where the entry is made. A valid event cannot reach it (its
+    metadata is capped first, below), so the events here skip the metadata check."""
+    from schemas.retention import load_policy
+
+    def entry(blob: str) -> bytes:
+        event = validate_event({**EVENT, "metadata": {}})
+        event["metadata"] = {"blob": blob}  # past validation: longer than MAX_METADATA_BYTES allows
+        return canonical_entry(event, KEYS, load_policy())
+
+    base = len(entry(""))
+    assert len(entry("x" * (MAX_ENTRY_BYTES - base))) == MAX_ENTRY_BYTES
     with pytest.raises(EventValidationError) as caught:
-        _entry(too_big)
+        entry("x" * (MAX_ENTRY_BYTES - base + 1))
     assert caught.value.field == "event" and caught.value.event_id == EVENT["event_id"]
     assert "65536 bytes in canonical form" in str(caught.value) and "larger than 65535 bytes" in str(caught.value)
 
 
-def test_any_event_with_at_most_52000_bytes_of_metadata_fits_an_entry_bundle():
+def test_every_valid_event_fits_an_entry_bundle():
     """Every other field at its schema maximum, in the characters that encode longest (4-byte
-    UTF-8, JCS escapes, sealed PII): what is left for metadata is the documented 52,000 bytes."""
+    UTF-8, JCS escapes, sealed PII), and metadata at its cap (MAX_METADATA_BYTES, the schema's
+    `x-max-canonical-bytes`): the entry is still within a bundle's 65,535 bytes, with room to spare."""
+    assert MAX_METADATA_BYTES == 49_152
     keys = SubjectKeys("f" * 64, b"\x01" * 32, b"\x02" * 32)  # a key id longer than the stores' (16 hex)
     rest = len(_entry({**LARGEST_WITHOUT_METADATA, "metadata": {}}, keys))
-    assert rest + 52_000 <= MAX_ENTRY_BYTES, rest
-    blob = "x" * (52_000 - len('{"b":""}'))
+    assert rest + MAX_METADATA_BYTES <= MAX_ENTRY_BYTES - 2_000, rest
+    blob = "x" * (MAX_METADATA_BYTES - len('{"b":""}'))
     assert len(_entry({**LARGEST_WITHOUT_METADATA, "metadata": {"b": blob}}, keys)) <= MAX_ENTRY_BYTES
+    with pytest.raises(EventValidationError, match="larger than 49152"):
+        _entry({**LARGEST_WITHOUT_METADATA, "metadata": {"b": blob + "x"}}, keys)

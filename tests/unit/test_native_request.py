@@ -332,18 +332,17 @@ def test_one_event_reads_as_a_request_of_one() -> None:
     assert "not a RecordEventRequest" in refused.value.details
 
 
-def test_an_event_the_core_reads_but_cannot_log_is_refused_naming_the_limit() -> None:
-    """Metadata under its own limit can make an entry longer than a bundle's 65,535 bytes."""
+def test_an_event_over_the_metadata_cap_is_refused_naming_the_limit() -> None:
+    """Metadata over its cap (49,152 bytes, which keeps every entry within a bundle's 65,535)."""
     from api.gateway.convert import request_from_event
 
     event = EventGenerator(seed=7).event()
-    event["metadata"] = {"note": "x" * 65_000}
+    event["metadata"] = {"note": "x" * 49_200}
     raw = request_bytes([request_from_event(EventGenerator(seed=8).event()), request_from_event(event)])
-    assert CORE.request_events(raw) is not None  # read on the wire path; the entry is what is too long
     sink = MemoryAckSink()
     gateway = GatewayCore(EventIntake(InMemoryKeyStore(), sink, core=CORE), None)
     with pytest.raises(Rejection) as refused:
         start_batch(gateway, raw)
     assert refused.value.code.name == "INVALID_ARGUMENT"
-    assert refused.value.details.startswith("events[1].") and "65535 bytes" in refused.value.details
+    assert refused.value.details.startswith("events[1].") and "larger than 49152 bytes" in refused.value.details
     assert sink.records == []  # nothing of the request was sent

@@ -15,9 +15,9 @@ has 256 hashes (8,192 bytes); the rightmost tile of each level is partial, `.p/<
 
 An entry bundle is the concatenation, for each entry, of its length as a big-endian uint16 and its
 bytes; entry i of bundle N hashes (RFC 9162 leaf hash) to hash i of level-0 tile N. The 16-bit
-length caps an entry at 65,535 bytes (`MAX_ENTRY_BYTES`): auditlog refuses a larger event when it
-makes its canonical bytes (docs/design.md §1, §13), so every log stays readable by any tlog client;
-`encode_bundle` refuses one too.
+length caps an entry at 65,535 bytes (`MAX_ENTRY_BYTES`): the schema caps metadata so that every
+valid event fits, and a larger entry is refused where its canonical bytes are made (docs/design.md
+§1, §13), so every log stays readable by any tlog client; `encode_bundle` refuses one too.
 
 What is here, all pure:
 

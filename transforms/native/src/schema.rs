@@ -19,7 +19,10 @@ pub(crate) enum Node {
     ConstInt(i64),
 }
 
-const ANNOTATIONS: &[&str] = &["description", "$schema", "$id", "title", "x-pii", "x-hint"];
+/// Keywords that do not constrain a value here. `x-max-canonical-bytes` (metadata's cap) is checked
+/// on the canonical bytes, with the limit the caller passes as `metadata_limit` (read from it).
+const ANNOTATIONS: &[&str] =
+    &["description", "$schema", "$id", "title", "x-pii", "x-hint", "x-max-canonical-bytes"];
 
 pub(crate) fn compile(schema: &Value, path: &str) -> Result<Node, String> {
     let Value::Obj(members) = schema else { return Err(format!("{path}: a schema is not an object")) };
