@@ -9,11 +9,15 @@ session's full `stack` fixture came first) and stopped at the end of the session
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -32,7 +36,7 @@ from pipelines.io.archive import (
     open_archive,
 )
 from pipelines.io.s3 import s3_client
-from schemas.settings import Settings
+from schemas.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +330,60 @@ def test_signed_puts_lock_as_boto3_puts_do_and_a_wrong_checksum_is_refused(archi
         archive.signed.put_locked(block_key(log_id, 2), b"these bytes", wrong, LOCK_MODE, until)
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, refused.value.response
     assert block_key(log_id, 2) not in archive.keys(block_key(log_id, 2))
+
+
+def test_tiles_migrate_publishes_an_old_archive_on_seaweedfs_verified_before_and_after(
+    s3_stack: Stack, tmp_path: Path
+) -> None:
+    """`auditlog tiles migrate`, the command, on a WORM bucket that holds logs written before tiles.
+
+    The logs are made by the ingest job's own code, and copied without their tiles (each block's
+    entries in its object, as before tiles) into a fresh Object Lock bucket. The command must
+    publish exactly the tiles and bundles the job would have, verify each log before and after,
+    and do nothing the second time; `auditlog verify`'s archive check then reads them from S3.
+    """
+    from pipelines.archive_history import check_archive_log
+    from pipelines.io.archive import log_prefix
+    from pipelines.io.archive.testing import InMemoryArchive
+    from tests.synthetic import ORIGIN, build_logs
+    from tests.unit.test_archive_tiles import tile_objects, without_tiles
+
+    whole = InMemoryArchive()
+    logs = build_logs(whole, None, events=700, logs=2, block_size=90)
+    settings = s3_stack.settings.replace(home=tmp_path, bucket=f"it-migrate-{uuid.uuid4().hex[:8]}", origin=ORIGIN)
+    ensure_bucket(s3_client(settings), settings.bucket)
+    s3 = open_archive(
+        settings.s3_endpoint, settings.bucket, settings.s3_access_key, settings.s3_secret_key, retention_days=1
+    )
+    for log_id in logs.log_ids:
+        bare = without_tiles(whole, log_id)
+        for key in bare.keys(log_prefix(log_id)):
+            s3.put_immutable(key, bare.get(key), lock_until(1))
+        assert s3.keys(log_prefix(log_id) + "tile/") == []
+    settings.verifier_key_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.verifier_key_file.write_text(logs.signer.verifier().encode())
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
+
+    def auditlog(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runners.cli", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+
+    assert auditlog("tiles", "status").returncode == 1  # logs behind their tiles
+    migrated = auditlog("tiles", "migrate", "--quiet")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert migrated.stdout.count("verified before and after") == 2, migrated.stdout
+
+    for log_id in logs.log_ids:
+        assert tile_objects(s3, log_id) == tile_objects(whole, log_id)  # type: ignore[arg-type]
+        checked = check_archive_log(s3, log_id, logs.signer.verifier(), f"{ORIGIN}/{log_id}")
+        assert checked.findings == [] and checked.tiles_checked > 0
+    assert auditlog("tiles", "status").returncode == 0
+    again = auditlog("tiles", "migrate", "--quiet")
+    assert again.returncode == 0 and again.stdout.count("0 block(s) published") == 2, again.stdout
