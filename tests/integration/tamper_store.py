@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipelines.io.archive import block_key, checkpoint_key  # noqa: E402
+from pipelines.io.archive import block_key, checkpoint_key, tile_key  # noqa: E402
 from pipelines.io.keystore import open_keystore  # noqa: E402
 from runners.deployment import with_master_key  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
@@ -23,6 +23,7 @@ from tests.synthetic import build_logs, open_deployment  # noqa: E402
 from transforms.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from transforms.merkle import leaf_hash  # noqa: E402
 from transforms.note import Signer  # noqa: E402
+from transforms.tiles import ENTRIES, Tile  # noqa: E402
 
 LOG = "audit.events.p0"
 
@@ -90,6 +91,12 @@ def main(case: str) -> None:
         s3.delete_object(Bucket=bucket, Key=checkpoint_key(LOG, size))
     elif case == "overwrite_block":
         s3.put_object(Bucket=bucket, Key=block_key(LOG, 2), Body=b"auditlog-block/v1\nnot the original\n")
+    elif case == "overwrite_tile":  # a second version of a full level-0 hash tile, one bit flipped
+        key = tile_key(LOG, Tile(0, 0))
+        tile = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=key, Body=tile[:-1] + bytes([tile[-1] ^ 1]))
+    elif case == "delete_bundle":  # the full entry bundle deleted (a delete marker over the locked original)
+        s3.delete_object(Bucket=bucket, Key=tile_key(LOG, Tile(ENTRIES, 0)))
     elif case == "checkpoint_other_key":
         _, size = newest()
         (root_hex,) = clickhouse.query(

@@ -73,6 +73,8 @@ def tamper(env: dict[str, str], case: str) -> None:
         ("swap_rows", {("clickhouse", "reordered")}, {"leaf_index": 20}),
         ("truncate_archive_tail", {("archive", "deleted"), ("archive", "checkpoint rolled back")}, {}),
         ("overwrite_block", {("archive", "archive object overwritten")}, {"block_index": 2}),
+        ("overwrite_tile", {("archive", "archive object overwritten")}, {"detail": "tile/0/000"}),
+        ("delete_bundle", {("archive", "deleted")}, {"detail": "tile/entries/000"}),
         (
             "checkpoint_other_key",
             {("archive", "archive object overwritten"), ("archive", "bad signature"), ("clickhouse", "bad signature")},
