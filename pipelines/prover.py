@@ -219,7 +219,7 @@ class Prover:
     def entry(self, log_id: str, index: int) -> bytes:
         """The logged bytes of leaf `index`, from its entry bundle (checked against a proof by whoever uses them)."""
         head = self.head(log_id, index)
-        return self.tiles.entries(log_id, index, 1, head.size)[0]
+        return self.tiles.entry(log_id, index, head.size)
 
     def proof(self, tenant_id: str, event_id: str) -> Proof:
         """Returns the event's proof, verified before it is handed out.

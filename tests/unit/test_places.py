@@ -108,12 +108,13 @@ def test_the_prover_checks_a_local_place_against_the_entry_and_falls_back_to_cli
     prover = Prover(archive, counting, SIGNER.verifier(), "auditlog.test", places=places)
     assert prover.proof(TENANT, "evt_7").leaf_index == 7
     assert asked == []  # the local index answered
+    assert prover.proof(TENANT, "evt_7").leaf_index == 7 and asked == []  # again: from memory too
     # a key that points at another event's leaf (a collision, or a corrupted file) is not believed
     with sqlite3.connect(places.path) as db:
-        db.execute("UPDATE places SET leaf = 9 WHERE key = ?", (place_key(TENANT, "evt_7"),))
-    proof = prover.proof(TENANT, "evt_7")
-    assert proof.leaf_index == 7 and json.loads(proof.canonical)["event_id"] == "evt_7"
-    assert asked == ["evt_7"]
+        db.execute("UPDATE places SET leaf = 9 WHERE key = ?", (place_key(TENANT, "evt_8"),))
+    proof = prover.proof(TENANT, "evt_8")
+    assert proof.leaf_index == 8 and json.loads(proof.canonical)["event_id"] == "evt_8"
+    assert asked == ["evt_8"]
 
 
 def test_the_disk_cache_keeps_its_bound_and_drops_the_oldest_first(tmp_path: Path) -> None:

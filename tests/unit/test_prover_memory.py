@@ -1,7 +1,7 @@
 """A proof server's memory does not grow with the log: the same proofs over a log 16 times larger.
 
 `auditlog serve` proves events with a `Prover` over a `TileStore` (runners/commands/serve.py),
-whose caches are bounded: tiles and bundles by bytes, the tiles' inner levels by count. This test
+whose caches are bounded: tiles and bundles by bytes, the tiles' inner levels by count, entries by bytes. This test
 builds one log at two sizes (8,192 and 131,072 events, tiles and bundles in an archive whose reads
 return fresh bytes, as S3's do), proves 400 random events of each with small bounds, and measures
 with tracemalloc what the prover still holds afterwards and its peak while proving. A prover that
@@ -35,6 +35,7 @@ SMALL, LARGE = 8_192, 131_072  # 32 and 512 level-0 tiles: both more than the bo
 PROOFS = 400
 CACHE_BYTES = 128 << 10
 LEVELS_CACHED = 16
+ENTRY_CACHE_BYTES = 32 << 10  # ~150 entries: fewer than the proofs ask for
 SLACK = 1.25  # the larger log's figure may be at most this many times the smaller's (+ 64 KiB)
 
 
@@ -84,7 +85,9 @@ def held_while_proving(n: int) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     try:
-        tiles = TileStore(archive, cache_bytes=CACHE_BYTES, levels_cached=LEVELS_CACHED)
+        tiles = TileStore(
+            archive, cache_bytes=CACHE_BYTES, levels_cached=LEVELS_CACHED, entry_cache_bytes=ENTRY_CACHE_BYTES
+        )
         prover = Prover(archive, places, SIGNER.verifier(), PREFIX, tiles=tiles)
         for tenant, event_id in picked:
             proof = prover.proof(tenant, event_id)
@@ -120,7 +123,7 @@ def _unbounded(n: int) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        tiles = TileStore(archive, cache_bytes=1 << 40, levels_cached=1 << 30)
+        tiles = TileStore(archive, cache_bytes=1 << 40, levels_cached=1 << 30, entry_cache_bytes=1 << 40)
         prover = Prover(archive, places, SIGNER.verifier(), PREFIX, tiles=tiles)
         for tenant, event_id in picked:
             prover.proof(tenant, event_id)

@@ -341,10 +341,14 @@ class TileStore:
         cache_bytes: int = 64 << 20,
         disk: DiskTileCache | None = None,
         levels_cached: int = LEVELS_CACHED,
+        entry_cache_bytes: int = 16 << 20,
     ) -> None:
         self.archive = archive
         self.cache_bytes = cache_bytes
         self.levels_cached = levels_cached
+        self.entry_cache_bytes = entry_cache_bytes
+        self._entries: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._entries_held = 0
         self.disk = disk
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._levels: OrderedDict[tuple[str, Tile], list[list[bytes]]] = OrderedDict()
@@ -411,6 +415,8 @@ class TileStore:
                 self._held -= len(self._cache.pop(key))
             for tile_of in [k for k in self._levels if k[0] in (log_id, log_id + DERIVED)]:
                 del self._levels[tile_of]
+            for entry_of in [k for k in self._entries if k[0] == log_id]:
+                self._entries_held -= len(self._entries.pop(entry_of))
         if self.disk is not None:
             self.disk.forget(prefix)
 
@@ -420,6 +426,8 @@ class TileStore:
             self._cache.clear()
             self._levels.clear()
             self._held = 0
+            self._entries.clear()
+            self._entries_held = 0
 
     def tile(self, log_id: str, tile: Tile, published: int | None = None) -> bytes:
         """`get`, and for a partial tile of a size that published none, a prefix of a wider one.
@@ -544,6 +552,28 @@ class TileStore:
             while len(self._levels) > self.levels_cached:
                 self._levels.popitem(last=False)
         return levels
+
+    def entry(self, log_id: str, index: int, size: int) -> bytes:
+        """Entry `index` of the log, as `entries`; kept in a cache of entries bounded by `entry_cache_bytes`.
+
+        A proof needs one entry of a bundle: an event proved again is then answered without
+        reading its 256-entry bundle from the disk cache (entries, like tiles, never change).
+        """
+        key = (log_id, index)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        data = self.entries(log_id, index, 1, size)[0]
+        with self._lock:
+            if key not in self._entries and len(data) <= self.entry_cache_bytes:
+                self._entries[key] = data
+                self._entries_held += len(data)
+                while self._entries_held > self.entry_cache_bytes:
+                    _, dropped = self._entries.popitem(last=False)
+                    self._entries_held -= len(dropped)
+        return data
 
     def entries(self, log_id: str, first: int, count: int, size: int) -> list[bytes]:
         """Entries first .. first+count-1 of the log, from the entry bundles of `size` (whose tiles are there)."""
