@@ -20,12 +20,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipelines.io.localdb import LocalDB, claim
+from pipelines.io.lru import LRU
 
 __all__ = ["PlaceIndex", "place_key"]
 
@@ -67,8 +67,7 @@ class PlaceIndex:
             db.execute(statement)
         claim(db, identity, ("places", "logs"))
         self._log_names: dict[int, str] = {}
-        self._recent: OrderedDict[int, tuple[str, int]] = OrderedDict()
-        self._recent_lock = threading.Lock()
+        self._recent: LRU[int, tuple[str, int]] = LRU(capacity=RECENT)
 
     def lookup(self, tenant_id: str, event_id: str) -> tuple[str, int] | None:
         """(log id, leaf index) if the copy holds the event under a key no other leaf shares, else None.
@@ -77,11 +76,9 @@ class PlaceIndex:
         SQLite read on the event loop's thread also hands the GIL to other threads and waits for it.
         """
         key = place_key(tenant_id, event_id)
-        with self._recent_lock:
-            place = self._recent.get(key)
-            if place is not None:
-                self._recent.move_to_end(key)
-                return place
+        place = self._recent.get(key)
+        if place is not None:
+            return place
         row = self._db().execute("SELECT log, leaf FROM places WHERE key = ?", (key,)).fetchone()
         if row is None or row[0] == AMBIGUOUS:
             return None
@@ -92,10 +89,7 @@ class PlaceIndex:
                 return None
             name = self._log_names[row[0]] = str(found[0])
         place = (name, int(row[1]))
-        with self._recent_lock:
-            self._recent[key] = place
-            if len(self._recent) > RECENT:
-                self._recent.popitem(last=False)
+        self._recent.put(key, place)
         return place
 
     def synced(self) -> dict[str, int]:

@@ -190,9 +190,9 @@ def test_the_tile_cache_holds_at_most_its_bound(built) -> None:
     log_id = logs.log_ids[0]
     for size in archive.list_checkpoints(log_id):
         store.reader(log_id, size).root()
-        assert store._held <= 20_000
+        assert store.cached_bytes <= 20_000
     assert store.entries(log_id, 0, 750, 750) == log_entries(archive, log_id)
-    assert store._held <= 20_000
+    assert store.cached_bytes <= 20_000
 
 
 def test_bundles_hold_canonical_json(built) -> None:

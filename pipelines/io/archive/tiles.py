@@ -39,6 +39,7 @@ from typing import Any
 from pipelines.io.archive.errors import ArchiveNotFoundError
 from pipelines.io.archive.layout import block_key, expired_key, log_prefix, tile_key
 from pipelines.io.archive.tilecache import DiskTileCache
+from pipelines.io.lru import LRU
 from schemas.native import tile_levels as native_tile_levels
 from transforms.blocks import BlockHeader, decode_block, decode_expired_block
 from transforms.errors import VerificationError
@@ -347,12 +348,10 @@ class TileStore:
         self.cache_bytes = cache_bytes
         self.levels_cached = levels_cached
         self.entry_cache_bytes = entry_cache_bytes
-        self._entries: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._entries_held = 0
+        self._entries: LRU[tuple[str, int], bytes] = LRU(max_bytes=entry_cache_bytes)
         self.disk = disk
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache: LRU[str, bytes] = LRU(max_bytes=cache_bytes)
         self._levels: OrderedDict[tuple[str, Tile], list[list[bytes]]] = OrderedDict()
-        self._held = 0
         self._lock = threading.Lock()
         self.reads = 0  # archive reads (cache misses), for benchmarks and tests
 
@@ -373,29 +372,18 @@ class TileStore:
             self.disk.put(key, data)
         with self._lock:
             self.reads += 1
-        self._keep(key, data)
+        self._cache.put(key, data)
         return data
 
     def _local(self, key: str) -> bytes | None:
         """The tile from memory, or from the disk cache (then kept in memory too); None if neither holds it."""
-        with self._lock:
-            data = self._cache.get(key)
-            if data is not None:
-                self._cache.move_to_end(key)
-                return data
+        data = self._cache.get(key)
+        if data is not None:
+            return data
         data = self.disk.get(key) if self.disk is not None else None
         if data is not None:
-            self._keep(key, data)
+            self._cache.put(key, data)
         return data
-
-    def _keep(self, key: str, data: bytes) -> None:
-        with self._lock:
-            if key not in self._cache and len(data) <= self.cache_bytes:
-                self._cache[key] = data
-                self._held += len(data)
-                while self._held > self.cache_bytes:
-                    _, dropped = self._cache.popitem(last=False)
-                    self._held -= len(dropped)
 
     def _read(self, log_id: str, tile: Tile, key: str) -> bytes:
         remote(key)
@@ -407,27 +395,28 @@ class TileStore:
                 "run `auditlog tiles migrate`"
             ) from None
 
+    @property
+    def cached_bytes(self) -> int:
+        """The bytes of tiles and bundles held in memory (at most `cache_bytes`)."""
+        return self._cache.held
+
     def forget(self, log_id: str) -> None:
         """Forgets the log's tiles in every cache, memory and disk: the next reads go to the archive."""
         prefix = log_prefix(log_id)
+        self._cache.drop_where(lambda key: key.startswith(prefix))
+        self._entries.drop_where(lambda key: key[0] == log_id)
         with self._lock:
-            for key in [k for k in self._cache if k.startswith(prefix)]:
-                self._held -= len(self._cache.pop(key))
             for tile_of in [k for k in self._levels if k[0] in (log_id, log_id + DERIVED)]:
                 del self._levels[tile_of]
-            for entry_of in [k for k in self._entries if k[0] == log_id]:
-                self._entries_held -= len(self._entries.pop(entry_of))
         if self.disk is not None:
             self.disk.forget(prefix)
 
     def clear(self) -> None:
         """Forgets every tile cached in memory (after a repair of the archive, or in a tamper test)."""
         with self._lock:
-            self._cache.clear()
             self._levels.clear()
-            self._held = 0
-            self._entries.clear()
-            self._entries_held = 0
+        self._cache.clear()
+        self._entries.clear()
 
     def tile(self, log_id: str, tile: Tile, published: int | None = None) -> bytes:
         """`get`, and for a partial tile of a size that published none, a prefix of a wider one.
@@ -508,15 +497,14 @@ class TileStore:
                     return None
                 if self.disk is not None:
                     self.disk.put(key, data)
-                self._keep(key, data)
+                self._cache.put(key, data)
             return data
 
         return self._levels_of((log_id + DERIVED, tile), hashed)
 
     def _hashed_bundle(self, log_id: str, tile: Tile) -> bytes | None:
         """The level-0 tile `tile` as the leaf hashes of its entry bundle in memory, or None."""
-        with self._lock:
-            bundle = self._cache.get(tile_key(log_id, Tile(ENTRIES, tile.index, tile.width)))
+        bundle = self._cache.get(tile_key(log_id, Tile(ENTRIES, tile.index, tile.width)))
         if bundle is None:
             return None
         try:
@@ -559,21 +547,11 @@ class TileStore:
         A proof needs one entry of a bundle: an event proved again is then answered without
         reading its 256-entry bundle from the disk cache (entries, like tiles, never change).
         """
-        key = (log_id, index)
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-                return found
-        data = self.entries(log_id, index, 1, size)[0]
-        with self._lock:
-            if key not in self._entries and len(data) <= self.entry_cache_bytes:
-                self._entries[key] = data
-                self._entries_held += len(data)
-                while self._entries_held > self.entry_cache_bytes:
-                    _, dropped = self._entries.popitem(last=False)
-                    self._entries_held -= len(dropped)
-        return data
+        found = self._entries.get((log_id, index))
+        if found is None:
+            found = self.entries(log_id, index, 1, size)[0]
+            self._entries.put((log_id, index), found)
+        return found
 
     def entries(self, log_id: str, first: int, count: int, size: int) -> list[bytes]:
         """Entries first .. first+count-1 of the log, from the entry bundles of `size` (whose tiles are there)."""

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.io.keystore.base import KeyStore
-from pipelines.io.keystore.cache import _LruCache
 from pipelines.io.keystore.errors import KeyStoreError, MasterKeyError, SubjectErasedError
 from pipelines.io.keystore.subject_keys import _key_mode
 from pipelines.io.keystore.wrapping import _Master, _unwrap, _wrap
+from pipelines.io.lru import LRU
 from transforms.pii import SubjectKeys
 
 __all__ = ["DEFAULT_CACHE_SIZE", "DEFAULT_ERASURE_CHECK_S", "REWRAP_BATCH", "STORE_FORMAT"]
@@ -71,7 +71,7 @@ class _SqlKeyStore(KeyStore):
         masters = [_Master.of(k) for k in master_keys]
         self._masters: dict[str, _Master] = {m.master_id: m for m in masters}
         self._primary = masters[0]
-        self._cache = _LruCache(cache_size)
+        self._cache: LRU[tuple[str, str], SubjectKeys] = LRU(capacity=cache_size)
         self._erasure_check_s = erasure_check_s
         self._next_erasure_check = 0.0
         self._erasure_seq = 0
