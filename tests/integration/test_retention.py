@@ -161,6 +161,9 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     assert {c for t, c in by_class if t != HELD} == {"long", "short"}
     kept = [r for r in rows if r["tenant"] == HELD or r["actor"] == subject or r["class"] == "long"]
     assert {r["event_id"] for r in kept} == {r["event_id"] for r in after["rows"]}, "unheld short events must go"
+    # Hash tiles are evidence: they stay, so every tree head and retained event's proof still verify.
+    hash_tiles = {k for k in before["objects"] if "/tile/" in k and "/tile/entries/" not in k}
+    assert hash_tiles and hash_tiles <= set(after["objects"])
     gone_blocks = [k for k in before["objects"] if "/blocks/" in k and k not in after["objects"]]
     assert gone_blocks, "some blocks held only expired, unheld events"
     for key in gone_blocks:
@@ -203,6 +206,12 @@ def test_holds_keep_what_expiry_removes_and_every_proof_still_verifies(deploymen
     assert "released hold_" in released
     ok([*AUDITLOG, "expire"], env)
     final = state(env)
+    # An entry bundle goes once every event it holds has expired (here: every partial bundle of a
+    # log that starts with such events), from the bucket itself; the hash tiles still all stay.
+    bundles = {k for k in before["objects"] if "/tile/entries/" in k}
+    left = {k for k in final["objects"] if "/tile/entries/" in k}
+    assert left < bundles, "entry bundles whose events all expired must go"
+    assert hash_tiles <= set(final["objects"])
     assert {r["class"] for r in final["rows"]} == {"long"}
     for log_id, index in held_blocks:
         key = f"logs/{log_id}/blocks/{index:012d}.block"
