@@ -2,7 +2,8 @@
 
 Bounded by a count of items (`capacity`), by the bytes of its values (`max_bytes`, each value's
 `len`), or both: the key stores' unwrapped keys, the query service's tiles, entries and places.
-A value larger than `max_bytes` is not kept at all.
+A value larger than `max_bytes` is not kept at all (nor any older value under its key), and
+with `max_bytes` every value must have a length.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ class LRU(Generic[K, V]):
                 self._data.move_to_end(key)
             return value
 
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` is kept (its recency unchanged)."""
+        with self._lock:
+            return key in self._data
+
     def put(self, key: K, value: V) -> None:
         size = self._size(value)
-        if self.capacity is not None and self.capacity <= 0:
-            return
-        if self.max_bytes is not None and size > self.max_bytes:
+        if (self.capacity is not None and self.capacity <= 0) or (self.max_bytes is not None and size > self.max_bytes):
+            self.pop(key)  # a get must never answer an older value than the last put
             return
         with self._lock:
             old = self._data.pop(key, None)
@@ -74,4 +79,8 @@ class LRU(Generic[K, V]):
         return len(self._data)
 
     def _size(self, value: V) -> int:
-        return len(value) if self.max_bytes is not None and isinstance(value, Sized) else 0
+        if self.max_bytes is None:
+            return 0
+        if not isinstance(value, Sized):
+            raise TypeError(f"an LRU bounded in bytes keeps values with a length, not {type(value).__name__}")
+        return len(value)

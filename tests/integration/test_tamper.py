@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,8 @@ def test_each_tampering_is_detected_and_named(deployment, case, expected, where)
     assert all(f["log_id"] == LOG for f in findings(report))
     for key, value in where.items():
         if key == "detail":
-            assert any(value in f["detail"] for f in findings(report)), findings(report)
+            whole = re.compile(re.escape(value) + r"(?![\w./])")  # tile/entries/000, not 000.p/50
+            assert any(whole.search(f["detail"]) for f in findings(report)), findings(report)
         else:
             assert any(f[key] == value for f in findings(report)), findings(report)
 

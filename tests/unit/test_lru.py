@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +39,19 @@ def test_a_capacity_of_zero_keeps_nothing() -> None:
     assert cache.get("a") is None
 
 
+def test_a_value_too_large_to_keep_also_drops_the_older_one_under_its_key() -> None:
+    cache: LRU[str, bytes] = LRU(max_bytes=4)
+    cache.put("a", b"old")
+    cache.put("a", b"newer")
+    assert cache.get("a") is None and cache.held == 0
+
+
+def test_a_byte_bound_needs_values_with_a_length() -> None:
+    cache: LRU[str, object] = LRU(max_bytes=4)
+    with pytest.raises(TypeError, match="with a length"):
+        cache.put("a", 42)
+
+
 @given(st.lists(st.tuples(st.integers(0, 20), st.binary(max_size=12)), max_size=200), st.integers(1, 40))
 def test_held_is_always_the_bytes_kept_and_within_the_bound(puts: list[tuple[int, bytes]], bound: int) -> None:
     cache: LRU[int, bytes] = LRU(capacity=8, max_bytes=bound)
@@ -45,3 +59,4 @@ def test_held_is_always_the_bytes_kept_and_within_the_bound(puts: list[tuple[int
         cache.put(key, value)
         kept = [cache._data[k] for k in cache._data]
         assert cache.held == sum(len(v) for v in kept) <= bound and len(kept) <= 8
+        assert cache.get(key) in (value, None)  # the last value put, or nothing: never an older one

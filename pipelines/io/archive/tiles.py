@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -75,8 +74,9 @@ __all__ = [
 
 Progress = Callable[[str], None]
 LEVELS_CACHED = 256
-"""Hash tiles whose inner levels a TileStore keeps (~40 KB each): every tile above level 0 of a few
-logs of billions of events; a proof reads one level-0 tile and a few above it."""
+"""The default `levels_cached` of a TileStore: hash tiles whose inner levels it keeps (~40 KB each),
+every tile above level 0 of a few logs of billions of events; a proof reads one level-0 tile and a
+few above it."""
 
 
 class TilesMissingError(LookupError, VerificationError):
@@ -351,7 +351,7 @@ class TileStore:
         self._entries: LRU[tuple[str, int], bytes] = LRU(max_bytes=entry_cache_bytes)
         self.disk = disk
         self._cache: LRU[str, bytes] = LRU(max_bytes=cache_bytes)
-        self._levels: OrderedDict[tuple[str, Tile], list[list[bytes]]] = OrderedDict()
+        self._levels: LRU[tuple[str, Tile], list[list[bytes]]] = LRU(capacity=levels_cached)
         self._lock = threading.Lock()
         self.reads = 0  # archive reads (cache misses), for benchmarks and tests
 
@@ -405,16 +405,13 @@ class TileStore:
         prefix = log_prefix(log_id)
         self._cache.drop_where(lambda key: key.startswith(prefix))
         self._entries.drop_where(lambda key: key[0] == log_id)
-        with self._lock:
-            for tile_of in [k for k in self._levels if k[0] in (log_id, log_id + DERIVED)]:
-                del self._levels[tile_of]
+        self._levels.drop_where(lambda key: key[0] in (log_id, log_id + DERIVED))
         if self.disk is not None:
             self.disk.forget(prefix)
 
     def clear(self) -> None:
         """Forgets every tile cached in memory (after a repair of the archive, or in a tamper test)."""
-        with self._lock:
-            self._levels.clear()
+        self._levels.clear()
         self._cache.clear()
         self._entries.clear()
 
@@ -471,8 +468,7 @@ class TileStore:
 
         def levels(tile: Tile) -> list[list[bytes]]:
             if tile.level == 0:
-                with self._lock:
-                    known = (log_id, tile) in self._levels
+                known = (log_id, tile) in self._levels
                 if not known and self._local(tile_key(log_id, tile)) is None:
                     derived = self._derived_levels(log_id, tile)
                     if derived is not None:
@@ -526,26 +522,22 @@ class TileStore:
         return levels
 
     def _levels_of(self, key: tuple[str, Tile], read: Callable[[], bytes | None]) -> list[list[bytes]] | None:
-        with self._lock:
-            levels = self._levels.get(key)
-            if levels is not None:
-                self._levels.move_to_end(key)
-                return levels
+        levels = self._levels.get(key)
+        if levels is not None:
+            return levels
         data = read()
         if data is None:
             return None
         levels = native_tile_levels()(data)
-        with self._lock:
-            self._levels[key] = levels
-            while len(self._levels) > self.levels_cached:
-                self._levels.popitem(last=False)
+        self._levels.put(key, levels)
         return levels
 
     def entry(self, log_id: str, index: int, size: int) -> bytes:
         """Entry `index` of the log, as `entries`; kept in a cache of entries bounded by `entry_cache_bytes`.
 
         A proof needs one entry of a bundle: an event proved again is then answered without
-        reading its 256-entry bundle from the disk cache (entries, like tiles, never change).
+        reading its 256-entry bundle from the disk cache (entries, like tiles, never change). The
+        bound counts the entries' bytes; Python's own per-item cost (~150 B) comes on top.
         """
         found = self._entries.get((log_id, index))
         if found is None:

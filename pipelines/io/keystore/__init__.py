@@ -48,7 +48,6 @@ is the way in):
     master_keys   master-key files and variables: reading, parsing, writing a new key
     base          KeyStore, the interface
     memory        InMemoryKeyStore (used by `auditlog demo` as well as by tests)
-    cache         the LRU cache of unwrapped keys the SQL stores keep
     sql           _SqlKeyStore: what the SQLite and PostgreSQL stores share, rotation included
     sqlite        SqliteKeyStore, the embedded default
     postgres      PostgresKeyStore, the shared store
