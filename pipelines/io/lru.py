@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sized
+from collections.abc import Callable, Hashable, Iterable, Sized
 from typing import Generic, TypeVar
 
 __all__ = ["LRU"]
@@ -59,10 +59,15 @@ class LRU(Generic[K, V]):
                 self.held -= self._size(dropped)
 
     def pop(self, key: K) -> None:
+        self.drop((key,))
+
+    def drop(self, keys: Iterable[K]) -> None:
+        """Forgets each of `keys` that is kept, under one lock (a pass over many keys)."""
         with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self.held -= self._size(old)
+            for key in keys:
+                old = self._data.pop(key, None)
+                if old is not None:
+                    self.held -= self._size(old)
 
     def drop_where(self, doomed: Callable[[K], bool]) -> None:
         """Forgets every key `doomed` says so of."""

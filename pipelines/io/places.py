@@ -134,8 +134,7 @@ class PlaceIndex:
                     synced += len(batch)
                     db.execute("UPDATE logs SET synced = ? WHERE id = ?", (synced, number))
                     db.execute("COMMIT")
-                    for key, _, _ in batch:  # a key a second leaf shares is ClickHouse's to answer now
-                        self._recent.pop(key)
+                    self._recent.drop(key for key, _, _ in batch)  # a shared key is ClickHouse's to answer now
                     added += len(batch)
                     if progress is not None:
                         progress(log_id, synced)

@@ -345,9 +345,6 @@ class TileStore:
         entry_cache_bytes: int = 16 << 20,
     ) -> None:
         self.archive = archive
-        self.cache_bytes = cache_bytes
-        self.levels_cached = levels_cached
-        self.entry_cache_bytes = entry_cache_bytes
         self._entries: LRU[tuple[str, int], bytes] = LRU(max_bytes=entry_cache_bytes)
         self.disk = disk
         self._cache: LRU[str, bytes] = LRU(max_bytes=cache_bytes)
